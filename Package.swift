@@ -1,0 +1,28 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// The server targets (CURing, Optimizers, UringServer, tcpserver) do not import Foundation:
+// `make check-no-foundation` and a test enforce it. Tests may use Foundation.
+let package = Package(
+    name: "tcpserver",
+    products: [
+        .executable(name: "tcpserver", targets: ["tcpserver"]),
+        .library(name: "UringServer", targets: ["UringServer"]),
+    ],
+    targets: [
+        // Thin C shim over liburing: only what Swift cannot import cleanly (buffer-ring set-up,
+        // probing, packed user_data). liburing's static inline helpers are imported directly.
+        .target(
+            name: "CURing",
+            linkerSettings: [.linkedLibrary("uring")]
+        ),
+        .target(name: "Optimizers"),
+        .target(
+            name: "UringServer",
+            dependencies: ["CURing", "Optimizers"]
+        ),
+        .executableTarget(name: "tcpserver", dependencies: ["UringServer"]),
+        .testTarget(name: "OptimizersTests", dependencies: ["Optimizers"]),
+        .testTarget(name: "UringServerTests", dependencies: ["UringServer", "Optimizers"]),
+    ]
+)

@@ -1,0 +1,107 @@
+#define _GNU_SOURCE
+#include "CURing.h"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+int curing_errno(void) { return errno; }
+
+int curing_accept_nonblock(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+
+int curing_queue_init(struct io_uring *ring, unsigned entries, unsigned *flags_used) {
+    static const unsigned attempts[] = {
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
+        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN,
+        0,
+    };
+    int ret = -EINVAL;
+    for (unsigned i = 0; i < sizeof(attempts) / sizeof(attempts[0]); i++) {
+        struct io_uring_params p;
+        memset(&p, 0, sizeof(p));
+        p.flags = attempts[i];
+        ret = io_uring_queue_init_params(entries, ring, &p);
+        if (ret == 0) {
+            if (flags_used) *flags_used = attempts[i];
+            return 0;
+        }
+        if (ret != -EINVAL) return ret;   // only an unknown flag is worth a retry
+    }
+    return ret;
+}
+
+struct io_uring_buf_ring *curing_buf_ring_setup(struct io_uring *ring, unsigned entries,
+                                                unsigned short bgid, int *err) {
+    size_t size = entries * sizeof(struct io_uring_buf);
+    void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    if (mem == MAP_FAILED) {
+        *err = -errno;
+        return NULL;
+    }
+    struct io_uring_buf_ring *br = mem;
+    io_uring_buf_ring_init(br);
+    struct io_uring_buf_reg reg;
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (unsigned long)(uintptr_t)br;
+    reg.ring_entries = entries;
+    reg.bgid = bgid;
+    int ret = io_uring_register_buf_ring(ring, &reg, 0);
+    if (ret != 0) {
+        munmap(mem, size);
+        *err = ret;
+        return NULL;
+    }
+    *err = 0;
+    return br;
+}
+
+void curing_buf_ring_free(struct io_uring *ring, struct io_uring_buf_ring *br,
+                          unsigned entries, unsigned short bgid) {
+    io_uring_unregister_buf_ring(ring, bgid);
+    munmap(br, entries * sizeof(struct io_uring_buf));
+}
+
+void curing_prep_recv_multishot_select(struct io_uring_sqe *sqe, int fd, unsigned short bgid) {
+    io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = bgid;
+}
+
+int curing_probe(char *why, unsigned long why_len) {
+    struct io_uring ring;
+    unsigned flags = 0;
+    int ret = curing_queue_init(&ring, 8, &flags);
+    if (ret < 0) {
+        snprintf(why, why_len, "io_uring_setup failed: %s", strerror(-ret));
+        return -1;
+    }
+    struct io_uring_probe *probe = io_uring_get_probe_ring(&ring);
+    if (!probe) {
+        snprintf(why, why_len, "io_uring probe unsupported (kernel too old)");
+        io_uring_queue_exit(&ring);
+        return -1;
+    }
+    static const struct { int op; const char *name; } needed[] = {
+        {IORING_OP_ACCEPT, "ACCEPT"}, {IORING_OP_RECV, "RECV"}, {IORING_OP_SEND, "SEND"},
+        {IORING_OP_READ, "READ"}, {IORING_OP_MSG_RING, "MSG_RING"},
+    };
+    for (unsigned i = 0; i < sizeof(needed) / sizeof(needed[0]); i++) {
+        if (!io_uring_opcode_supported(probe, needed[i].op)) {
+            snprintf(why, why_len, "io_uring opcode %s unsupported", needed[i].name);
+            io_uring_free_probe(probe);
+            io_uring_queue_exit(&ring);
+            return -1;
+        }
+    }
+    io_uring_free_probe(probe);
+    int err = 0;
+    struct io_uring_buf_ring *br = curing_buf_ring_setup(&ring, 8, 0, &err);
+    if (!br) {
+        snprintf(why, why_len, "provided-buffer rings unsupported: %s", strerror(-err));
+        io_uring_queue_exit(&ring);
+        return -1;
+    }
+    curing_buf_ring_free(&ring, br, 8, 0);
+    io_uring_queue_exit(&ring);
+    return 0;
+}

@@ -1,0 +1,64 @@
+// CURing: the thin C layer over liburing. Swift imports liburing's static inline helpers
+// (io_uring_prep_*, io_uring_cqe_*) directly; this header adds only what is awkward or
+// impossible from Swift: ring set-up with feature fallback, provided-buffer-ring set-up
+// (liburing 2.3 has no io_uring_setup_buf_ring), anonymous-union SQE fields, and the probe.
+#ifndef CURING_H
+#define CURING_H
+
+// The system headers come first, without _GNU_SOURCE, so their declarations match the ones
+// Swift's Glibc module has; liburing.h defines _GNU_SOURCE, but by then the include guards
+// keep these headers from being read again with different definitions.
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/stat.h>
+#include <sys/mman.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <signal.h>
+#include <inttypes.h>
+#include <time.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <string.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <liburing.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Set up `ring` for a single reactor thread. Tries SINGLE_ISSUER|DEFER_TASKRUN first (kernel
+/// 6.1+), then SINGLE_ISSUER|COOP_TASKRUN, then no flags. Returns 0 or -errno; `*flags_used`
+/// receives the setup flags that were accepted.
+int curing_queue_init(struct io_uring *ring, unsigned entries, unsigned *flags_used);
+
+/// Allocate (page-aligned, mmap) and register a provided-buffer ring of `entries` slots
+/// (a power of two) for group `bgid`. Returns NULL and sets `*err` to -errno on failure.
+struct io_uring_buf_ring *curing_buf_ring_setup(struct io_uring *ring, unsigned entries,
+                                                unsigned short bgid, int *err);
+
+/// Unregister and unmap a ring created by curing_buf_ring_setup.
+void curing_buf_ring_free(struct io_uring *ring, struct io_uring_buf_ring *br,
+                          unsigned entries, unsigned short bgid);
+
+/// Multishot recv that selects its buffer from provided-buffer group `bgid`.
+void curing_prep_recv_multishot_select(struct io_uring_sqe *sqe, int fd, unsigned short bgid);
+
+/// Checks that this kernel can run the io_uring reactor: ring creation with the flags above,
+/// and the opcodes ACCEPT, RECV, SEND, READ, MSG_RING, plus provided-buffer rings.
+/// Returns 0 when usable; otherwise -1 and writes a reason into `why`.
+int curing_probe(char *why, unsigned long why_len);
+
+/// accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC): accept4 is a GNU extension that
+/// Swift's Glibc module (built without _GNU_SOURCE) does not declare.
+int curing_accept_nonblock(int fd);
+
+/// errno of the calling thread (Swift's errno accessor is Glibc-specific; keep one place).
+int curing_errno(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

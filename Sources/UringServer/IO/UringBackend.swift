@@ -1,0 +1,256 @@
+import CURing
+import Glibc
+
+/// io_uring backend: multishot accept, multishot recv into a provided-buffer ring, one send in
+/// flight per socket, everything a turn queued submitted by one io_uring_submit_and_wait.
+///
+/// user_data packing (as liburing's examples/proxy.c): the low 3 bits are the operation, the
+/// rest is the Connection's object address (objects are 16-byte aligned). The connection
+/// record stays alive in the reactor's table until its last completion is reaped, so the
+/// pointer in user_data is always valid when the CQE arrives.
+final class UringBackend: IOBackend {
+    private enum Op: UInt64 {
+        case accept = 1, recv = 2, send = 3, wake = 4
+    }
+
+    private var ring = io_uring()
+    private var bufRing: UnsafeMutablePointer<io_uring_buf_ring>
+    private let bufCount: Int
+    private let bufSize: Int
+    private let bufMask: Int32
+    private let bufBase: UnsafeMutableRawPointer
+    private static let bufGroup: UInt16 = 0
+    /// Buffers handed back this batch; made visible to the kernel in one advance.
+    private var pendingRecycles: Int32 = 0
+
+    private var listenFD: Int32 = -1
+    private var acceptArmed = false
+    private var wakeFD: Int32 = -1
+    private var wakeValue: UInt64 = 0
+    /// Connections whose multishot recv ended with ENOBUFS: re-armed after the batch recycled.
+    private var rearmRecv: [Connection] = []
+    let setupFlags: UInt32
+
+    init(entries: Int, recvBufferCount: Int, recvBufferSize: Int) throws(SyscallError) {
+        var flags: UInt32 = 0
+        _ = try uringCall("io_uring_queue_init", curing_queue_init(&ring, UInt32(entries), &flags))
+        setupFlags = flags
+        var err: Int32 = 0
+        guard let br = curing_buf_ring_setup(&ring, UInt32(recvBufferCount), Self.bufGroup, &err) else {
+            io_uring_queue_exit(&ring)
+            throw SyscallError(call: "io_uring_register_buf_ring", errno: -err)
+        }
+        bufRing = br
+        bufCount = recvBufferCount
+        bufSize = recvBufferSize
+        bufMask = io_uring_buf_ring_mask(UInt32(recvBufferCount))
+        // One mapping for all buffers; pages are only backed once the kernel writes into them.
+        let mem = mmap(nil, recvBufferCount * recvBufferSize, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let mem, mem != MAP_FAILED else {
+            curing_buf_ring_free(&ring, br, UInt32(recvBufferCount), Self.bufGroup)
+            io_uring_queue_exit(&ring)
+            throw SyscallError(call: "mmap", errno: currentErrno())
+        }
+        bufBase = mem
+        for i in 0..<recvBufferCount {
+            io_uring_buf_ring_add(bufRing, bufBase + i * bufSize, UInt32(bufSize), UInt16(i), bufMask, Int32(i))
+        }
+        io_uring_buf_ring_advance(bufRing, Int32(recvBufferCount))
+    }
+
+    func shutdown() {
+        curing_buf_ring_free(&ring, bufRing, UInt32(bufCount), Self.bufGroup)
+        munmap(bufBase, bufCount * bufSize)
+        io_uring_queue_exit(&ring)
+    }
+
+    // MARK: submission
+
+    /// Next free SQE; when the SQ is full, submits what is queued (without waiting) and retries.
+    @inline(__always)
+    private func sqe() -> UnsafeMutablePointer<io_uring_sqe> {
+        while true {
+            if let s = io_uring_get_sqe(&ring) { return s }
+            _ = io_uring_submit(&ring)
+        }
+    }
+
+    @inline(__always)
+    private static func pack(_ c: Connection?, _ op: Op) -> UInt64 {
+        guard let c else { return op.rawValue }
+        return UInt64(UInt(bitPattern: Unmanaged.passUnretained(c).toOpaque())) | op.rawValue
+    }
+
+    func addListener(fd: Int32) throws(SyscallError) {
+        listenFD = fd
+        armAccept()
+    }
+
+    private func armAccept() {
+        let s = sqe()
+        io_uring_prep_multishot_accept(s, listenFD, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+        io_uring_sqe_set_data64(s, Self.pack(nil, .accept))
+        acceptArmed = true
+    }
+
+    func addWakeup(fd: Int32) throws(SyscallError) {
+        wakeFD = fd
+        armWake()
+    }
+
+    private func armWake() {
+        let s = sqe()
+        withUnsafeMutablePointer(to: &wakeValue) { p in
+            io_uring_prep_read(s, wakeFD, p, 8, 0)
+        }
+        io_uring_sqe_set_data64(s, Self.pack(nil, .wake))
+    }
+
+    func startReceiving(_ c: Connection) {
+        let s = sqe()
+        curing_prep_recv_multishot_select(s, c.fd, Self.bufGroup)
+        io_uring_sqe_set_data64(s, Self.pack(c, .recv))
+        c.recvArmed = true
+    }
+
+    func send(_ c: Connection) {
+        precondition(!c.sendInFlight)
+        if c.sending.isEmpty {
+            // The queue becomes the in-flight buffer; new output goes to a fresh queue.
+            swap(&c.sending, &c.out)
+        }
+        let r = c.sending.readable
+        let s = sqe()
+        io_uring_prep_send(s, c.fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL))
+        io_uring_sqe_set_data64(s, Self.pack(c, .send))
+        c.sendInFlight = true
+    }
+
+    func close(_ c: Connection) {
+        c.closeStarted = true
+        // shutdown() ends the multishot recv (it completes with 0 and no F_MORE) and fails any
+        // send in flight; the fd is closed only once both completions are reaped.
+        if c.recvArmed || c.sendInFlight {
+            Glibc.shutdown(c.fd, Int32(SHUT_RDWR))
+        }
+        releaseIfIdle(c)
+    }
+
+    private var released: [Connection] = []
+
+    private func releaseIfIdle(_ c: Connection) {
+        guard c.closeStarted, !c.recvArmed, !c.sendInFlight else { return }
+        Glibc.close(c.fd)
+        released.append(c)
+    }
+
+    // MARK: completion
+
+    func poll(timeoutMillis: Int32, handler: IOEventHandler) {
+        if !rearmRecv.isEmpty {
+            for c in rearmRecv where !c.closeStarted { startReceiving(c) }
+            rearmRecv.removeAll(keepingCapacity: true)
+        }
+        if timeoutMillis < 0 {
+            _ = io_uring_submit_and_wait(&ring, 1)
+        } else {
+            var ts = __kernel_timespec(tv_sec: Int64(timeoutMillis / 1000),
+                                       tv_nsec: Int64(timeoutMillis % 1000) * 1_000_000)
+            var cqe: UnsafeMutablePointer<io_uring_cqe>?
+            _ = io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &ts, nil)
+        }
+        var seen: UInt32 = 0
+        // Reap in a loop: handlers may queue more SQEs but never wait, so this terminates.
+        while true {
+            var cqePtr: UnsafeMutablePointer<io_uring_cqe>?
+            if io_uring_peek_cqe(&ring, &cqePtr) != 0 { break }
+            guard let cqe = cqePtr else { break }
+            let data = cqe.pointee.user_data
+            let res = cqe.pointee.res
+            let flags = cqe.pointee.flags
+            io_uring_cqe_seen(&ring, cqe)
+            seen &+= 1
+            dispatch(data: data, res: res, flags: flags, handler: handler)
+            if seen >= 4096 { break }   // bound one batch; the rest waits for the next turn
+        }
+        if pendingRecycles > 0 {
+            io_uring_buf_ring_advance(bufRing, pendingRecycles)
+            pendingRecycles = 0
+        }
+        if !released.isEmpty {
+            for c in released { handler.connectionReleased(c) }
+            released.removeAll(keepingCapacity: true)
+        }
+    }
+
+    private func dispatch(data: UInt64, res: Int32, flags: UInt32, handler: IOEventHandler) {
+        guard let op = Op(rawValue: data & 7) else { return }
+        switch op {
+        case .accept:
+            if res >= 0 {
+                handler.connectionAccepted(fd: res)
+            }
+            if flags & UInt32(IORING_CQE_F_MORE) == 0 {
+                acceptArmed = false
+                if listenFD >= 0 { armAccept() }
+            }
+        case .wake:
+            handler.wakeup()
+            if wakeFD >= 0 { armWake() }
+        case .recv:
+            let c = connection(data)
+            let more = flags & UInt32(IORING_CQE_F_MORE) != 0
+            if !more { c.recvArmed = false }
+            if flags & UInt32(IORING_CQE_F_BUFFER) != 0 {
+                let bid = Int(flags >> UInt32(IORING_CQE_BUFFER_SHIFT))
+                let buf = bufBase + bid * bufSize
+                if res > 0 && !c.closeStarted {
+                    handler.connectionReceived(c, UnsafeRawBufferPointer(start: buf, count: Int(res)))
+                }
+                recycle(bid: bid, addr: buf)
+            }
+            if res == -ENOBUFS {
+                // Out of provided buffers: they come back as this batch is processed.
+                if !c.closeStarted { rearmRecv.append(c) }
+            } else if res <= 0 {
+                if !c.closeStarted { handler.connectionReceiveEnded(c, error: -res) }
+            } else if !more && !c.closeStarted {
+                startReceiving(c)   // multishot ended without error (e.g. CQ overflow): re-arm
+            }
+            if c.closeStarted { releaseIfIdle(c) }
+        case .send:
+            let c = connection(data)
+            c.sendInFlight = false
+            if c.closeStarted {
+                releaseIfIdle(c)
+                return
+            }
+            if res < 0 {
+                c.sending.removeAll()
+                handler.connectionSendCompleted(c, error: -res)
+                return
+            }
+            c.sending.consume(Int(res))
+            if !c.sending.isEmpty || !c.out.isEmpty {
+                send(c)   // partial send continues where it stopped, then the next queue
+            } else {
+                c.sending.releaseIfEmpty()
+                c.out.releaseIfEmpty()
+                handler.connectionSendCompleted(c, error: 0)
+            }
+        }
+    }
+
+    @inline(__always)
+    private func connection(_ data: UInt64) -> Connection {
+        let p = UnsafeRawPointer(bitPattern: UInt(data & ~7))!
+        return Unmanaged<Connection>.fromOpaque(p).takeUnretainedValue()
+    }
+
+    @inline(__always)
+    private func recycle(bid: Int, addr: UnsafeMutableRawPointer) {
+        io_uring_buf_ring_add(bufRing, addr, UInt32(bufSize), UInt16(bid), bufMask, pendingRecycles)
+        pendingRecycles += 1
+    }
+}

@@ -1,0 +1,116 @@
+import Optimizers
+
+/// Rooms: join_room, leave_room, send_chat, and presence. The fan-out itself (local members,
+/// hand-off to other reactors) is the reactor's `broadcast`; this plugin owns the semantics.
+public final class ChatRoomPlugin: MessageProcessor {
+    private let rooms: RoomDirectory
+    private let presence: Bool
+
+    public init(_ env: PluginEnvironment) {
+        rooms = env.rooms
+        presence = env.config.presence
+    }
+
+    public func canHandle(_ type: String) -> Bool {
+        type == "send_chat" || type == "join_room" || type == "leave_room"
+    }
+
+    public func process(_ m: IncomingMessage, _ reactor: Reactor) throws(ProtocolError) {
+        switch m.type {
+        case "send_chat": try sendChat(m, reactor)
+        case "join_room": try join(m, reactor)
+        default: try leave(m, reactor)
+        }
+    }
+
+    private func sendChat(_ m: IncomingMessage, _ reactor: Reactor) throws(ProtocolError) {
+        let c = m.connection
+        let roomName = try m.requireString("room")
+        guard let text = m.rawString("text") else {
+            throw ProtocolError(.missingField, "field 'text' (a string) is required")
+        }
+        guard let room = c.rooms.first(where: { $0.name == roomName }) else {
+            throw ProtocolError(.notInRoom, "join room '\(roomName)' before sending to it")
+        }
+        let user = c.user ?? ""
+        reactor.broadcast(room, excluding: c.echo ? nil : c) { b in
+            b.append("{\"type\":\"chat\",\"room\":")
+            b.appendJSONString(roomName)
+            b.append(",\"from\":")
+            b.appendJSONString(user)
+            b.append(",\"text\":")
+            b.appendJSONStringRaw(escapedContents: text)
+            b.append(",\"ts\":")
+            b.appendDecimal(Clock.wallMillis())
+            b.append("}")
+        }
+    }
+
+    private func join(_ m: IncomingMessage, _ reactor: Reactor) throws(ProtocolError) {
+        let c = m.connection
+        let roomName = try m.requireString("room")
+        if c.rooms.contains(where: { $0.name == roomName }) {
+            // Joining twice is harmless: answer with the current count, announce nothing.
+            let n = rooms.memberCount(roomName)
+            reactor.reply(to: c) { b in Self.renderJoined(&b, roomName, n) }
+            return
+        }
+        let (shared, count) = rooms.join(roomName, reactor: reactor.index)
+        let local = shared.local(for: reactor.index)
+        local.members.append(c)
+        c.rooms.append(local)
+        reactor.reply(to: c) { b in Self.renderJoined(&b, roomName, count) }
+        if presence { announce("user_joined", user: c.user ?? "", in: local, except: c, reactor) }
+    }
+
+    private static func renderJoined(_ b: inout ByteBuffer, _ room: String, _ n: Int) {
+        b.append("{\"type\":\"joined\",\"room\":")
+        b.appendJSONString(room)
+        b.append(",\"members\":")
+        b.appendDecimal(n)
+        b.append("}")
+    }
+
+    private func leave(_ m: IncomingMessage, _ reactor: Reactor) throws(ProtocolError) {
+        let c = m.connection
+        let roomName = try m.requireString("room")
+        guard let i = c.rooms.firstIndex(where: { $0.name == roomName }) else {
+            throw ProtocolError(.notInRoom, "not a member of room '\(roomName)'")
+        }
+        let local = c.rooms.remove(at: i)
+        remove(c, from: local, reactor)
+        reactor.reply(to: c) { b in
+            b.append("{\"type\":\"left\",\"room\":")
+            b.appendJSONString(roomName)
+            b.append("}")
+        }
+    }
+
+    public func connectionClosed(_ c: Connection, _ reactor: Reactor) {
+        let joined = c.rooms
+        c.rooms.removeAll()
+        for local in joined { remove(c, from: local, reactor) }
+    }
+
+    private func remove(_ c: Connection, from local: LocalRoom, _ reactor: Reactor) {
+        if let j = local.members.firstIndex(where: { $0 === c }) {
+            local.members.swapAt(j, local.members.count - 1)
+            local.members.removeLast()
+        }
+        rooms.leave(local.shared, reactor: reactor.index)
+        if presence, let user = c.user { announce("user_left", user: user, in: local, except: c, reactor) }
+    }
+
+    private func announce(_ type: StaticString, user: String, in local: LocalRoom, except c: Connection, _ reactor: Reactor) {
+        let roomName = local.name
+        reactor.broadcast(local, excluding: c) { b in
+            b.append("{\"type\":\"")
+            b.append(type)
+            b.append("\",\"room\":")
+            b.appendJSONString(roomName)
+            b.append(",\"user\":")
+            b.appendJSONString(user)
+            b.append("}")
+        }
+    }
+}

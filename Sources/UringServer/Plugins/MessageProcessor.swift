@@ -1,0 +1,94 @@
+import Optimizers
+
+/// A link in the plugin chain. Processors are asked in registration order; the first whose
+/// `canHandle` says yes gets the message; the core handler (hello, ping) is the fallback and
+/// anything left is `unsupported_type`.
+///
+/// `process` runs on the reactor thread that owns the connection and must never block: a
+/// plugin with slow work hands it to its own thread and replies later through the reactor.
+/// Each reactor gets its own instance (see `Server.register`), so per-reactor state needs no
+/// locks.
+public protocol MessageProcessor: AnyObject {
+    func canHandle(_ type: String) -> Bool
+    func process(_ message: IncomingMessage, _ reactor: Reactor) throws(ProtocolError)
+    /// The connection is going away (peer closed, error, shutdown).
+    func connectionClosed(_ connection: Connection, _ reactor: Reactor)
+}
+
+extension MessageProcessor {
+    public func connectionClosed(_ connection: Connection, _ reactor: Reactor) {}
+}
+
+/// Makes one processor for one reactor.
+public typealias ProcessorFactory = @Sendable (PluginEnvironment) -> MessageProcessor
+
+/// What a plugin may read when it is created.
+public struct PluginEnvironment: Sendable {
+    public let config: ServerConfig
+    public let rooms: RoomDirectory
+    public let reactorIndex: Int
+}
+
+/// Error codes sent to clients as `{"type":"error","code":…}`.
+public enum ErrorCode: String, Sendable {
+    case badJSON = "bad_json"
+    case badFrame = "bad_frame"
+    case unsupportedType = "unsupported_type"
+    case missingField = "missing_field"
+    case helloRequired = "hello_required"
+    case alreadyHello = "already_hello"
+    case notInRoom = "not_in_room"
+    case frameTooLarge = "frame_too_large"
+    case serverFull = "server_full"
+}
+
+public struct ProtocolError: Error {
+    public let code: ErrorCode
+    public let message: String
+
+    public init(_ code: ErrorCode, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+}
+
+/// A parsed client message. Its bytes live in a receive buffer and are valid only during
+/// `process`; copy what you keep (`string(_:)` returns an owned String).
+public struct IncomingMessage {
+    public let connection: Connection
+    public let type: String
+    public let bytes: UnsafeRawBufferPointer
+    let fields: UnsafePointer<JSONFieldTable>
+
+    public func field(_ key: StaticString) -> JSONField? {
+        fields.pointee.find(key, in: bytes)
+    }
+
+    /// The unescaped string value of `key`, or nil when absent or not a string.
+    public func string(_ key: StaticString) -> String? {
+        guard let f = field(key), f.kind == .string else { return nil }
+        return JSONReader.string(f, in: bytes)
+    }
+
+    /// A non-empty string field, or `missing_field`.
+    public func requireString(_ key: StaticString) throws(ProtocolError) -> String {
+        guard let f = field(key), f.kind == .string else {
+            throw ProtocolError(.missingField, "field '\(key)' (a string) is required")
+        }
+        let s = JSONReader.string(f, in: bytes)
+        if s.isEmpty { throw ProtocolError(.missingField, "field '\(key)' must not be empty") }
+        return s
+    }
+
+    public func bool(_ key: StaticString) -> Bool? {
+        guard let f = field(key), f.kind == .bool else { return nil }
+        return JSONReader.bool(f, in: bytes)
+    }
+
+    /// The still-escaped inside of a string field, to copy verbatim into an outgoing message
+    /// (valid JSON as it stands: the reader validated it).
+    public func rawString(_ key: StaticString) -> UnsafeRawBufferPointer? {
+        guard let f = field(key), f.kind == .string else { return nil }
+        return UnsafeRawBufferPointer(rebasing: bytes[f.valueStart..<f.valueEnd])
+    }
+}

@@ -1,0 +1,140 @@
+import Optimizers
+
+/// What the splitter found in a connection's byte stream.
+enum FrameEvent {
+    /// A complete line (JSON lines, without "\n") or binary frame body (codec byte + payload).
+    case frame(UnsafeRawBufferPointer)
+    /// The frame in progress is over max_frame_bytes: answer frame_too_large and close.
+    case tooLarge
+    /// A binary frame header that cannot be right (length 0): bad_frame, connection stays.
+    case badFrame(String)
+}
+
+/// Splits received bytes into frames. Complete frames are handed out straight from the receive
+/// buffer (no copy); only an unfinished tail is copied into `Connection.input`, which is freed
+/// again as soon as the frame completes.
+enum FrameSplitter {
+    /// Calls `emit` for each frame in `bytes`; stops early when `emit` returns false.
+    static func feed(_ c: Connection, _ bytes: UnsafeRawBufferPointer, maxFrame: Int,
+                     _ emit: (FrameEvent) -> Bool) {
+        switch c.framing {
+        case .jsonLines: feedLines(c, bytes, maxFrame: maxFrame, emit)
+        case .binary: feedBinary(c, bytes, maxFrame: maxFrame, emit)
+        case .undetermined, .http: break
+        }
+    }
+
+    private static let newline = UInt8(ascii: "\n")
+
+    private static func feedLines(_ c: Connection, _ bytes: UnsafeRawBufferPointer, maxFrame: Int,
+                                  _ emit: (FrameEvent) -> Bool) {
+        var rest = bytes
+        if !c.input.isEmpty {
+            guard let nl = FrameScanner.firstIndex(of: newline, in: rest) else {
+                if c.input.readableCount + rest.count > maxFrame + 1 { _ = emit(.tooLarge); return }
+                c.input.append(rest)
+                return
+            }
+            if c.input.readableCount + nl > maxFrame + 1 { _ = emit(.tooLarge); return }
+            c.input.append(UnsafeRawBufferPointer(rebasing: rest[..<nl]))
+            let line = trimCR(c.input.readable)
+            let go = line.count == 0 || emit(.frame(line))
+            c.input.removeAll()
+            c.input.releaseIfEmpty()
+            if !go { return }
+            rest = UnsafeRawBufferPointer(rebasing: rest[(nl + 1)...])
+        }
+        while let nl = FrameScanner.firstIndex(of: newline, in: rest) {
+            if nl > maxFrame + 1 { _ = emit(.tooLarge); return }
+            let line = trimCR(UnsafeRawBufferPointer(rebasing: rest[..<nl]))
+            if line.count > 0 && !emit(.frame(line)) { return }
+            rest = UnsafeRawBufferPointer(rebasing: rest[(nl + 1)...])
+        }
+        if rest.count > maxFrame + 1 { _ = emit(.tooLarge); return }
+        if rest.count > 0 { c.input.append(rest) }
+    }
+
+    /// Drops one trailing "\r" (telnet/netcat clients) and blank-only lines count as empty.
+    @inline(__always)
+    private static func trimCR(_ line: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        var n = line.count
+        if n > 0 && line[n - 1] == UInt8(ascii: "\r") { n -= 1 }
+        if n > maxFrameCheckLimit { return UnsafeRawBufferPointer(rebasing: line[..<n]) }
+        // A line of only whitespace is ignored rather than answered with bad_json.
+        var allSpace = true
+        for i in 0..<n where line[i] != 32 && line[i] != 9 { allSpace = false; break }
+        return allSpace ? UnsafeRawBufferPointer(start: line.baseAddress, count: 0)
+                        : UnsafeRawBufferPointer(rebasing: line[..<n])
+    }
+    /// Only short lines are checked for being blank; long ones are parsed (and fail) as usual.
+    private static let maxFrameCheckLimit = 16
+
+    private static func be32(_ p: UnsafeRawBufferPointer) -> Int {
+        Int(p[0]) << 24 | Int(p[1]) << 16 | Int(p[2]) << 8 | Int(p[3])
+    }
+
+    private static func feedBinary(_ c: Connection, _ bytes: UnsafeRawBufferPointer, maxFrame: Int,
+                                   _ emit: (FrameEvent) -> Bool) {
+        var rest = bytes
+        while rest.count > 0 {
+            if c.input.isEmpty && rest.count >= 4 {
+                let n = be32(rest)
+                if n > maxFrame { _ = emit(.tooLarge); return }
+                if n == 0 {
+                    rest = UnsafeRawBufferPointer(rebasing: rest[4...])
+                    if !emit(.badFrame("binary frame of length 0 (a frame needs its codec byte)")) { return }
+                    continue
+                }
+                if rest.count >= 4 + n {
+                    let body = UnsafeRawBufferPointer(rebasing: rest[4..<(4 + n)])
+                    rest = UnsafeRawBufferPointer(rebasing: rest[(4 + n)...])
+                    if !emit(.frame(body)) { return }
+                    continue
+                }
+                c.input.append(rest)
+                return
+            }
+            // Slow path: the header or the body spans receives; accumulate in `input`.
+            if c.input.readableCount < 4 {
+                let take = min(4 - c.input.readableCount, rest.count)
+                c.input.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
+                rest = UnsafeRawBufferPointer(rebasing: rest[take...])
+                if c.input.readableCount < 4 { return }
+            }
+            let n = be32(c.input.readable)
+            if n > maxFrame { _ = emit(.tooLarge); return }
+            if n == 0 {
+                c.input.removeAll()
+                if !emit(.badFrame("binary frame of length 0 (a frame needs its codec byte)")) { return }
+                continue
+            }
+            let need = 4 + n - c.input.readableCount
+            let take = min(need, rest.count)
+            c.input.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
+            rest = UnsafeRawBufferPointer(rebasing: rest[take...])
+            if take < need { return }
+            let body = UnsafeRawBufferPointer(rebasing: c.input.readable[4...])
+            let go = emit(.frame(body))
+            c.input.removeAll()
+            c.input.releaseIfEmpty()
+            if !go { return }
+        }
+    }
+
+    /// Decides the framing from the first non-whitespace byte. Returns false when the bytes
+    /// match no framing the server speaks.
+    static func detect(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> (ok: Bool, consumed: Int) {
+        var i = 0
+        while i < bytes.count {
+            switch bytes[i] {
+            case 32, 9, 10, 13: i += 1
+            case UInt8(ascii: "{"): c.framing = .jsonLines; return (true, i)
+            case 0: c.framing = .binary; return (true, i)
+            case UInt8(ascii: "G"), UInt8(ascii: "H"), UInt8(ascii: "P"), UInt8(ascii: "D"), UInt8(ascii: "O"):
+                c.framing = .http; return (true, i)
+            default: return (false, i)
+            }
+        }
+        return (true, i)   // whitespace only so far: keep waiting
+    }
+}

@@ -1,0 +1,589 @@
+import Optimizers
+
+// A validating, non-allocating reader for one JSON object per line (the client→server
+// protocol, e.g. `{"type":"send_chat","room":"lobby","text":"hi","id":7}`).
+//
+// `JSONReader.parse` validates the whole line against RFC 8259 (strict UTF-8 included) and
+// records the top-level fields as byte ranges into the caller's buffer; nested objects and
+// arrays are validated and skipped. Values are decoded lazily by `string`/`int`/`bool`/
+// `stringEquals`. Runs of plain string bytes are skipped with SIMD (`FrameScanner`); only
+// escapes and non-ASCII bytes take the scalar path.
+
+public enum JSONValueKind: UInt8, Sendable {
+    case string, number, bool, null, object, array
+}
+
+public struct JSONField: Equatable, Sendable {
+    // The Ints come first so the three one-byte fields pack into one tail word (stride 40).
+
+    /// Raw key bytes inside the quotes.
+    public var keyStart: Int, keyEnd: Int
+    /// String: raw bytes inside the quotes (still escaped). Other kinds: the raw token, or the
+    /// whole nested object/array text including its brackets.
+    public var valueStart: Int, valueEnd: Int
+    /// The key contains a backslash escape.
+    public var keyEscaped: Bool
+    public var kind: JSONValueKind
+    /// The string value contains a backslash escape.
+    public var valueEscaped: Bool
+
+    public init(keyStart: Int, keyEnd: Int, keyEscaped: Bool,
+                valueStart: Int, valueEnd: Int, kind: JSONValueKind, valueEscaped: Bool) {
+        self.keyStart = keyStart
+        self.keyEnd = keyEnd
+        self.keyEscaped = keyEscaped
+        self.valueStart = valueStart
+        self.valueEnd = valueEnd
+        self.kind = kind
+        self.valueEscaped = valueEscaped
+    }
+
+    static let empty = JSONField(keyStart: 0, keyEnd: 0, keyEscaped: false,
+                                 valueStart: 0, valueEnd: 0, kind: .null, valueEscaped: false)
+}
+
+/// The top-level fields of one parsed object: fixed capacity 16, stored inline (no heap).
+public struct JSONFieldTable: Sendable {
+    public static let capacity = 16
+
+    // A tuple rather than an Array (heap) or an InlineArray: reading an InlineArray element
+    // from a non-mutable struct copies the whole 640-byte storage to the stack first, while a
+    // tuple element read through `switch` is a direct load.
+    private typealias Storage = (JSONField, JSONField, JSONField, JSONField,
+                                 JSONField, JSONField, JSONField, JSONField,
+                                 JSONField, JSONField, JSONField, JSONField,
+                                 JSONField, JSONField, JSONField, JSONField)
+    private var storage: Storage
+
+    public private(set) var count: Int
+
+    public init() {
+        let e = JSONField.empty
+        storage = (e, e, e, e, e, e, e, e, e, e, e, e, e, e, e, e)
+        count = 0
+    }
+
+    public subscript(i: Int) -> JSONField {
+        precondition(i >= 0 && i < count, "JSONFieldTable index out of range")
+        return field(i)
+    }
+
+    @inline(__always)
+    private func field(_ i: Int) -> JSONField {
+        switch i {
+        case 0: return storage.0
+        case 1: return storage.1
+        case 2: return storage.2
+        case 3: return storage.3
+        case 4: return storage.4
+        case 5: return storage.5
+        case 6: return storage.6
+        case 7: return storage.7
+        case 8: return storage.8
+        case 9: return storage.9
+        case 10: return storage.10
+        case 11: return storage.11
+        case 12: return storage.12
+        case 13: return storage.13
+        case 14: return storage.14
+        default: return storage.15
+        }
+    }
+
+    mutating func removeAll() { count = 0 }
+
+    /// Appends a field; false when the table is full.
+    @inline(__always)
+    mutating func append(_ f: JSONField) -> Bool {
+        let i = count
+        guard i < JSONFieldTable.capacity else { return false }
+        withUnsafeMutableBytes(of: &storage) {
+            $0.baseAddress.unsafelyUnwrapped.assumingMemoryBound(to: JSONField.self)[i] = f
+        }
+        count = i &+ 1
+        return true
+    }
+
+    /// The top-level field whose (unescaped) key equals `key`; the last one wins on duplicates.
+    public func find(_ key: StaticString, in bytes: UnsafeRawBufferPointer) -> JSONField? {
+        let k = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
+        var i = count
+        while i > 0 {
+            i &-= 1
+            let f = field(i)
+            if JSONReader.rawStringEquals(start: f.keyStart, end: f.keyEnd, escaped: f.keyEscaped,
+                                          literal: k, in: bytes) {
+                return f
+            }
+        }
+        return nil
+    }
+}
+
+public enum JSONError: Error, Equatable, Sendable {
+    case syntax(offset: Int)
+    case invalidUTF8(offset: Int)
+    case notAnObject
+    case tooDeep
+    case tooManyFields
+}
+
+public enum JSONReader {
+    /// Maximum nesting of objects/arrays, counting the top-level object as 1.
+    public static let maxDepth = 32
+
+    // MARK: Parsing
+
+    /// Validates that `bytes` is exactly one JSON object (surrounding whitespace, including a
+    /// trailing "\r", allowed) per RFC 8259 and records its top-level fields in `table`.
+    ///
+    /// Errors: `notAnObject` when the first non-whitespace byte is not `{`; `syntax(offset:)`
+    /// for any grammar violation (including bad escapes and unpaired UTF-16 surrogates in
+    /// `\u` escapes; the offset is where the problem was detected); `invalidUTF8(offset:)` for
+    /// malformed UTF-8 inside a string (offset of the sequence's first byte); `tooDeep` past
+    /// `maxDepth`; `tooManyFields` past 16 top-level fields.
+    public static func parse(_ bytes: UnsafeRawBufferPointer, into table: inout JSONFieldTable) throws(JSONError) {
+        table.removeAll()
+        guard let raw = bytes.baseAddress else { throw .notAnObject }
+        let p = Parser(p: raw.assumingMemoryBound(to: UInt8.self), n: bytes.count)
+        var i = p.skipWS(0)
+        guard i < p.n, p.p[i] == UInt8(ascii: "{") else { throw .notAnObject }
+        i = p.skipWS(i &+ 1)
+        guard i < p.n else { throw .syntax(offset: i) }
+        if p.p[i] == UInt8(ascii: "}") {
+            i &+= 1
+        } else {
+            while true {
+                guard i < p.n, p.p[i] == UInt8(ascii: "\"") else { throw .syntax(offset: i) }
+                let keyStart = i &+ 1
+                let (keyEnd, keyEscaped) = try p.scanString(keyStart)
+                i = p.skipWS(keyEnd &+ 1)
+                guard i < p.n, p.p[i] == UInt8(ascii: ":") else { throw .syntax(offset: i) }
+                i = p.skipWS(i &+ 1)
+                guard i < p.n else { throw .syntax(offset: i) }
+
+                var field = JSONField(keyStart: keyStart, keyEnd: keyEnd, keyEscaped: keyEscaped,
+                                      valueStart: i, valueEnd: i, kind: .null, valueEscaped: false)
+                switch p.p[i] {
+                case UInt8(ascii: "\""):
+                    let (end, esc) = try p.scanString(i &+ 1)
+                    field.valueStart = i &+ 1
+                    field.valueEnd = end
+                    field.kind = .string
+                    field.valueEscaped = esc
+                    i = end &+ 1
+                case UInt8(ascii: "{"), UInt8(ascii: "["):
+                    field.kind = p.p[i] == UInt8(ascii: "{") ? .object : .array
+                    i = try p.skipComposite(i)
+                    field.valueEnd = i
+                case UInt8(ascii: "t"):
+                    i = try p.literal(i, "true"); field.kind = .bool; field.valueEnd = i
+                case UInt8(ascii: "f"):
+                    i = try p.literal(i, "false"); field.kind = .bool; field.valueEnd = i
+                case UInt8(ascii: "n"):
+                    i = try p.literal(i, "null"); field.kind = .null; field.valueEnd = i
+                case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                    i = try p.number(i); field.kind = .number; field.valueEnd = i
+                default:
+                    throw .syntax(offset: i)
+                }
+                guard table.append(field) else { throw .tooManyFields }
+
+                i = p.skipWS(i)
+                guard i < p.n else { throw .syntax(offset: i) }
+                let c = p.p[i]
+                if c == UInt8(ascii: ",") {
+                    i = p.skipWS(i &+ 1)
+                    continue
+                }
+                if c == UInt8(ascii: "}") { i &+= 1; break }
+                throw .syntax(offset: i)
+            }
+        }
+        i = p.skipWS(i)
+        if i != p.n { throw .syntax(offset: i) }
+    }
+
+    /// Parsing helpers over one buffer; each takes an offset and returns the offset after
+    /// what it consumed.
+    struct Parser {
+        let p: UnsafePointer<UInt8>
+        let n: Int
+
+        @inline(__always)
+        func skipWS(_ start: Int) -> Int {
+            var i = start
+            while i < n {
+                let c = p[i]
+                if c == 0x20 || c == 0x0A || c == 0x0D || c == 0x09 { i &+= 1 } else { break }
+            }
+            return i
+        }
+
+        /// `start` is just past an opening quote. Returns the closing quote's offset and
+        /// whether the contents hold an escape.
+        func scanString(_ start: Int) throws(JSONError) -> (end: Int, escaped: Bool) {
+            var i = start
+            var escaped = false
+            let raw = UnsafeRawPointer(p)
+            while true {
+                guard let j = FrameScanner.firstJSONStringSpecial(base: raw, from: i, to: n) else {
+                    throw .syntax(offset: n)   // unterminated string
+                }
+                i = j
+                let c = p[i]
+                if c == UInt8(ascii: "\"") { return (i, escaped) }
+                if c == UInt8(ascii: "\\") {
+                    escaped = true
+                    i = try escape(i)
+                } else if c < 0x20 {
+                    throw .syntax(offset: i)
+                } else {
+                    i = try utf8Sequence(i)
+                    // Stay scalar through a run of non-ASCII text (e.g. CJK) instead of
+                    // re-entering the vector loop for every character.
+                    while i < n, p[i] >= 0x80 { i = try utf8Sequence(i) }
+                }
+            }
+        }
+
+        /// `i` is at a backslash; returns the offset after the escape.
+        func escape(_ i: Int) throws(JSONError) -> Int {
+            guard i &+ 1 < n else { throw .syntax(offset: i) }
+            switch p[i &+ 1] {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"),
+                 UInt8(ascii: "f"), UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                return i &+ 2
+            case UInt8(ascii: "u"):
+                guard let u = hex4(i &+ 2) else { throw .syntax(offset: i) }
+                if u & 0xFC00 == 0xDC00 { throw .syntax(offset: i) }        // lone low surrogate
+                if u & 0xFC00 != 0xD800 { return i &+ 6 }
+                // High surrogate: must be followed by \u + low surrogate.
+                guard i &+ 7 < n, p[i &+ 6] == UInt8(ascii: "\\"), p[i &+ 7] == UInt8(ascii: "u"),
+                      let lo = hex4(i &+ 8), lo & 0xFC00 == 0xDC00 else {
+                    throw .syntax(offset: i)
+                }
+                return i &+ 12
+            default:
+                throw .syntax(offset: i)
+            }
+        }
+
+        func hex4(_ i: Int) -> UInt32? {
+            guard i &+ 4 <= n else { return nil }
+            var v: UInt32 = 0
+            for k in 0..<4 {
+                guard let d = JSONReader.hexValue(p[i &+ k]) else { return nil }
+                v = v &<< 4 | d
+            }
+            return v
+        }
+
+        /// `i` is at a byte >= 0x80; validates one UTF-8 sequence (no overlongs, no UTF-16
+        /// surrogates, nothing above U+10FFFF) and returns the offset after it.
+        @inline(__always)
+        func utf8Sequence(_ i: Int) throws(JSONError) -> Int {
+            let b0 = p[i]
+            @inline(__always) func cont(_ k: Int, _ lo: UInt8 = 0x80, _ hi: UInt8 = 0xBF) -> Bool {
+                i &+ k < n && p[i &+ k] >= lo && p[i &+ k] <= hi
+            }
+            switch b0 {
+            case 0xC2...0xDF:
+                if cont(1) { return i &+ 2 }
+            case 0xE0:
+                if cont(1, 0xA0), cont(2) { return i &+ 3 }
+            case 0xE1...0xEC, 0xEE...0xEF:
+                if cont(1), cont(2) { return i &+ 3 }
+            case 0xED:
+                if cont(1, 0x80, 0x9F), cont(2) { return i &+ 3 }
+            case 0xF0:
+                if cont(1, 0x90), cont(2), cont(3) { return i &+ 4 }
+            case 0xF1...0xF3:
+                if cont(1), cont(2), cont(3) { return i &+ 4 }
+            case 0xF4:
+                if cont(1, 0x80, 0x8F), cont(2), cont(3) { return i &+ 4 }
+            default:
+                break
+            }
+            throw .invalidUTF8(offset: i)
+        }
+
+        func literal(_ i: Int, _ word: StaticString) throws(JSONError) -> Int {
+            let w = word.utf8Start
+            let len = word.utf8CodeUnitCount
+            guard i &+ len <= n else { throw .syntax(offset: i) }
+            for k in 0..<len where p[i &+ k] != w[k] { throw .syntax(offset: i &+ k) }
+            return i &+ len
+        }
+
+        /// `-? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?`; the caller checks what follows.
+        func number(_ start: Int) throws(JSONError) -> Int {
+            var i = start
+            @inline(__always) func isDigit(_ k: Int) -> Bool { k < n && p[k] &- 0x30 < 10 }
+            if i < n, p[i] == UInt8(ascii: "-") { i &+= 1 }
+            guard isDigit(i) else { throw .syntax(offset: i) }
+            if p[i] == UInt8(ascii: "0") {
+                i &+= 1
+            } else {
+                while isDigit(i) { i &+= 1 }
+            }
+            if i < n, p[i] == UInt8(ascii: ".") {
+                i &+= 1
+                guard isDigit(i) else { throw .syntax(offset: i) }
+                while isDigit(i) { i &+= 1 }
+            }
+            if i < n, p[i] | 0x20 == UInt8(ascii: "e") {
+                i &+= 1
+                if i < n, p[i] == UInt8(ascii: "+") || p[i] == UInt8(ascii: "-") { i &+= 1 }
+                guard isDigit(i) else { throw .syntax(offset: i) }
+                while isDigit(i) { i &+= 1 }
+            }
+            return i
+        }
+
+        /// `start` is at `{` or `[` of a value nested in the top-level object. Validates the
+        /// whole value iteratively and returns the offset just past its closing bracket.
+        func skipComposite(_ start: Int) throws(JSONError) -> Int {
+            var i = start
+            var depth = 0                // open containers inside this value
+            var isObject: UInt64 = 0     // bit 0 = innermost container is an object
+            var needValue = true         // i is at the start of a value (whitespace skipped)
+            while true {
+                if needValue {
+                    guard i < n else { throw .syntax(offset: i) }
+                    switch p[i] {
+                    case UInt8(ascii: "{"), UInt8(ascii: "["):
+                        let obj = p[i] == UInt8(ascii: "{")
+                        depth &+= 1
+                        if depth &+ 1 > JSONReader.maxDepth { throw .tooDeep }
+                        isObject = isObject &<< 1 | (obj ? 1 : 0)
+                        i = skipWS(i &+ 1)
+                        guard i < n else { throw .syntax(offset: i) }
+                        if p[i] == (obj ? UInt8(ascii: "}") : UInt8(ascii: "]")) {
+                            i &+= 1
+                            depth &-= 1
+                            isObject &>>= 1
+                            if depth == 0 { return i }
+                            needValue = false
+                        } else if obj {
+                            i = try memberKey(i)
+                        }
+                        continue
+                    case UInt8(ascii: "\""):
+                        i = try scanString(i &+ 1).end &+ 1
+                    case UInt8(ascii: "t"):
+                        i = try literal(i, "true")
+                    case UInt8(ascii: "f"):
+                        i = try literal(i, "false")
+                    case UInt8(ascii: "n"):
+                        i = try literal(i, "null")
+                    case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                        i = try number(i)
+                    default:
+                        throw .syntax(offset: i)
+                    }
+                    needValue = false
+                } else {
+                    i = skipWS(i)
+                    guard i < n else { throw .syntax(offset: i) }
+                    let obj = isObject & 1 == 1
+                    let c = p[i]
+                    if c == UInt8(ascii: ",") {
+                        i = skipWS(i &+ 1)
+                        if obj { i = try memberKey(i) }
+                        needValue = true
+                    } else if c == (obj ? UInt8(ascii: "}") : UInt8(ascii: "]")) {
+                        i &+= 1
+                        depth &-= 1
+                        isObject &>>= 1
+                        if depth == 0 { return i }
+                    } else {
+                        throw .syntax(offset: i)
+                    }
+                }
+            }
+        }
+
+        /// `i` is where a member's `"key"` should start; returns the start of its value.
+        func memberKey(_ i: Int) throws(JSONError) -> Int {
+            guard i < n, p[i] == UInt8(ascii: "\"") else { throw .syntax(offset: i) }
+            var j = skipWS(try scanString(i &+ 1).end &+ 1)
+            guard j < n, p[j] == UInt8(ascii: ":") else { throw .syntax(offset: j) }
+            j = skipWS(j &+ 1)
+            return j
+        }
+    }
+
+    @inline(__always)
+    static func hexValue(_ c: UInt8) -> UInt32? {
+        switch c {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): return UInt32(c &- 0x30)
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): return UInt32(c &- 0x57)
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): return UInt32(c &- 0x37)
+        default: return nil
+        }
+    }
+
+    // MARK: Value access
+
+    /// Unescaped string value of a string field (all escapes, surrogate pairs → UTF-8). For a
+    /// field of another kind, returns its raw token text.
+    public static func string(_ field: JSONField, in bytes: UnsafeRawBufferPointer) -> String {
+        let len = field.valueEnd &- field.valueStart
+        guard len > 0, let base = bytes.baseAddress else { return "" }
+        let src = UnsafeRawBufferPointer(start: base + field.valueStart, count: len)
+        if field.kind != .string || !field.valueEscaped {
+            return String(decoding: src, as: UTF8.self)
+        }
+        // Unescaping never grows the text: \n 2→1, \uXXXX 6→≤3, a surrogate pair 12→4.
+        return String(unsafeUninitializedCapacity: len) { out in
+            var it = Unescaper(src)
+            var k = 0
+            while let b = it.next() { out[k] = b; k &+= 1 }
+            return k
+        }
+    }
+
+    /// Integer value of a number field if it is an integer that fits `Int`, else nil.
+    public static func int(_ field: JSONField, in bytes: UnsafeRawBufferPointer) -> Int? {
+        guard field.kind == .number, field.valueEnd > field.valueStart else { return nil }
+        var i = field.valueStart
+        let end = field.valueEnd
+        let negative = bytes[i] == UInt8(ascii: "-")
+        if negative { i &+= 1 }
+        guard i < end else { return nil }
+        // Accumulate negatively so Int.min parses.
+        var v = 0
+        while i < end {
+            let d = bytes[i] &- 0x30
+            guard d < 10 else { return nil }   // '.', 'e', 'E' → not an integer
+            let (m, o1) = v.multipliedReportingOverflow(by: 10)
+            let (s, o2) = m.subtractingReportingOverflow(Int(d))
+            if o1 || o2 { return nil }
+            v = s
+            i &+= 1
+        }
+        if negative { return v }
+        return v == Int.min ? nil : -v
+    }
+
+    /// true/false of a bool field, else nil.
+    public static func bool(_ field: JSONField, in bytes: UnsafeRawBufferPointer) -> Bool? {
+        guard field.kind == .bool, field.valueEnd > field.valueStart else { return nil }
+        return bytes[field.valueStart] == UInt8(ascii: "t")
+    }
+
+    /// Compares the (unescaped) string value with `literal`; never allocates. False for
+    /// non-string fields.
+    public static func stringEquals(_ field: JSONField, _ literal: StaticString,
+                                    in bytes: UnsafeRawBufferPointer) -> Bool {
+        guard field.kind == .string else { return false }
+        let lit = UnsafeRawBufferPointer(start: literal.utf8Start, count: literal.utf8CodeUnitCount)
+        return rawStringEquals(start: field.valueStart, end: field.valueEnd,
+                               escaped: field.valueEscaped, literal: lit, in: bytes)
+    }
+
+    /// Compares the unescaped form of `bytes[start..<end]` (validated JSON string contents)
+    /// with `literal`.
+    static func rawStringEquals(start: Int, end: Int, escaped: Bool,
+                                literal: UnsafeRawBufferPointer, in bytes: UnsafeRawBufferPointer) -> Bool {
+        let len = end &- start
+        if !escaped {
+            guard len == literal.count else { return false }
+            if len == 0 { return true }
+            return memEqual(bytes.baseAddress.unsafelyUnwrapped + start,
+                            literal.baseAddress.unsafelyUnwrapped, len)
+        }
+        // Escaped text is never shorter than its unescaped form.
+        guard len >= literal.count else { return false }
+        var it = Unescaper(UnsafeRawBufferPointer(start: bytes.baseAddress.unsafelyUnwrapped + start,
+                                                  count: len))
+        var k = 0
+        while let b = it.next() {
+            guard k < literal.count, literal[k] == b else { return false }
+            k &+= 1
+        }
+        return k == literal.count
+    }
+
+    @inline(__always)
+    static func memEqual(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ n: Int) -> Bool {
+        var i = 0
+        while i &+ 8 <= n {
+            if a.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                != b.loadUnaligned(fromByteOffset: i, as: UInt64.self) { return false }
+            i &+= 8
+        }
+        while i < n {
+            if a.load(fromByteOffset: i, as: UInt8.self) != b.load(fromByteOffset: i, as: UInt8.self) {
+                return false
+            }
+            i &+= 1
+        }
+        return true
+    }
+
+    /// Yields the UTF-8 bytes of the unescaped form of validated JSON string contents.
+    struct Unescaper {
+        let src: UnsafeRawBufferPointer
+        var i = 0
+        var pending: UInt32 = 0      // queued output bytes, low byte first
+        var pendingCount = 0
+
+        init(_ src: UnsafeRawBufferPointer) { self.src = src }
+
+        mutating func next() -> UInt8? {
+            if pendingCount > 0 {
+                let b = UInt8(truncatingIfNeeded: pending)
+                pending &>>= 8
+                pendingCount &-= 1
+                return b
+            }
+            guard i < src.count else { return nil }
+            let c = src[i]
+            if c != UInt8(ascii: "\\") { i &+= 1; return c }
+            let e = src[i &+ 1]
+            i &+= 2
+            switch e {
+            case UInt8(ascii: "b"): return 0x08
+            case UInt8(ascii: "f"): return 0x0C
+            case UInt8(ascii: "n"): return 0x0A
+            case UInt8(ascii: "r"): return 0x0D
+            case UInt8(ascii: "t"): return 0x09
+            case UInt8(ascii: "u"): break
+            default: return e          // \" \\ \/
+            }
+            var u = hex4()
+            if u & 0xFC00 == 0xD800 {
+                i &+= 2                // the validated "\u" of the low surrogate
+                let lo = hex4()
+                u = 0x10000 &+ ((u &- 0xD800) &<< 10) &+ (lo &- 0xDC00)
+            }
+            // Encode u as UTF-8: return the first byte, queue the rest.
+            if u < 0x80 { return UInt8(u) }
+            let c1 = 0x80 | (u & 0x3F)
+            let c2 = 0x80 | ((u &>> 6) & 0x3F)
+            let c3 = 0x80 | ((u &>> 12) & 0x3F)
+            if u < 0x800 {
+                pending = c1
+                pendingCount = 1
+                return UInt8(0xC0 | (u &>> 6))
+            }
+            if u < 0x10000 {
+                pending = c2 | c1 &<< 8
+                pendingCount = 2
+                return UInt8(0xE0 | (u &>> 12))
+            }
+            pending = c3 | c2 &<< 8 | c1 &<< 16
+            pendingCount = 3
+            return UInt8(0xF0 | (u &>> 18))
+        }
+
+        private mutating func hex4() -> UInt32 {
+            var v: UInt32 = 0
+            for k in 0..<4 { v = v &<< 4 | (JSONReader.hexValue(src[i &+ k]) ?? 0) }
+            i &+= 4
+            return v
+        }
+    }
+}

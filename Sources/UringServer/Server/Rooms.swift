@@ -1,0 +1,115 @@
+import Optimizers
+import Synchronization
+
+/// The fan-out engine's room state.
+///
+/// A room's members may live on several reactors. Each reactor keeps its own `LocalRoom`
+/// (touched only by that reactor's thread, no locks); the `SharedRoom` ties them together:
+/// the total member count (changed under the directory lock on join/leave, which are rare) and
+/// a bit mask of the reactors that have local members, read lock-free with one acquire load per
+/// message. A message is rendered once, delivered to local members, and handed to each other
+/// reactor in the mask once (not once per member).
+public final class SharedRoom: @unchecked Sendable {
+    public let name: String
+    /// Reactors with local members (bit i = reactor i). Written under the directory lock.
+    let reactorMask = Atomic<UInt64>(0)
+    /// Guarded by the directory lock.
+    var memberCount = 0
+    var perReactorCount: [Int]
+    /// Slot i belongs to reactor i's thread and is only ever touched by it.
+    let locals: UnsafeMutablePointer<LocalRoom?>
+    let reactorCount: Int
+
+    init(name: String, reactorCount: Int) {
+        self.name = name
+        self.reactorCount = reactorCount
+        perReactorCount = Array(repeating: 0, count: reactorCount)
+        locals = .allocate(capacity: reactorCount)
+        locals.initialize(repeating: nil, count: reactorCount)
+    }
+
+    deinit {
+        locals.deinitialize(count: reactorCount)
+        locals.deallocate()
+    }
+
+    /// This reactor's view of the room, created on first use.
+    func local(for reactor: Int) -> LocalRoom {
+        if let l = locals[reactor] { return l }
+        let l = LocalRoom(shared: self)
+        locals[reactor] = l
+        return l
+    }
+}
+
+/// The members of one room on one reactor.
+public final class LocalRoom {
+    public unowned let shared: SharedRoom
+    public internal(set) var members: [Connection] = []
+
+    init(shared: SharedRoom) { self.shared = shared }
+
+    public var name: String { shared.name }
+}
+
+/// name → SharedRoom, for all reactors. Only join and leave take its lock.
+public final class RoomDirectory: Sendable {
+    private let rooms = Mutex<[String: SharedRoom]>([:])
+    let reactorCount: Int
+
+    init(reactorCount: Int) { self.reactorCount = reactorCount }
+
+    /// Adds one member on `reactor`; returns the room and its total member count.
+    func join(_ name: String, reactor: Int) -> (SharedRoom, Int) {
+        rooms.withLock { rooms in
+            let room: SharedRoom
+            if let r = rooms[name] {
+                room = r
+            } else {
+                room = SharedRoom(name: name, reactorCount: reactorCount)
+                rooms[name] = room
+            }
+            room.memberCount += 1
+            room.perReactorCount[reactor] += 1
+            if room.perReactorCount[reactor] == 1 {
+                room.reactorMask.store(room.reactorMask.load(ordering: .relaxed) | (1 << UInt64(reactor)),
+                                       ordering: .releasing)
+            }
+            return (room, room.memberCount)
+        }
+    }
+
+    /// Removes one member on `reactor`; returns the remaining total.
+    @discardableResult
+    func leave(_ room: SharedRoom, reactor: Int) -> Int {
+        rooms.withLock { rooms in
+            room.memberCount -= 1
+            room.perReactorCount[reactor] -= 1
+            if room.perReactorCount[reactor] == 0 {
+                room.reactorMask.store(room.reactorMask.load(ordering: .relaxed) & ~(1 << UInt64(reactor)),
+                                       ordering: .releasing)
+            }
+            if room.memberCount == 0, rooms[room.name] === room {
+                rooms[room.name] = nil
+            }
+            return room.memberCount
+        }
+    }
+
+    public func memberCount(_ name: String) -> Int {
+        rooms.withLock { $0[name]?.memberCount ?? 0 }
+    }
+
+    public var roomCount: Int { rooms.withLock { $0.count } }
+}
+
+/// A message rendered once (JSON body, no framing) and shared by the reactors it is handed to.
+final class RenderedMessage: @unchecked Sendable {
+    var body = ByteBuffer()
+}
+
+/// One cross-reactor hand-off: deliver `message` to this reactor's members of `room`.
+struct RoomDelivery: @unchecked Sendable {
+    let room: SharedRoom
+    let message: RenderedMessage
+}
