@@ -97,6 +97,7 @@ public final class ChatRoomPlugin: MessageProcessor {
             local.members.swapAt(j, local.members.count - 1)
             local.members.removeLast()
         }
+        if local.members.isEmpty { local.shared.dropLocal(for: reactor.index) }
         rooms.leave(local.shared, reactor: reactor.index)
         if presence, let user = c.user { announce("user_left", user: user, in: local, except: c, reactor) }
     }

@@ -33,6 +33,11 @@ public final class SharedRoom: @unchecked Sendable {
         locals.deallocate()
     }
 
+    /// Called by reactor `reactor` when its last local member left.
+    func dropLocal(for reactor: Int) {
+        locals[reactor] = nil
+    }
+
     /// This reactor's view of the room, created on first use.
     func local(for reactor: Int) -> LocalRoom {
         if let l = locals[reactor] { return l }
@@ -44,7 +49,9 @@ public final class SharedRoom: @unchecked Sendable {
 
 /// The members of one room on one reactor.
 public final class LocalRoom {
-    public unowned let shared: SharedRoom
+    /// Strong: the SharedRoom's slot for this reactor is cleared when the last local member
+    /// leaves, which breaks the cycle.
+    public let shared: SharedRoom
     public internal(set) var members: [Connection] = []
 
     init(shared: SharedRoom) { self.shared = shared }

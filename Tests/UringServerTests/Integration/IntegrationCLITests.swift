@@ -54,7 +54,7 @@ final class ChildServer {
             try dotEnv.write(to: dir.appendingPathComponent(".env"), atomically: true, encoding: .utf8)
         }
         stderrURL = dir.appendingPathComponent("stderr.log")
-        FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrURL.path, contents: nil)
         stderrHandle = try FileHandle(forWritingTo: stderrURL)
         var environment = ProcessInfo.processInfo.environment
         for k in Self.scrubbed { environment.removeValue(forKey: k) }

@@ -183,8 +183,8 @@ struct IntegrationFlowTests {
             for idx in 0..<receivers.count {
                 switch results.value[idx] {
                 case .success(let texts)?:
-                    let firstBad = zip(texts, expected).firstIndex { $0 != $1 }
-                    #expect(texts == expected, "receiver \(idx): first mismatch at \(firstBad.map(String.init) ?? "-"): \(firstBad.map { texts[$0] } ?? "-")")
+                    let firstBad = firstMismatch(texts, expected)
+                    #expect(texts == expected, "receiver \(idx): \(texts.count) messages, first mismatch at \(firstBad.map(String.init) ?? "-"): \(firstBad.map { texts.indices.contains($0) ? texts[$0] : "<end>" } ?? "-")")
                 case .failure(let e)?:
                     Issue.record("receiver \(idx) failed: \(e)")
                 case nil:

@@ -119,7 +119,7 @@ struct IntegrationLoadTests {
                 case .success(let texts)?:
                     let want = Array(expected.prefix(r.dropAfter ?? total))
                     if texts != want {
-                        let bad = zip(texts, want).firstIndex { $0 != $1 }
+                        let bad = firstMismatch(texts, want)
                         Issue.record("receiver \(i) (dropAfter \(String(describing: r.dropAfter))): got \(texts.count) messages, first mismatch at \(String(describing: bad))")
                     }
                 case .failure(let e)?:

@@ -128,3 +128,9 @@ func isPlausibleTimestamp(_ v: Any?) -> Bool {
     guard let n = v as? NSNumber else { return false }
     return abs(n.doubleValue - nowMillis()) < 10 * 60 * 1000
 }
+
+/// Index of the first position where `a` and `b` differ (including a length difference).
+func firstMismatch(_ a: [String], _ b: [String]) -> Int? {
+    for i in 0..<min(a.count, b.count) where a[i] != b[i] { return i }
+    return a.count == b.count ? nil : min(a.count, b.count)
+}
