@@ -7,6 +7,7 @@ let package = Package(
     name: "tcpserver",
     products: [
         .executable(name: "tcpserver", targets: ["tcpserver"]),
+        .executable(name: "tcpserver-bench", targets: ["tcpserver-bench"]),
         .library(name: "UringServer", targets: ["UringServer"]),
     ],
     targets: [
@@ -22,6 +23,8 @@ let package = Package(
             dependencies: ["CURing", "Optimizers"]
         ),
         .executableTarget(name: "tcpserver", dependencies: ["UringServer"]),
+        // The load tool: drives tcpserver, redis-server or nats-server over real sockets.
+        .executableTarget(name: "tcpserver-bench", dependencies: ["CURing"]),
         .testTarget(name: "OptimizersTests", dependencies: ["Optimizers"]),
         .testTarget(name: "UringServerTests", dependencies: ["UringServer", "Optimizers"]),
     ]

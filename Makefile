@@ -1,0 +1,38 @@
+# tcpserver — two commands on a fresh Debian/Ubuntu machine: `make run` and `make test`.
+SHELL := /bin/bash
+SWIFT ?= swift
+PORT ?= 4000
+# Debian packages the build and the tests need (headers for the C shims, tools for tests).
+APT_PACKAGES := liburing-dev libnuma-dev pkg-config python3
+SERVER_SOURCES := Sources/CURing Sources/Optimizers Sources/UringServer Sources/tcpserver
+
+.PHONY: run test build release deps check-no-foundation clean
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps check-no-foundation
+	$(SWIFT) build
+
+release: deps check-no-foundation
+	$(SWIFT) build -c release
+
+run: release
+	.build/release/tcpserver --port $(PORT)
+
+# The server targets must not import Foundation (RSS: ~17 MB with it, ~7.5 MB without).
+check-no-foundation:
+	@if grep -rnE '^\s*(@_exported\s+)?import\s+(Foundation|FoundationEssentials)\b' $(SERVER_SOURCES); then \
+	  echo "error: server targets must not import Foundation"; exit 1; fi
+
+test: build
+	ulimit -n 65536 2>/dev/null || true; $(SWIFT) test 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
+
+clean:
+	rm -rf .build

@@ -1,0 +1,101 @@
+import CURing
+import Glibc
+
+func memchrOffset(_ p: UnsafeRawPointer, _ byte: UInt8, _ n: Int) -> Int? {
+    guard let r = memchr(p, Int32(byte), n) else { return nil }
+    return p.distance(to: UnsafeRawPointer(r))
+}
+
+func die(_ msg: String) -> Never {
+    let s = "tcpserver-bench: \(msg)\n"
+    s.withCString { _ = write(2, $0, strlen($0)) }
+    exit(1)
+}
+
+func connectTCP(_ host: String, _ port: Int) -> Int32 {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port)).bigEndian
+    inet_pton(AF_INET, host, &addr.sin_addr)
+    let r = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    if r != 0 { die("connect \(host):\(port) failed: errno \(curing_errno())") }
+    var one: Int32 = 1
+    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    return fd
+}
+
+func setNonBlocking(_ fd: Int32) {
+    _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+}
+
+/// Blocking write of all bytes (used during set-up and by publishers with a closed window).
+func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) {
+    var off = 0
+    while off < bytes.count {
+        let n = send(fd, bytes.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL))
+        if n > 0 { off += n; continue }
+        let e = curing_errno()
+        if e == EINTR { continue }
+        if e == EAGAIN {
+            var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            _ = poll(&p, 1, 100)
+            continue
+        }
+        die("write failed: errno \(e)")
+    }
+}
+
+/// Reads until `marker` has been seen `times` times (set-up handshakes), with a deadline.
+func awaitMarker(_ fd: Int32, _ marker: [UInt8], times: Int = 1, timeoutMs: Int32 = 10000) {
+    var counter = PatternCounter(marker)
+    var seen = 0
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while seen < times {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        if poll(&p, 1, timeoutMs) <= 0 { die("timed out waiting for subscription confirmation") }
+        let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n <= 0 { die("connection closed during set-up") }
+        seen += buf.withUnsafeBytes { counter.count(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+    }
+}
+
+func monoNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// utime+stime (seconds) and RSS (bytes) of a process, from /proc.
+struct ProcSample {
+    var cpuSeconds: Double
+    var userSeconds: Double
+    var rssBytes: Int
+
+    static func read(pid: Int32) -> ProcSample? {
+        guard let stat = readText("/proc/\(pid)/stat") else { return nil }
+        // Fields after the ")" that closes the command name.
+        guard let close = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        // fields[0] is state (field 3); utime is field 14, stime 15, rss 24.
+        guard fields.count > 22, let ut = Double(fields[11]), let st = Double(fields[12]),
+              let rss = Int(fields[21]) else { return nil }
+        let hz = Double(sysconf(Int32(_SC_CLK_TCK)))
+        return ProcSample(cpuSeconds: (ut + st) / hz, userSeconds: ut / hz, rssBytes: rss * Int(sysconf(Int32(_SC_PAGESIZE))))
+    }
+}
+
+func readText(_ path: String) -> String? {
+    guard let f = fopen(path, "r") else { return nil }
+    defer { fclose(f) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = fread(&buf, 1, buf.count, f)
+        if n <= 0 { break }
+        out.append(contentsOf: buf[0..<n])
+    }
+    return String(decoding: out, as: UTF8.self)
+}
