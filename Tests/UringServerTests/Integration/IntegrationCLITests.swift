@@ -194,6 +194,30 @@ struct IntegrationCLITests {
         #expect(child.waitForExit()?.status == 0)
     }
 
+    @Test("--config FILE is read like .env, and flags still win")
+    func configFile() throws {
+        let p1 = freePort(), p2 = freePort()
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("tcpserver-cfg-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let file = dir.appendingPathComponent("custom.conf")
+        try "tcp_port=\(p1)\nio=epoll\nthreads=2\n".write(to: file, atomically: true, encoding: .utf8)
+
+        let a = try ChildServer(args: ["--host", "127.0.0.1", "--config", file.path])
+        let la = try #require(a.waitForStartLine(), "no start line; stderr: \(a.stderr)")
+        #expect(logField("address", in: la) == "127.0.0.1:\(p1)", "\(la)")
+        #expect(logField("io", in: la) == "epoll", "\(la)")
+        a.terminate()
+        #expect(a.waitForExit()?.status == 0)
+
+        let b = try ChildServer(args: ["--config", file.path, "--port", String(p2), "--io", "uring"])
+        let lb = try #require(b.waitForStartLine(), "no start line; stderr: \(b.stderr)")
+        #expect(logField("address", in: lb) == "127.0.0.1:\(p2)", "\(lb)")
+        #expect(logField("io", in: lb) == "uring", "\(lb)")
+        b.terminate()
+        #expect(b.waitForExit()?.status == 0)
+    }
+
     @Test("SIGTERM → exit 0 (with a connected client)", arguments: allIOModes)
     func sigterm(mode: IOModeSetting) throws {
         let child = try ChildServer(args: ["--host", "127.0.0.1", "--port", "0", "--io", mode.rawValue, "--threads", "2"])

@@ -195,17 +195,10 @@ struct IntegrationFlowTests {
         }
     }
 
-    @Test("ack with a numeric and a string id, after the reply or error", arguments: allIOModes)
+    @Test("ack with a numeric and a string id, after the reply", arguments: allIOModes)
     func acks(mode: IOModeSetting) throws {
         try withServer(mode) { port in
             let a = try TestClient(port: port)
-
-            // Before hello: the hello_required error, then the ack.
-            try a.send(["type": "ping", "id": 1])
-            let e0 = try a.read()
-            #expect(e0.type == "error" && e0["code"] as? String == "hello_required", "\(e0)")
-            let a0 = try a.read()
-            #expect(a0.type == "ack" && (a0["id"] as? NSNumber)?.intValue == 1, "\(a0)")
 
             try a.send(["type": "hello", "user": "ack", "id": 42])
             let w = try a.read()
@@ -227,27 +220,58 @@ struct IntegrationFlowTests {
             let ack3 = try a.read()
             #expect(ack3["id"] as? String == "p\"q\\z", "string id with escapes must round-trip: \(ack3)")
 
+            try a.send(["type": "ping", "id": J.Raw("-12.5e1")])
+            #expect(try a.read().type == "pong")
+            let ack4 = try a.read()
+            #expect((ack4["id"] as? NSNumber)?.doubleValue == -125, "non-integer numeric id: \(ack4)")
+
             // send_chat without echo has no reply: the ack is the next message.
             try a.send(["type": "send_chat", "room": "acks", "text": "x", "id": 7])
-            let ack4 = try a.read()
-            #expect(ack4.type == "ack" && ack4["id"] as? Int == 7, "\(ack4)")
-
-            // Error, then ack.
-            try a.send(["type": "no_such_type", "id": 8])
-            let e1 = try a.read()
-            #expect(e1.type == "error" && e1["code"] as? String == "unsupported_type", "\(e1)")
             let ack5 = try a.read()
-            #expect(ack5.type == "ack" && ack5["id"] as? Int == 8, "\(ack5)")
+            #expect(ack5.type == "ack" && ack5["id"] as? Int == 7, "\(ack5)")
 
-            try a.send(["type": "send_chat", "room": "elsewhere", "text": "x", "id": "nir"])
-            let e2 = try a.read()
-            #expect(e2.type == "error" && e2["code"] as? String == "not_in_room", "\(e2)")
+            try a.send(["type": "leave_room", "room": "acks", "id": 9])
+            #expect(try a.read().type == "left")
             let ack6 = try a.read()
-            #expect(ack6.type == "ack" && ack6["id"] as? String == "nir", "\(ack6)")
+            #expect(ack6.type == "ack" && ack6["id"] as? Int == 9, "\(ack6)")
 
             // No id, no ack.
             try a.pingExpectingPongNext()
             try a.pingExpectingPongNext()
+        }
+    }
+
+    /// "optional id on any message → ack after handling it, i.e. after the reply/error of that
+    /// message": an error reply is followed by the ack too. Each case sends a plain ping right
+    /// after, so a missing ack shows up at once as the pong arriving first.
+    @Test("ack with id also follows an error reply", arguments: allIOModes)
+    func ackAfterError(mode: IOModeSetting) throws {
+        try withServer(mode) { port in
+            let a = try TestClient(port: port)
+            func check(_ msg: String, code: String, id: Any, _ what: String) throws {
+                try a.send(message: msg)
+                try a.send(["type": "ping"])
+                let e = try a.read()
+                #expect(e.type == "error" && e["code"] as? String == code, "\(what): expected error \(code), got \(e)")
+                let k = try a.read()
+                #expect(k.type == "ack" && "\(k["id"] ?? "nil")" == "\(id)",
+                        "\(what): expected {\"type\":\"ack\",\"id\":\(id)} after the error, got \(k) (error was \(e))")
+                if k.type == "ack" { _ = try a.read(until: "pong") }
+            }
+            // Before hello: hello_required, then the ack (the pong is hello_required too).
+            try a.send(["type": "join_room", "room": "r", "id": 1])
+            let e0 = try a.read()
+            #expect(e0["code"] as? String == "hello_required", "\(e0)")
+            try a.send(["type": "hello", "user": "ackerr"])
+            let next = try a.read()
+            #expect(next.type == "ack" && next["id"] as? Int == 1,
+                    "hello_required error should be followed by ack id 1, got \(next) (error was \(e0))")
+            if next.type == "ack" { _ = try a.read(until: "welcome") }
+
+            try check(J.obj(["type": "no_such_type", "id": 8]), code: "unsupported_type", id: 8, "unsupported_type")
+            try check(J.obj(["type": "send_chat", "room": "elsewhere", "text": "x", "id": "nir"]),
+                      code: "not_in_room", id: "nir", "not_in_room")
+            try check(J.obj(["type": "join_room", "id": 10]), code: "missing_field", id: 10, "missing_field")
         }
     }
 

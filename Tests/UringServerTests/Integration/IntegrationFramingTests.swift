@@ -206,6 +206,33 @@ struct IntegrationFramingTests {
         }
     }
 
+    /// The limit must be enforced while the line/frame is still arriving: the server cannot wait
+    /// for a newline (or a payload) that may never come.
+    @Test("frame_too_large without waiting for the end of the line / frame", arguments: allIOModes)
+    func frameSizeLimitStreaming(mode: IOModeSetting) throws {
+        try withServer(mode, configure: { $0.maxFrameBytes = 65536 }) { port in
+            // 70 KB of a line, no newline, then nothing more.
+            let l = try TestClient(port: port)
+            try l.hello("nonl")
+            try? l.send("{\"type\":\"send_chat\",\"room\":\"x\",\"text\":\"" + String(repeating: "z", count: 70000))
+            var msgs: [JSONObject] = []
+            #expect(throws: Never.self, "an unterminated 70 KB line should be rejected and closed") {
+                msgs = try l.readUntilClosed()
+            }
+            #expect(msgs.first?["code"] as? String == "frame_too_large", "line: got \(msgs)")
+
+            // A frame header announcing 70,000 bytes, and no payload.
+            let b = try TestClient(port: port, framing: .binary)
+            try b.hello("hdronly")
+            try b.send(Frame.header(length: 70000) + [0])
+            msgs = []
+            #expect(throws: Never.self, "a frame header over the limit should be rejected and closed") {
+                msgs = try b.readUntilClosed()
+            }
+            #expect(msgs.first?["code"] as? String == "frame_too_large", "frame header: got \(msgs)")
+        }
+    }
+
     @Test("HTTP: GET /health → 200 ok; unknown path → 404", arguments: allIOModes)
     func health(mode: IOModeSetting) throws {
         try withServer(mode) { port in
