@@ -9,6 +9,9 @@ let package = Package(
         .executable(name: "tcpserver", targets: ["tcpserver"]),
         .executable(name: "tcpserver-bench", targets: ["tcpserver-bench"]),
         .library(name: "UringServer", targets: ["UringServer"]),
+        // For the Benchmarks/ package.
+        .library(name: "Optimizers", targets: ["Optimizers"]),
+        .library(name: "CURing", targets: ["CURing"]),
     ],
     targets: [
         // Thin C shim over liburing: only what Swift cannot import cleanly (buffer-ring set-up,

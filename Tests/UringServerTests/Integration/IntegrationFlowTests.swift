@@ -414,6 +414,65 @@ struct IntegrationFlowTests {
         }
     }
 
+    @Test("server messages keep the documented key order", arguments: allIOModes)
+    func keyOrder(mode: IOModeSetting) throws {
+        /// Checks that `keys` appear in this order as top-level keys of the raw message (the
+        /// values used here never contain a quoted key name).
+        func check(_ raw: [UInt8], _ keys: [String], sourceLocation: SourceLocation = #_sourceLocation) {
+            let text = String(decoding: raw, as: UTF8.self)
+            let pos = keys.map { text.range(of: "\"\($0)\":")?.lowerBound }
+            let found = pos.compactMap { $0 }
+            #expect(found.count == keys.count && found == found.sorted() && text.hasPrefix("{\"type\":"),
+                    "expected keys in order \(keys): \(text)", sourceLocation: sourceLocation)
+        }
+        try withServer(mode) { port in
+            let a = try TestClient(port: port)
+            let b = try TestClient(port: port)
+            try a.send(["type": "ping"])
+            check(try a.readLineBytes(), ["type", "code", "message"])           // hello_required
+            try a.send(["type": "hello", "user": "ka"])
+            check(try a.readLineBytes(), ["type", "user", "session"])
+            try b.hello("kb")
+            try a.send(["type": "join_room", "room": "k"])
+            check(try a.readLineBytes(), ["type", "room", "members"])
+            try b.join("k")
+            check(try a.readLineBytes(), ["type", "room", "user"])              // user_joined
+            try b.send(["type": "send_chat", "room": "k", "text": "t"])
+            check(try a.readLineBytes(), ["type", "room", "from", "text", "ts"])
+            try b.send(["type": "leave_room", "room": "k", "id": 3])
+            check(try b.readLineBytes(), ["type", "room"])                      // left
+            check(try b.readLineBytes(), ["type", "id"])                        // ack
+            check(try a.readLineBytes(), ["type", "room", "user"])              // user_left
+            try a.send(["type": "ping"])
+            check(try a.readLineBytes(), ["type", "ts"])
+        }
+    }
+
+    @Test("stop() closes client connections and the listener", arguments: allIOModes)
+    func stopClosesEverything(mode: IOModeSetting) throws {
+        var c = ServerConfig()
+        c.port = 0
+        c.io = mode
+        c.threads = 2
+        let server = Server(config: c)
+        try server.start()
+        let port = server.port
+        let a = try TestClient(port: port)
+        try a.hello("bye")
+        try a.join("gone")
+        let idle = try TestClient(port: port)   // no bytes sent yet
+        stopWithWatchdog(server)
+        #expect(throws: Never.self, "an authenticated client should see EOF after stop()") {
+            try a.readUntilClosed(timeout: 3)
+        }
+        #expect(throws: Never.self, "a silent client should see EOF after stop()") {
+            try idle.readUntilClosed(timeout: 3)
+        }
+        #expect(throws: ClientError.self, "nothing should listen on the port after stop()") {
+            _ = try TestClient(port: port)
+        }
+    }
+
     @Test("whitespace before the first { still selects JSON lines", arguments: allIOModes)
     func leadingWhitespace(mode: IOModeSetting) throws {
         try withServer(mode) { port in
