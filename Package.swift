@@ -13,6 +13,9 @@ let package = Package(
         .library(name: "Optimizers", targets: ["Optimizers"]),
         .library(name: "CURing", targets: ["CURing"]),
     ],
+    dependencies: [
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+    ],
     targets: [
         // Thin C shim over liburing: only what Swift cannot import cleanly (buffer-ring set-up,
         // probing, packed user_data). liburing's static inline helpers are imported directly.
@@ -20,10 +23,18 @@ let package = Package(
             name: "CURing",
             linkerSettings: [.linkedLibrary("uring")]
         ),
-        .target(name: "Optimizers"),
+        .target(name: "CCompression", linkerSettings: [.linkedLibrary("lz4"), .linkedLibrary("zstd")]),
+        // Thin wrappers over libnuma + sched_setaffinity for the Optimizers buffer pool.
+        .target(name: "CNuma", linkerSettings: [.linkedLibrary("numa")]),
+        .target(name: "Optimizers", dependencies: ["CCompression", "CNuma"]),
+        // Thin C shim over hiredis' RESP reader for the cluster link (Redis pub/sub).
+        .target(name: "CHiredis", linkerSettings: [.linkedLibrary("hiredis")]),
         .target(
             name: "UringServer",
-            dependencies: ["CURing", "Optimizers"]
+            dependencies: [
+                "CURing", "CHiredis", "Optimizers",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ]
         ),
         .executableTarget(name: "tcpserver", dependencies: ["UringServer"]),
         // The load tool: drives tcpserver, redis-server or nats-server over real sockets.

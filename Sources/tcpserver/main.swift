@@ -73,6 +73,26 @@ do {
 
 var received: Int32 = 0
 sigwait(&signals, &received)
-server.logger.info("stopping", ["signal": received == SIGINT ? "SIGINT" : "SIGTERM"])
-server.stop()
+let name = received == SIGINT ? "SIGINT" : "SIGTERM"
+server.logger.info("draining", ["signal": name, "drain_timeout_ms": String(config.drainTimeoutMs)])
+// A second signal while draining exits at once.
+_ = spawnWatcher()
+server.drainAndStop()
+server.logger.info("stopped")
 exit(0)
+
+func spawnWatcher() -> pthread_t {
+    var tid = pthread_t()
+    pthread_create(&tid, nil, { _ in
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        var sig: Int32 = 0
+        sigwait(&set, &sig)
+        let msg = "tcpserver: second signal, exiting now\n"
+        _ = msg.withCString { write(2, $0, strlen($0)) }
+        _exit(0)
+    }, nil)
+    return tid
+}

@@ -42,6 +42,17 @@ enum Socket {
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 
+    /// The peer's IPv4 address in host byte order (0 when unknown).
+    static func peerIPv4(_ fd: Int32) -> UInt32 {
+        var addr = sockaddr_in()
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let r = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &len) }
+        }
+        guard r == 0, addr.sin_family == sa_family_t(AF_INET) else { return 0 }
+        return UInt32(bigEndian: addr.sin_addr.s_addr)
+    }
+
     static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) throws(SyscallError) {
         var v = value
         _ = try syscall("setsockopt") {

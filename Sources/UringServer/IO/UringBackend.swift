@@ -232,11 +232,11 @@ final class UringBackend: IOBackend {
                 return
             }
             c.sending.consume(Int(res))
-            if !c.sending.isEmpty || !c.out.isEmpty {
-                send(c)   // partial send continues where it stopped, then the next queue
+            if !c.sending.isEmpty {
+                send(c)   // a partial send continues where it stopped
             } else {
+                // The reactor sends what was queued meanwhile at the end of this turn.
                 c.sending.releaseIfEmpty()
-                c.out.releaseIfEmpty()
                 handler.connectionSendCompleted(c, error: 0)
             }
         }

@@ -4,11 +4,22 @@ import Optimizers
 /// hand-off to other reactors) is the reactor's `broadcast`; this plugin owns the semantics.
 public final class ChatRoomPlugin: MessageProcessor {
     private let rooms: RoomDirectory
-    private let presence: Bool
+    private let config: ServerConfig
+    /// Presence is on in config and gated at run time by this (non-critical) flag.
+    private let presenceFlag: FeatureFlag?
 
     public init(_ env: PluginEnvironment) {
         rooms = env.rooms
-        presence = env.config.presence
+        config = env.config
+        presenceFlag = env.flags["enable_presence"]
+    }
+
+    public var featureFlag: String? { "enable_chat_rooms" }
+
+    private func presence(for c: Connection) -> Bool {
+        guard config.presence else { return false }
+        guard let flag = presenceFlag else { return true }
+        return FeatureGate.isEnabled(flag, userHash: c.userHash)
     }
 
     public func canHandle(_ type: String) -> Bool {
@@ -48,19 +59,26 @@ public final class ChatRoomPlugin: MessageProcessor {
 
     private func join(_ m: IncomingMessage, _ reactor: Reactor) throws(ProtocolError) {
         let c = m.connection
-        let roomName = try m.requireString("room")
+        let roomName = try m.requireName("room", maxBytes: config.maxNameBytes)
         if c.rooms.contains(where: { $0.name == roomName }) {
             // Joining twice is harmless: answer with the current count, announce nothing.
             let n = rooms.memberCount(roomName)
             reactor.reply(to: c) { b in Self.renderJoined(&b, roomName, n) }
             return
         }
-        let (shared, count) = rooms.join(roomName, reactor: reactor.index)
+        if c.rooms.count >= config.maxRoomsPerConnection {
+            reactor.limitHit("max_rooms_per_connection")
+            throw ProtocolError(.tooManyRooms, "a connection may join at most \(config.maxRoomsPerConnection) rooms")
+        }
+        guard let (shared, count) = rooms.join(roomName, reactor: reactor.index, limit: config.maxMembersPerRoom) else {
+            reactor.limitHit("max_members_per_room")
+            throw ProtocolError(.roomFull, "room '\(roomName)' has \(config.maxMembersPerRoom) members (max_members_per_room)")
+        }
         let local = shared.local(for: reactor.index)
         local.members.append(c)
         c.rooms.append(local)
         reactor.reply(to: c) { b in Self.renderJoined(&b, roomName, count) }
-        if presence { announce("user_joined", user: c.user ?? "", in: local, except: c, reactor) }
+        if presence(for: c) { announce("user_joined", user: c.user ?? "", in: local, except: c, reactor) }
     }
 
     private static func renderJoined(_ b: inout ByteBuffer, _ room: String, _ n: Int) {
@@ -99,7 +117,7 @@ public final class ChatRoomPlugin: MessageProcessor {
         }
         if local.members.isEmpty { local.shared.dropLocal(for: reactor.index) }
         rooms.leave(local.shared, reactor: reactor.index)
-        if presence, let user = c.user { announce("user_left", user: user, in: local, except: c, reactor) }
+        if presence(for: c), let user = c.user { announce("user_left", user: user, in: local, except: c, reactor) }
     }
 
     private func announce(_ type: StaticString, user: String, in local: LocalRoom, except c: Connection, _ reactor: Reactor) {

@@ -4,6 +4,9 @@ import Optimizers
 final class CoreHandler: MessageProcessor {
     private var sessionCounter = 0
     private var rng = SystemRandomNumberGenerator()
+    private let config: ServerConfig
+
+    init(config: ServerConfig) { self.config = config }
 
     func canHandle(_ type: String) -> Bool { type == "hello" || type == "ping" }
 
@@ -19,8 +22,16 @@ final class CoreHandler: MessageProcessor {
         }
         // hello
         if c.isAuthenticated { throw ProtocolError(.alreadyHello, "hello was already received on this connection") }
-        let user = try m.requireString("user")
+        if !config.authToken.isEmpty {
+            guard let token = m.string("token"), constantTimeEquals(token, config.authToken) else {
+                reactor.limitHit("unauthorized")
+                reactor.closeAfterFlush(c)
+                throw ProtocolError(.unauthorized, "hello needs the right \"token\"")
+            }
+        }
+        let user = try m.requireName("user", maxBytes: config.maxNameBytes)
         c.echo = m.bool("echo") ?? false
+        c.userHash = FeatureGate.userHash(user)
         sessionCounter += 1
         let session = "\(reactor.index)-\(sessionCounter)-\(String(rng.next() as UInt32, radix: 16))"
         c.user = user

@@ -13,10 +13,14 @@ public protocol MessageProcessor: AnyObject {
     func process(_ message: IncomingMessage, _ reactor: Reactor) throws(ProtocolError)
     /// The connection is going away (peer closed, error, shutdown).
     func connectionClosed(_ connection: Connection, _ reactor: Reactor)
+    /// The feature flag that gates this plugin, if any: while it is off for a user, that
+    /// user's messages of this plugin's types get `feature_disabled`.
+    var featureFlag: String? { get }
 }
 
 extension MessageProcessor {
     public func connectionClosed(_ connection: Connection, _ reactor: Reactor) {}
+    public var featureFlag: String? { nil }
 }
 
 /// Makes one processor for one reactor.
@@ -27,6 +31,7 @@ public struct PluginEnvironment: Sendable {
     public let config: ServerConfig
     public let rooms: RoomDirectory
     public let reactorIndex: Int
+    public let flags: FeatureFlags
 }
 
 /// Error codes sent to clients as `{"type":"error","code":…}`.
@@ -40,6 +45,15 @@ public enum ErrorCode: String, Sendable {
     case notInRoom = "not_in_room"
     case frameTooLarge = "frame_too_large"
     case serverFull = "server_full"
+    case featureDisabled = "feature_disabled"
+    case rateLimited = "rate_limited"
+    case helloTimeout = "hello_timeout"
+    case idleTimeout = "idle_timeout"
+    case slowConsumer = "slow_consumer"
+    case unauthorized = "unauthorized"
+    case badName = "bad_name"
+    case tooManyRooms = "too_many_rooms"
+    case roomFull = "room_full"
 }
 
 public struct ProtocolError: Error {
@@ -77,6 +91,28 @@ public struct IncomingMessage {
         }
         let s = JSONReader.string(f, in: bytes)
         if s.isEmpty { throw ProtocolError(.missingField, "field '\(key)' must not be empty") }
+        return s
+    }
+
+    /// A user or room name: 1…maxBytes bytes of UTF-8 with no control or invisible line
+    /// characters and no leading or trailing whitespace; else `bad_name` (`missing_field` when
+    /// absent). Quotes and backslashes are fine: every output escapes them.
+    public func requireName(_ key: StaticString, maxBytes: Int) throws(ProtocolError) -> String {
+        guard let f = field(key), f.kind == .string else {
+            throw ProtocolError(.missingField, "field '\(key)' (a string) is required")
+        }
+        let s = JSONReader.string(f, in: bytes)
+        if s.isEmpty { throw ProtocolError(.missingField, "field '\(key)' must not be empty") }
+        if s.utf8.count > maxBytes {
+            throw ProtocolError(.badName, "\(key) is longer than \(maxBytes) bytes")
+        }
+        for u in s.unicodeScalars where u.value < 0x20 || (u.value >= 0x7F && u.value < 0xA0)
+            || u.value == 0x2028 || u.value == 0x2029 || u.value == 0xFEFF || (u.value >= 0x200B && u.value <= 0x200F) {
+            throw ProtocolError(.badName, "\(key) may not contain control or invisible characters")
+        }
+        if s.unicodeScalars.first!.properties.isWhitespace || s.unicodeScalars.last!.properties.isWhitespace {
+            throw ProtocolError(.badName, "\(key) may not start or end with whitespace")
+        }
         return s
     }
 

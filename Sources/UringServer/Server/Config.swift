@@ -25,6 +25,61 @@ public struct ServerConfig: Sendable {
     public var recvBufferCount = 256
     public var recvBufferSize = 16384
 
+    // Operations (docs/deployment.md)
+    /// Serve /stats and /metrics to non-loopback clients too.
+    public var statsPublic = false
+    /// Bearer token for /admin routes; empty means the admin routes answer 403.
+    public var adminToken = ""
+    /// Performance monitor thresholds.
+    public var maxLatencyMs = 1.0
+    public var maxMemoryMB = 15.0
+    public var minThroughput = 10000
+    public var maxErrorRate = 0.01
+    /// Figures must stay under the thresholds this long before shed flags come back.
+    public var monitorHoldMs = 5000
+    /// Feature flags (see FeatureFlags.swift).
+    public var flagDeclarations: [FlagDeclaration] = [
+        FlagDeclaration(name: "enable_chat_rooms", critical: true),
+        FlagDeclaration(name: "enable_presence", critical: false),
+        FlagDeclaration(name: "enable_compression", critical: false),
+    ]
+    /// Log file (empty: stderr only), rotated at `logMaxBytes`, keeping `logKeep` old files.
+    public var logFile = "logs/tcpserver.log"
+    public var logMaxBytes = 10 << 20
+    public var logKeep = 5
+    /// On SIGTERM/SIGINT: how long queued output may take to drain before connections close.
+    public var drainTimeoutMs = 2000
+
+    // Limits (docs/protocol.md, "Limits")
+    public var maxRoomsPerConnection = 100
+    public var maxMembersPerRoom = 100_000
+    public var maxConnectionsPerIP = 0
+    /// Token bucket per connection: sustained messages per second and burst size.
+    public var rateLimitPerSec = 1000
+    public var rateLimitBurst = 2000
+    /// A connection that keeps going over the rate this many times in a row is closed.
+    public var rateLimitStrikes = 100
+    public var helloTimeoutMs = 5000
+    /// Idle connections get a ping after this long and are closed after twice it; 0 disables.
+    public var idleTimeoutMs = 120_000
+    /// Output queued for one connection: a hard cap, and a soft cap that may be exceeded for
+    /// at most `outboundSoftSeconds` (Redis's client-output-buffer-limit pubsub 32mb 8mb 60).
+    public var outboundHardBytes = 32 << 20
+    public var outboundSoftBytes = 8 << 20
+    public var outboundSoftSeconds = 10
+    public var maxNameBytes = 64
+    public var authToken = ""
+    public var allowUnauthenticatedPublic = false
+
+    // Compression (binary frames)
+    public var compressionThreshold = 512
+    public var zstdLevel = 3
+    public var lz4Acceleration = 1
+
+    // Cluster
+    public var cluster = "off"
+    public var nodeId = ""
+
     public init() {}
 
     /// One entry per config key: the name used in .env and flags, and how to apply a value.
@@ -69,20 +124,132 @@ public struct ServerConfig: Sendable {
             c.recvBufferCount = n },
         Key(name: "recv_buffer_size", help: "size of each receive buffer in bytes (default 16384)") { c, v throws(ConfigError) in
             c.recvBufferSize = try parseInt(v, key: "recv_buffer_size", range: 512...(1 << 20)) },
+        Key(name: "stats_public", help: "serve /stats and /metrics to non-loopback clients (default false)") { c, v throws(ConfigError) in
+            c.statsPublic = try parseBool(v, key: "stats_public") },
+        Key(name: "admin_token", help: "bearer token for /admin routes; empty disables them (default empty)") { c, v throws(ConfigError) in
+            c.adminToken = v },
+        Key(name: "max_latency_ms", help: "monitor threshold: p99 latency (default 1)") { c, v throws(ConfigError) in
+            c.maxLatencyMs = try parseDouble(v, key: "max_latency_ms", range: 0...1_000_000) },
+        Key(name: "max_memory_mb", help: "monitor threshold: RSS (default 15)") { c, v throws(ConfigError) in
+            c.maxMemoryMB = try parseDouble(v, key: "max_memory_mb", range: 0...1_000_000) },
+        Key(name: "min_throughput", help: "monitor threshold: messages/s while there is demand (default 10000)") { c, v throws(ConfigError) in
+            c.minThroughput = try parseInt(v, key: "min_throughput", range: 0...1_000_000_000) },
+        Key(name: "max_error_rate", help: "monitor threshold: errors / messages, last minute (default 0.01)") { c, v throws(ConfigError) in
+            c.maxErrorRate = try parseDouble(v, key: "max_error_rate", range: 0...1_000_000) },
+        Key(name: "monitor_hold_ms", help: "time under thresholds before shed flags return (default 5000)") { c, v throws(ConfigError) in
+            c.monitorHoldMs = try parseInt(v, key: "monitor_hold_ms", range: 0...3_600_000) },
+        Key(name: "flags", help: "feature flags: name[:critical],… (default enable_chat_rooms:critical,enable_presence,enable_compression)") { c, v throws(ConfigError) in
+            var decls: [FlagDeclaration] = []
+            for item in v.split(separator: ",") {
+                let parts = item.split(separator: ":").map { String($0).trimmingSpaces() }
+                guard let name = parts.first, !name.isEmpty, parts.count <= 2, parts.count == 1 || parts[1] == "critical" else {
+                    throw ConfigError("invalid flag declaration '\(item)' in flags: expected name or name:critical")
+                }
+                decls.append(FlagDeclaration(name: name.lowercased(), critical: parts.count == 2))
+            }
+            c.flagDeclarations = decls },
+        Key(name: "log_file", help: "log file, rotated by size; empty for stderr only (default logs/tcpserver.log)") { c, v throws(ConfigError) in
+            c.logFile = v },
+        Key(name: "log_max_bytes", help: "rotate the log file past this size (default 10485760)") { c, v throws(ConfigError) in
+            c.logMaxBytes = try parseInt(v, key: "log_max_bytes", range: 1024...(1 << 40)) },
+        Key(name: "log_keep", help: "rotated log files kept (default 5)") { c, v throws(ConfigError) in
+            c.logKeep = try parseInt(v, key: "log_keep", range: 0...1000) },
+        Key(name: "drain_timeout_ms", help: "on shutdown, time allowed to flush queued output (default 2000)") { c, v throws(ConfigError) in
+            c.drainTimeoutMs = try parseInt(v, key: "drain_timeout_ms", range: 0...600_000) },
+        Key(name: "max_rooms_per_connection", help: "rooms one connection may join (default 100)") { c, v throws(ConfigError) in
+            c.maxRoomsPerConnection = try parseInt(v, key: "max_rooms_per_connection", range: 1...1_000_000) },
+        Key(name: "max_members_per_room", help: "members one room may have (default 100000)") { c, v throws(ConfigError) in
+            c.maxMembersPerRoom = try parseInt(v, key: "max_members_per_room", range: 1...100_000_000) },
+        Key(name: "max_connections_per_ip", help: "connections from one source address; 0 = no limit (default 0)") { c, v throws(ConfigError) in
+            c.maxConnectionsPerIP = try parseInt(v, key: "max_connections_per_ip", range: 0...10_000_000) },
+        Key(name: "rate_limit_per_sec", help: "messages per second per connection, sustained; 0 = unlimited (default 1000)") { c, v throws(ConfigError) in
+            c.rateLimitPerSec = try parseInt(v, key: "rate_limit_per_sec", range: 0...100_000_000) },
+        Key(name: "rate_limit_burst", help: "messages per connection in a burst (default 2000)") { c, v throws(ConfigError) in
+            c.rateLimitBurst = try parseInt(v, key: "rate_limit_burst", range: 1...100_000_000) },
+        Key(name: "rate_limit_strikes", help: "rate_limited errors in a row before the connection is closed (default 100)") { c, v throws(ConfigError) in
+            c.rateLimitStrikes = try parseInt(v, key: "rate_limit_strikes", range: 1...100_000_000) },
+        Key(name: "hello_timeout_ms", help: "time allowed between connect and hello (default 5000)") { c, v throws(ConfigError) in
+            c.helloTimeoutMs = try parseInt(v, key: "hello_timeout_ms", range: 10...3_600_000) },
+        Key(name: "idle_timeout_ms", help: "silence before a server ping; closed after twice it; 0 = off (default 120000)") { c, v throws(ConfigError) in
+            c.idleTimeoutMs = try parseInt(v, key: "idle_timeout_ms", range: 0...86_400_000) },
+        Key(name: "outbound_hard_bytes", help: "queued output that cuts a slow consumer at once (default 33554432)") { c, v throws(ConfigError) in
+            c.outboundHardBytes = try parseInt(v, key: "outbound_hard_bytes", range: 1024...(1 << 40)) },
+        Key(name: "outbound_soft_bytes", help: "queued output tolerated for outbound_soft_seconds (default 8388608)") { c, v throws(ConfigError) in
+            c.outboundSoftBytes = try parseInt(v, key: "outbound_soft_bytes", range: 1024...(1 << 40)) },
+        Key(name: "outbound_soft_seconds", help: "how long a consumer may stay over the soft cap (default 10)") { c, v throws(ConfigError) in
+            c.outboundSoftSeconds = try parseInt(v, key: "outbound_soft_seconds", range: 0...86_400) },
+        Key(name: "max_name_bytes", help: "longest user or room name (default 64)") { c, v throws(ConfigError) in
+            c.maxNameBytes = try parseInt(v, key: "max_name_bytes", range: 1...4096) },
+        Key(name: "auth_token", help: "if set, hello must carry this token (default empty)") { c, v throws(ConfigError) in
+            c.authToken = v },
+        Key(name: "allow_unauthenticated_public", help: "allow a non-loopback address without auth_token (default false)") { c, v throws(ConfigError) in
+            c.allowUnauthenticatedPublic = try parseBool(v, key: "allow_unauthenticated_public") },
+        Key(name: "compression_threshold", help: "frames at or above this size are compressed (default 512)") { c, v throws(ConfigError) in
+            c.compressionThreshold = try parseInt(v, key: "compression_threshold", range: 0...(64 << 20)) },
+        Key(name: "zstd_level", help: "Zstd compression level (default 3)") { c, v throws(ConfigError) in
+            c.zstdLevel = try parseInt(v, key: "zstd_level", range: -7...22) },
+        Key(name: "lz4_acceleration", help: "LZ4 acceleration, 1 = best ratio (default 1)") { c, v throws(ConfigError) in
+            c.lz4Acceleration = try parseInt(v, key: "lz4_acceleration", range: 1...65537) },
+        Key(name: "cluster", help: "off | redis (default off)") { c, v throws(ConfigError) in
+            guard v == "off" || v == "redis" else { throw ConfigError("invalid value '\(v)' for cluster: expected off or redis") }
+            c.cluster = v },
+        Key(name: "node_id", help: "this node's id in cluster mode (default: host-pid-random)") { c, v throws(ConfigError) in
+            c.nodeId = v },
     ]
 
     /// Applies `value` to the key named `name` (dashes and underscores are the same).
     public mutating func set(_ name: String, _ value: String) throws(ConfigError) {
-        let norm = String(name.lowercased().map { $0 == "-" ? "_" : $0 })
-        guard let key = Self.keys.first(where: { $0.name == norm }) else {
-            throw ConfigError("unknown config key '\(name)'")
+        let norm = Self.normalize(name)
+        let value = value.trimmingSpaces()
+        if let key = Self.keys.first(where: { $0.name == norm }) {
+            try key.apply(&self, value)
+            return
         }
-        try key.apply(&self, value.trimmingSpaces())
+        // flag_<name>=on|off|0…100 and beta_<name>=user,user for declared flags.
+        for (prefix, isBeta) in [("flag_", false), ("beta_", true)] where norm.hasPrefix(prefix) {
+            let flag = String(norm.dropFirst(prefix.count))
+            guard let i = flagDeclarations.firstIndex(where: { $0.name == flag }) else {
+                throw ConfigError("unknown feature flag '\(flag)' in '\(name)' (declared: \(flagDeclarations.map(\.name).joined(separator: ", ")))")
+            }
+            if isBeta {
+                flagDeclarations[i].betaUsers = value.split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty }
+            } else {
+                switch value.lowercased() {
+                case "on", "true", "1", "yes": flagDeclarations[i].enabled = true; flagDeclarations[i].percent = 100
+                case "off", "false", "0", "no": flagDeclarations[i].enabled = false
+                default:
+                    guard value.hasSuffix("%"), let p = Int(value.dropLast()), (0...100).contains(p) else {
+                        throw ConfigError("invalid value '\(value)' for \(name): expected on, off or a rollout percentage like 25%")
+                    }
+                    flagDeclarations[i].enabled = true
+                    flagDeclarations[i].percent = p
+                }
+            }
+            return
+        }
+        throw ConfigError("unknown config key '\(name)'")
+    }
+
+    static func normalize(_ name: String) -> String {
+        String(name.lowercased().map { $0 == "-" ? "_" : $0 })
+    }
+
+    /// Whether `name` is a key `set` accepts (used to skip foreign keys in shared .env files).
+    static func isKnownKey(_ name: String) -> Bool {
+        let n = normalize(name)
+        return keys.contains { $0.name == n } || n.hasPrefix("flag_") || n.hasPrefix("beta_")
     }
 
     static func parseInt(_ v: String, key: String, range: ClosedRange<Int>) throws(ConfigError) -> Int {
         guard let n = Int(v), range.contains(n) else {
             throw ConfigError("invalid value '\(v)' for \(key): expected an integer in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return n
+    }
+
+    static func parseDouble(_ v: String, key: String, range: ClosedRange<Double>) throws(ConfigError) -> Double {
+        guard let n = Double(v), range.contains(n) else {
+            throw ConfigError("invalid value '\(v)' for \(key): expected a number in \(range.lowerBound)...\(range.upperBound)")
         }
         return n
     }

@@ -85,9 +85,8 @@ public enum ConfigLoader {
             }
             // Keys this server does not know (other tools share .env files) are skipped, but a
             // known key with a bad value is an error.
-            let norm = key.lowercased()
-            guard ServerConfig.keys.contains(where: { $0.name == norm }) else { continue }
-            do { try config.set(norm, value) } catch {
+            guard ServerConfig.isKnownKey(key) else { continue }
+            do { try config.set(key, value) } catch {
                 throw ConfigError("\(source):\(lineNo): \(error.description)")
             }
         }

@@ -41,11 +41,43 @@ public final class Connection {
     /// Backend has been told to close.
     var closeStarted = false
 
-    init(fd: Int32, slot: Int, reactorIndex: Int) {
+    /// IPv4 source address (host order), for loopback checks and per-address limits.
+    let peerIP: UInt32
+    /// Stable hash of the user name (feature rollout), set by hello.
+    public internal(set) var userHash: UInt64 = 0
+
+    // Latency: monotonic time the oldest unsent output was produced (0: none queued) and the
+    // same for the batch in flight.
+    var queuedSince: UInt64 = 0
+    var sendStartedFor: UInt64 = 0
+
+    // Limits.
+    let acceptedAt: UInt64
+    var lastReceiveAt: UInt64
+    var idlePingSent = false
+    var tokens: Double
+    var tokensRefilledAt: UInt64
+    var rateStrikes = 0
+    /// When output first went over the soft cap (0: under it).
+    var overSoftSince: UInt64 = 0
+    /// Set when the connection is to be cut as a slow consumer at the end of the turn.
+    var cutReason: String?
+
+    init(fd: Int32, slot: Int, reactorIndex: Int, peerIP: UInt32, now: UInt64, burst: Int) {
         self.fd = fd
         self.slot = slot
         self.reactorIndex = reactorIndex
+        self.peerIP = peerIP
+        acceptedAt = now
+        lastReceiveAt = now
+        tokens = Double(burst)
+        tokensRefilledAt = now
     }
+
+    var isLoopback: Bool { peerIP >> 24 == 127 }
+
+    /// Output bytes queued or in flight.
+    var pendingOutputBytes: Int { out.readableCount + sending.readableCount }
 
     /// True once the connection said hello.
     public var isAuthenticated: Bool { user != nil }

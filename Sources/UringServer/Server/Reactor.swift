@@ -4,38 +4,58 @@ import Optimizers
 import Synchronization
 
 /// One reactor thread: owns its listening socket, its ring (or epoll set), its connections and
-/// its plugin instances. Nothing here is shared with other threads except the inbox and the
-/// room directory.
+/// its plugin instances. Nothing here is shared with other threads except the inbox, the room
+/// directory and the once-a-second stats snapshot.
 ///
 /// A loop turn: the backend submits what the last turn queued and waits; completions are
 /// dispatched (received bytes → frames → plugin chain → output appended to connections);
 /// deliveries from other reactors are drained; then every connection with output gets one
-/// send, and connections that finished are closed.
+/// send, and connections that finished are closed. Every 100 ms a tick checks timeouts; every
+/// second the stats snapshot is published (and reactor 0 runs the performance monitor).
 public final class Reactor: IOEventHandler {
     public let index: Int
     let shared: ServerShared
     var config: ServerConfig { shared.config }
-    let listenFD: Int32
+    private(set) var listenFD: Int32
     let inbox: Inbox
     private var backend: IOBackend!
     private var connections: [Connection?] = []
     private var freeSlots: [Int] = []
     private var flushList: [Connection] = []
     private var plugins: [MessageProcessor] = []
-    private let core = CoreHandler()
+    /// The flag gating each plugin (same index as `plugins`), resolved once.
+    private var pluginFlags: [FeatureFlag?] = []
+    private let core: CoreHandler
     private var fields = JSONFieldTable()
     /// Messages are rendered here once, then framed into each recipient's output.
     private var render = ByteBuffer()
     private var deliveries: [RoomDelivery] = []
+    private var pendingCuts: [Connection] = []
     private(set) var liveConnections = 0
+
+    // Time and stats.
+    /// Monotonic time at the start of this turn's dispatch; the origin of messages received now.
+    private(set) var turnNanos: UInt64 = 0
+    /// Origin time of the message being delivered (latency is measured from it).
+    private var originNanos: UInt64 = 0
+    private var nextTickNanos: UInt64 = 0
+    private var nextSecondNanos: UInt64 = 0
+    var counters = ReactorCounters()
+    private var window = SecondWindow()
+    let snapshots = SnapshotBox()
+    private var draining = false
+    private var drainDeadline: UInt64 = 0
 
     init(index: Int, shared: ServerShared, listenFD: Int32) throws(SyscallError) {
         self.index = index
         self.shared = shared
         self.listenFD = listenFD
         inbox = try Inbox()
-        let env = PluginEnvironment(config: shared.config, rooms: shared.rooms, reactorIndex: index)
+        core = CoreHandler(config: shared.config)
+        let env = PluginEnvironment(config: shared.config, rooms: shared.rooms, reactorIndex: index,
+                                    flags: shared.flags)
         plugins = shared.factories.map { $0(env) }
+        pluginFlags = plugins.map { p in p.featureFlag.flatMap { shared.flags[$0] } }
     }
 
     // MARK: thread body
@@ -54,23 +74,38 @@ public final class Reactor: IOEventHandler {
     }
 
     func run() {
+        let start = Clock.monoNanos()
+        nextTickNanos = start + 100_000_000
+        nextSecondNanos = start + 1_000_000_000
         while !shared.stopping.load(ordering: .acquiring) {
-            backend.poll(timeoutMillis: -1, handler: self)
+            let now = Clock.monoNanos()
+            let wait = nextTickNanos > now ? Int32((nextTickNanos - now) / 1_000_000) + 1 : 0
+            backend.poll(timeoutMillis: wait, handler: self)
             endTurn()
+            turnNanos = Clock.monoNanos()
+            if turnNanos >= nextTickNanos { tick(turnNanos) }
+            if draining && (liveConnections == 0 || turnNanos >= drainDeadline) { break }
         }
         // Stop: drop every connection, then the backend.
+        // shutdown() first: a pending io_uring request holds a reference to its file, so close()
+        // alone would leave the socket open until the ring's (asynchronous) teardown.
         for case let c? in connections {
             for p in plugins { p.connectionClosed(c, self) }
+            Glibc.shutdown(c.fd, Int32(SHUT_RDWR))
             Glibc.close(c.fd)
-            shared.connectionCount.subtract(1, ordering: .relaxed)
+            shared.connectionClosed(peerIP: c.peerIP)
         }
         connections.removeAll()
-        Glibc.close(listenFD)
+        if listenFD >= 0 {
+            Glibc.shutdown(listenFD, Int32(SHUT_RDWR))
+            Glibc.close(listenFD)
+        }
         backend.shutdown()
     }
 
     /// End of a turn: one send per connection with queued output, then pending closes.
     private func endTurn() {
+        if !pendingCuts.isEmpty { performCuts() }
         var i = 0
         while i < flushList.count {
             let c = flushList[i]
@@ -78,7 +113,11 @@ public final class Reactor: IOEventHandler {
             c.inFlushList = false
             if c.closeStarted { continue }
             if !c.out.isEmpty && !c.sendInFlight {
+                c.sendStartedFor = c.queuedSince
+                c.queuedSince = 0
+                counters.bytesOut &+= c.out.readableCount
                 backend.send(c)
+                if !c.sendInFlight { sendFinished(c) }   // epoll wrote it all at once
             }
             if c.closeAfterFlush && !c.sendInFlight && c.out.isEmpty && c.sending.isEmpty {
                 startClose(c)
@@ -95,15 +134,93 @@ public final class Reactor: IOEventHandler {
         }
     }
 
+    /// A send batch reached the kernel completely: record its latency.
+    @inline(__always)
+    private func sendFinished(_ c: Connection) {
+        if c.sendStartedFor != 0 {
+            let now = Clock.monoNanos()
+            counters.latency.record(micros: (now &- c.sendStartedFor) / 1000)
+            counters.latencyTotal.record(micros: (now &- c.sendStartedFor) / 1000)
+            c.sendStartedFor = 0
+        }
+        if c.overSoftSince != 0 && c.pendingOutputBytes <= config.outboundSoftBytes { c.overSoftSince = 0 }
+    }
+
+    // MARK: timers
+
+    private func tick(_ now: UInt64) {
+        nextTickNanos = now + 100_000_000
+        checkTimeouts(now)
+        if now >= nextSecondNanos {
+            nextSecondNanos += 1_000_000_000
+            if nextSecondNanos < now { nextSecondNanos = now + 1_000_000_000 }
+            var snap = window.roll(&counters, index: index, connections: liveConnections)
+            snap.backlogged = backloggedConnections(now)
+            snapshots.publish(snap)
+            if index == 0 { shared.monitor.evaluate(shared) }
+        }
+    }
+
+    /// Connections whose oldest queued output has waited over 50 ms: demand the server is not
+    /// keeping up with (the monitor judges throughput only then).
+    private func backloggedConnections(_ now: UInt64) -> Int {
+        var n = 0
+        for case let c? in connections where c.sendInFlight && c.sendStartedFor != 0 && now &- c.sendStartedFor > 50_000_000 {
+            n += 1
+        }
+        return n
+    }
+
+    private func checkTimeouts(_ now: UInt64) {
+        let helloNs = UInt64(config.helloTimeoutMs) * 1_000_000
+        let idleNs = UInt64(config.idleTimeoutMs) * 1_000_000
+        let softNs = UInt64(config.outboundSoftSeconds) * 1_000_000_000
+        for case let c? in connections where !c.closing {
+            if !c.isAuthenticated && c.framing != .http && now &- c.acceptedAt > helloNs {
+                limitHit("hello_timeout")
+                sendError(c, .helloTimeout, "no hello within \(config.helloTimeoutMs) ms", id: nil)
+                closeAfterFlush(c)
+                continue
+            }
+            if c.overSoftSince != 0 && now &- c.overSoftSince > softNs {
+                cutSlowConsumer(c, "output over outbound_soft_bytes for \(config.outboundSoftSeconds) s")
+                continue
+            }
+            if idleNs > 0 && now &- c.lastReceiveAt > idleNs {
+                if now &- c.lastReceiveAt > 2 * idleNs {
+                    limitHit("idle_timeout")
+                    sendError(c, .idleTimeout, "no traffic for \(2 * config.idleTimeoutMs) ms", id: nil)
+                    closeAfterFlush(c)
+                } else if !c.idlePingSent {
+                    c.idlePingSent = true
+                    reply(to: c) { b in
+                        b.append("{\"type\":\"ping\",\"ts\":")
+                        b.appendDecimal(Clock.wallMillis())
+                        b.append("}")
+                    }
+                }
+            }
+        }
+    }
+
+    func limitHit(_ name: String) {
+        counters.limitHits[name, default: 0] += 1
+    }
+
     // MARK: IOEventHandler
 
     func connectionAccepted(fd: Int32) {
-        let n = shared.connectionCount.add(1, ordering: .relaxed).newValue
-        if n > config.maxConnections {
-            shared.connectionCount.subtract(1, ordering: .relaxed)
-            let msg: StaticString = "{\"type\":\"error\",\"code\":\"server_full\",\"message\":\"server is at max_connections\"}\n"
-            Socket.writeOnce(fd, UnsafeRawBufferPointer(start: msg.utf8Start, count: msg.utf8CodeUnitCount))
-            Glibc.close(fd)
+        counters.accepted += 1
+        let peer = Socket.peerIPv4(fd)
+        switch shared.admit(peerIP: peer) {
+        case .admitted: break
+        case .serverFull:
+            limitHit("max_connections")
+            rejectAtAccept(fd, "{\"type\":\"error\",\"code\":\"server_full\",\"message\":\"server is at max_connections\"}\n")
+            return
+        case .tooManyFromAddress:
+            limitHit("max_connections_per_ip")
+            rejectAtAccept(fd, "{\"type\":\"error\",\"code\":\"too_many_connections\",\"message\":\"too many connections from this address (max_connections_per_ip)\"}\n")
             return
         }
         Socket.configureAccepted(fd)
@@ -111,14 +228,28 @@ public final class Reactor: IOEventHandler {
             connections.append(nil)
             return connections.count - 1
         }()
-        let c = Connection(fd: fd, slot: slot, reactorIndex: index)
+        let c = Connection(fd: fd, slot: slot, reactorIndex: index, peerIP: peer,
+                           now: turnNanos == 0 ? Clock.monoNanos() : turnNanos, burst: config.rateLimitBurst)
         connections[slot] = c
         liveConnections += 1
         backend.startReceiving(c)
+        if draining {
+            sendShutdownNotice(c)
+        }
+    }
+
+    private func rejectAtAccept(_ fd: Int32, _ msg: StaticString) {
+        Socket.writeOnce(fd, UnsafeRawBufferPointer(start: msg.utf8Start, count: msg.utf8CodeUnitCount))
+        Glibc.close(fd)
+        counters.closed += 1
     }
 
     func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
         if c.closing { return }
+        counters.bytesIn &+= bytes.count
+        c.lastReceiveAt = turnNanos
+        c.idlePingSent = false
+        originNanos = turnNanos
         var rest = bytes
         if c.framing == .undetermined {
             let (ok, used) = FrameSplitter.detect(c, rest)
@@ -149,6 +280,7 @@ public final class Reactor: IOEventHandler {
                     handleMessage(c, body)
                 }
             case .tooLarge:
+                limitHit("max_frame_bytes")
                 sendError(c, .frameTooLarge, "frame exceeds max_frame_bytes (\(maxFrame))", id: nil)
                 closeAfterFlush(c)
             case .badFrame(let why):
@@ -160,17 +292,16 @@ public final class Reactor: IOEventHandler {
 
     func connectionReceiveEnded(_ c: Connection, error: Int32) {
         // Peer closed or reset: flush what is queued (if the socket still takes it), then close.
+        if error != 0 { c.out.removeAll() }
         closeAfterFlush(c)
-        if error != 0 {
-            c.out.removeAll()
-        }
-        markForFlush(c)
     }
 
     func connectionSendCompleted(_ c: Connection, error: Int32) {
         if error != 0 {
             c.out.removeAll()
             closeAfterFlush(c)
+        } else {
+            sendFinished(c)
         }
         if c.closeAfterFlush || !c.out.isEmpty { markForFlush(c) }
     }
@@ -179,16 +310,41 @@ public final class Reactor: IOEventHandler {
         connections[c.slot] = nil
         freeSlots.append(c.slot)
         liveConnections -= 1
-        shared.connectionCount.subtract(1, ordering: .relaxed)
+        counters.closed += 1
+        shared.connectionClosed(peerIP: c.peerIP)
     }
 
     func wakeup() {
+        if shared.draining.load(ordering: .acquiring) && !draining { beginDrain() }
         inbox.drain(into: &deliveries)
         for d in deliveries {
             guard let local = d.room.locals[index] else { continue }
+            originNanos = d.message.originNanos
             deliverLocal(local, d.message.body.readable, excluding: nil)
         }
         deliveries.removeAll(keepingCapacity: true)
+    }
+
+    // MARK: shutdown
+
+    /// Graceful stop: no new connections, every client told, output flushed (bounded).
+    private func beginDrain() {
+        draining = true
+        drainDeadline = Clock.monoNanos() + UInt64(config.drainTimeoutMs) * 1_000_000
+        if listenFD >= 0 {
+            // Wakes the pending (multishot) accept with an error; it is not re-armed.
+            Glibc.shutdown(listenFD, Int32(SHUT_RD))
+        }
+        for case let c? in connections where !c.closing {
+            sendShutdownNotice(c)
+        }
+    }
+
+    private func sendShutdownNotice(_ c: Connection) {
+        if c.framing == .jsonLines || c.framing == .binary || c.framing == .undetermined {
+            reply(to: c) { b in b.append("{\"type\":\"shutdown\"}") }
+        }
+        closeAfterFlush(c)
     }
 
     // MARK: closing
@@ -209,9 +365,31 @@ public final class Reactor: IOEventHandler {
         backend.close(c)
     }
 
+    /// Drops what a consumer has not read and closes it with slow_consumer. Found while a
+    /// message is being fanned out, so the cut itself waits for the end of the turn (closing
+    /// announces user_left, which must not re-enter the fan-out in progress).
+    private func cutSlowConsumer(_ c: Connection, _ why: String) {
+        if c.cutReason != nil || c.closing { return }
+        c.cutReason = why
+        pendingCuts.append(c)
+    }
+
+    private func performCuts() {
+        let cuts = pendingCuts
+        pendingCuts.removeAll(keepingCapacity: true)
+        for c in cuts where !c.closing {
+            limitHit("slow_consumer")
+            c.out.removeAll()
+            c.overSoftSince = 0
+            sendError(c, .slowConsumer, c.cutReason ?? "slow consumer", id: nil)
+            closeAfterFlush(c)
+        }
+    }
+
     // MARK: messages
 
     private func handleMessage(_ c: Connection, _ payload: UnsafeRawBufferPointer) {
+        counters.messagesIn &+= 1
         do {
             try JSONReader.parse(payload, into: &fields)
         } catch {
@@ -225,23 +403,48 @@ public final class Reactor: IOEventHandler {
             let end = f.kind == .string ? f.valueEnd + 1 : f.valueEnd
             return UnsafeRawBufferPointer(rebasing: payload[start..<end])
         }
-        guard let typeField = fields.find("type", in: payload), typeField.kind == .string else {
-            sendError(c, .missingField, "field 'type' (a string) is required", id: id)
-            return
-        }
-        let type = JSONReader.string(typeField, in: payload)
         do throws(ProtocolError) {
-            try dispatch(c, type, payload)
-            if let id {
-                reply(to: c) { b in
-                    b.append("{\"type\":\"ack\",\"id\":")
-                    b.append(id)
-                    b.append("}")
-                }
+            guard let typeField = fields.find("type", in: payload), typeField.kind == .string else {
+                throw ProtocolError(.missingField, "field 'type' (a string) is required")
             }
+            try admitByRate(c)
+            try dispatch(c, JSONReader.string(typeField, in: payload), payload)
         } catch {
             sendError(c, error.code, error.message, id: id)
+            if c.closing { return }
         }
+        // Every message with an id is acknowledged once handled, after its reply or error.
+        if let id {
+            reply(to: c) { b in
+                b.append("{\"type\":\"ack\",\"id\":")
+                b.append(id)
+                b.append("}")
+            }
+        }
+    }
+
+    /// Token bucket per connection; sustained abuse closes the connection.
+    @inline(__always)
+    private func admitByRate(_ c: Connection) throws(ProtocolError) {
+        let rate = config.rateLimitPerSec
+        if rate == 0 { return }
+        if c.tokens < 1 {
+            let elapsed = Double(turnNanos &- c.tokensRefilledAt) / 1e9
+            c.tokens = min(Double(config.rateLimitBurst), c.tokens + elapsed * Double(rate))
+            c.tokensRefilledAt = turnNanos
+        }
+        if c.tokens >= 1 {
+            c.tokens -= 1
+            c.rateStrikes = 0
+            return
+        }
+        limitHit("rate_limited")
+        c.rateStrikes += 1
+        if c.rateStrikes >= config.rateLimitStrikes {
+            closeAfterFlush(c)
+            throw ProtocolError(.rateLimited, "over \(rate) messages/s for too long; closing")
+        }
+        throw ProtocolError(.rateLimited, "over \(rate) messages/s (burst \(config.rateLimitBurst)); message dropped")
     }
 
     /// Hello gate, then the plugin chain, then the core handler.
@@ -249,12 +452,17 @@ public final class Reactor: IOEventHandler {
         if !c.isAuthenticated && type != "hello" {
             throw ProtocolError(.helloRequired, "send hello first")
         }
-        let processor: MessageProcessor
-        if let p = plugins.first(where: { $0.canHandle(type) }) {
-            processor = p
-        } else if core.canHandle(type) {
-            processor = core
-        } else {
+        var processor: MessageProcessor = core
+        var found = false
+        for i in 0..<plugins.count where plugins[i].canHandle(type) {
+            if let flag = pluginFlags[i], !FeatureGate.isEnabled(flag, userHash: c.userHash) {
+                throw ProtocolError(.featureDisabled, "'\(type)' is disabled (feature flag \(flag.name))")
+            }
+            processor = plugins[i]
+            found = true
+            break
+        }
+        if !found && !core.canHandle(type) {
             throw ProtocolError(.unsupportedType, "unsupported message type '\(type)'")
         }
         try withUnsafePointer(to: &fields) { (fp) throws(ProtocolError) in
@@ -282,6 +490,7 @@ public final class Reactor: IOEventHandler {
     }
 
     public func sendError(_ c: Connection, _ code: ErrorCode, _ message: String, id: UnsafeRawBufferPointer?) {
+        counters.errorsSent &+= 1
         reply(to: c) { b in
             b.append("{\"type\":\"error\",\"code\":\"")
             b.append(contentsOf: code.rawValue)
@@ -304,7 +513,7 @@ public final class Reactor: IOEventHandler {
         deliverLocal(room, bytes, excluding: excluded)
         let others = room.shared.reactorMask.load(ordering: .acquiring) & ~(1 << UInt64(index))
         if others != 0 {
-            let msg = RenderedMessage()
+            let msg = RenderedMessage(originNanos: originNanos)
             msg.body.append(bytes)
             var mask = others
             while mask != 0 {
@@ -324,8 +533,9 @@ public final class Reactor: IOEventHandler {
     /// Appends one message to `c`'s output with its connection's framing.
     @inline(__always)
     private func enqueue(_ body: UnsafeRawBufferPointer, to c: Connection) {
-        if c.closing && !c.closeAfterFlush { return }
         if c.closeStarted { return }
+        counters.deliveries &+= 1
+        if c.queuedSince == 0 { c.queuedSince = originNanos == 0 ? Clock.monoNanos() : originNanos }
         switch c.framing {
         case .binary:
             let n = UInt32(body.count + 1)
@@ -342,20 +552,26 @@ public final class Reactor: IOEventHandler {
             c.out.append(UInt8(ascii: "\n"))
         }
         markForFlush(c)
+        let pending = c.out.readableCount &+ c.sending.readableCount
+        if pending > config.outboundSoftBytes && !c.closing {
+            if pending > config.outboundHardBytes {
+                cutSlowConsumer(c, "output over outbound_hard_bytes (\(config.outboundHardBytes))")
+            } else if c.overSoftSince == 0 {
+                c.overSoftSince = turnNanos
+            }
+        }
     }
 
     // MARK: HTTP
 
     private func handleHTTP(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
         c.input.append(bytes)
-        switch HTTPResponder.handle(c.input.readable) {
-        case .needMore:
-            return
-        case let .respond(status, reason, body, contentType, headOnly):
-            HTTPResponder.render(&c.out, status: status, reason: reason, body: body,
-                                 contentType: contentType, headOnly: headOnly)
-            c.input.removeAll()
-            closeAfterFlush(c)
+        guard let response = HTTPRouter.route(c.input.readable, from: c, shared: shared) else {
+            return   // request incomplete
         }
+        c.input.removeAll()
+        c.out.append(response.readable)
+        if c.queuedSince == 0 { c.queuedSince = originNanos }
+        closeAfterFlush(c)
     }
 }

@@ -66,11 +66,13 @@ public final class RoomDirectory: Sendable {
 
     init(reactorCount: Int) { self.reactorCount = reactorCount }
 
-    /// Adds one member on `reactor`; returns the room and its total member count.
-    func join(_ name: String, reactor: Int) -> (SharedRoom, Int) {
+    /// Adds one member on `reactor`; returns the room and its total member count, or nil when
+    /// the room already has `limit` members.
+    func join(_ name: String, reactor: Int, limit: Int = .max) -> (SharedRoom, Int)? {
         rooms.withLock { rooms in
             let room: SharedRoom
             if let r = rooms[name] {
+                if r.memberCount >= limit { return nil }
                 room = r
             } else {
                 room = SharedRoom(name: name, reactorCount: reactorCount)
@@ -113,6 +115,10 @@ public final class RoomDirectory: Sendable {
 /// A message rendered once (JSON body, no framing) and shared by the reactors it is handed to.
 final class RenderedMessage: @unchecked Sendable {
     var body = ByteBuffer()
+    /// When the message that caused it was received (monotonic ns), for latency.
+    let originNanos: UInt64
+
+    init(originNanos: UInt64) { self.originNanos = originNanos }
 }
 
 /// One cross-reactor hand-off: deliver `message` to this reactor's members of `room`.

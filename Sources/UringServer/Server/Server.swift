@@ -12,17 +12,59 @@ final class ServerShared: @unchecked Sendable {
     let ioMode: IOMode
     let rooms: RoomDirectory
     let factories: [ProcessorFactory]
+    let flags: FeatureFlags
+    let monitor: PerformanceMonitor
+    let metrics = MetricsExporter()
+    let logger: Logger
+    let startedAt = Clock.monoNanos()
     let stopping = Atomic<Bool>(false)
+    /// Set on SIGTERM/SIGINT: reactors stop accepting, tell clients, flush and exit.
+    let draining = Atomic<Bool>(false)
     /// Open connections across reactors; touched only on accept and release.
     let connectionCount = Atomic<Int>(0)
+    /// Open connections per source address; touched only on accept and release.
+    private let perAddress = Mutex<[UInt32: Int]>([:])
     /// Filled before any reactor thread starts, read-only afterwards.
     var reactors: [Reactor] = []
 
-    init(config: ServerConfig, ioMode: IOMode, reactorCount: Int, factories: [ProcessorFactory]) {
+    init(config: ServerConfig, ioMode: IOMode, reactorCount: Int, factories: [ProcessorFactory],
+         flags: FeatureFlags, logger: Logger) {
         self.config = config
         self.ioMode = ioMode
         self.rooms = RoomDirectory(reactorCount: reactorCount)
         self.factories = factories
+        self.flags = flags
+        self.logger = logger
+        monitor = PerformanceMonitor(logger: logger)
+    }
+
+    enum Admission { case admitted, serverFull, tooManyFromAddress }
+
+    /// Counts a new connection in, or says which limit refuses it.
+    func admit(peerIP: UInt32) -> Admission {
+        let n = connectionCount.add(1, ordering: .relaxed).newValue
+        if n > config.maxConnections {
+            connectionCount.subtract(1, ordering: .relaxed)
+            return .serverFull
+        }
+        let ok = perAddress.withLock { m in
+            let k = m[peerIP, default: 0]
+            if config.maxConnectionsPerIP > 0 && k >= config.maxConnectionsPerIP { return false }
+            m[peerIP] = k + 1
+            return true
+        }
+        if !ok {
+            connectionCount.subtract(1, ordering: .relaxed)
+            return .tooManyFromAddress
+        }
+        return .admitted
+    }
+
+    func connectionClosed(peerIP: UInt32) {
+        connectionCount.subtract(1, ordering: .relaxed)
+        perAddress.withLock { m in
+            if let k = m[peerIP] { m[peerIP] = k > 1 ? k - 1 : nil }
+        }
     }
 }
 
@@ -92,6 +134,10 @@ public final class Server: @unchecked Sendable {
             }
         }
         threadCount = min(64, config.threads > 0 ? config.threads : SystemInfo.onlineCPUs)
+        // Protected mode (as Redis): without auth_token, only loopback unless told otherwise.
+        if config.authToken.isEmpty && !config.host.hasPrefix("127.") && !config.allowUnauthenticatedPublic {
+            throw ServerError(description: "refusing to listen on \(config.host) without auth_token: set auth_token, bind 127.0.0.1, or set allow_unauthenticated_public=true")
+        }
 
         // Listeners first (on this thread) so a bind error is reported before anything runs;
         // port 0 resolves on the first bind and the rest share it through SO_REUSEPORT.
@@ -109,7 +155,8 @@ public final class Server: @unchecked Sendable {
             throw ServerError(description: "cannot listen on \(config.host):\(config.port): \(error)")
         }
 
-        let shared = ServerShared(config: config, ioMode: ioMode, reactorCount: threadCount, factories: factories)
+        let shared = ServerShared(config: config, ioMode: ioMode, reactorCount: threadCount, factories: factories,
+                                  flags: FeatureFlags.from(config), logger: logger)
         do {
             for i in 0..<threadCount {
                 shared.reactors.append(try Reactor(index: i, shared: shared, listenFD: fds[i]))
@@ -148,7 +195,18 @@ public final class Server: @unchecked Sendable {
         ])
     }
 
-    /// Stops every reactor, closes every connection, and joins the threads.
+    /// Graceful stop: stop accepting, send every client `{"type":"shutdown"}`, flush queued
+    /// output for at most `drain_timeout_ms`, close, join the threads.
+    public func drainAndStop() {
+        guard let shared else { return }
+        shared.draining.store(true, ordering: .releasing)
+        for r in shared.reactors { r.inbox.wake() }
+        for t in threads { pthread_join(t, nil) }
+        threads.removeAll()
+        stop()
+    }
+
+    /// Stops every reactor at once, closes every connection, and joins the threads.
     public func stop() {
         guard let shared else { return }
         shared.stopping.store(true, ordering: .releasing)

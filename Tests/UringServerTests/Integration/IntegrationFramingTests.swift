@@ -233,6 +233,38 @@ struct IntegrationFramingTests {
         }
     }
 
+    @Test("protocol detection waits for enough first bytes", arguments: allIOModes)
+    func detectionWithPartialFirstBytes(mode: IOModeSetting) throws {
+        try withServer(mode) { port in
+            // HTTP, "G" alone first.
+            let h = try TestClient(port: port)
+            let req = Array("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)
+            for chunk in [req[0..<1], req[1..<3], req[3..<6], req[6...]] {
+                try h.send(Array(chunk))
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+            let status = try h.readLine()
+            #expect(status.hasPrefix("HTTP/1.1 200"), "split GET: \(status)")
+
+            // Binary, the first zero byte alone first.
+            let b = try TestClient(port: port, framing: .binary)
+            let f = Frame.encode(codec: 0, payload: Array(J.obj(["type": "hello", "user": "slowbin"]).utf8))
+            for chunk in [f[0..<1], f[1..<4], f[4..<5], f[5...]] {
+                try b.send(Array(chunk))
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+            let w = try b.read()
+            #expect(w.type == "welcome" && w["user"] as? String == "slowbin", "\(w)")
+
+            // JSON lines, whitespace alone first.
+            let j = try TestClient(port: port)
+            try j.send("  ")
+            Thread.sleep(forTimeInterval: 0.02)
+            try j.send(J.obj(["type": "hello", "user": "slowjson"]) + "\n")
+            #expect(try j.read()["user"] as? String == "slowjson")
+        }
+    }
+
     @Test("HTTP: GET /health → 200 ok; unknown path → 404", arguments: allIOModes)
     func health(mode: IOModeSetting) throws {
         try withServer(mode) { port in

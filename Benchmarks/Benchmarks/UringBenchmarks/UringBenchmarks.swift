@@ -1,0 +1,75 @@
+// io_uring micro-benchmarks: nop submit+reap per batch size, a 64-byte TCP round trip over
+// loopback through io_uring (one-shot send/recv, and multishot recv into a provided-buffer ring
+// as the server does it) against the same round trip through epoll + read/write, and the cost
+// of recycling provided buffers. The workloads live in UringBenchSupport (see there for why).
+//
+// Rings and sockets are created lazily inside the benchmark body, on the thread that then
+// submits (SINGLE_ISSUER), and dropped in teardown.
+import Benchmark
+import UringBenchSupport
+
+/// Created on first use (on the benchmark thread), dropped by `reset()`.
+final class Lazy<T: AnyObject> {
+    private var value: T?
+    private let make: () -> T
+    init(_ make: @escaping () -> T) { self.make = make }
+    var get: T {
+        if let v = value { return v }
+        let v = make()
+        value = v
+        return v
+    }
+    func reset() { value = nil }
+}
+
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .throughput, .mallocCountTotal, .syscalls],
+        warmupIterations: 3,
+        scalingFactor: .kilo,
+        maxDuration: .seconds(2),
+        maxIterations: 1_000
+    )
+
+    // One scaled iteration = one batch. Time per batch; divide by the batch size for per-nop.
+    for batch in [1, 8, 32, 128] {
+        let nops = Lazy { NopBatches(batch: batch) }
+        Benchmark("nop submit+reap batch=\(batch)") { benchmark in
+            let n = nops.get
+            benchmark.startMeasurement()
+            blackHole(n.run(iterations: benchmark.scaledIterations.count))
+        } teardown: {
+            nops.reset()
+        }
+    }
+
+    // One scaled iteration = one 64-byte round trip (a → b → a) on a loopback TCP pair.
+    let variants: [(String, () -> RoundTripper)] = [
+        ("tcp round trip 64B io_uring send+recv", { UringEcho() }),
+        ("tcp round trip 64B io_uring multishot recv+buf ring", { UringMultishotEcho() }),
+        ("tcp round trip 64B epoll+read/write", { EpollEcho() }),
+    ]
+    for (name, make) in variants {
+        let echo = Lazy<AnyObject> { make() }
+        Benchmark(name) { benchmark in
+            let e = echo.get as! RoundTripper
+            benchmark.startMeasurement()
+            e.run(iterations: benchmark.scaledIterations.count)
+        } teardown: {
+            echo.reset()
+        }
+    }
+
+    // One scaled iteration = one buffer handed back (perAdvance = 1), or 32 buffers and one
+    // tail update (perAdvance = 32).
+    let recycler = Lazy { BufRingRecycler() }
+    for perAdvance in [1, 32] {
+        Benchmark("buf ring recycle \(perAdvance) per advance") { benchmark in
+            let r = recycler.get
+            benchmark.startMeasurement()
+            r.run(iterations: benchmark.scaledIterations.count, perAdvance: perAdvance)
+        } teardown: {
+            recycler.reset()
+        }
+    }
+}

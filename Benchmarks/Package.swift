@@ -1,0 +1,46 @@
+// swift-tools-version:6.1
+// Benchmarks for tcpserver, kept in their own package so the server itself does not depend on
+// package-benchmark (and its malloc interposer). Run: `cd Benchmarks && swift package benchmark`.
+import PackageDescription
+
+let package = Package(
+    name: "tcpserver-benchmarks",
+    dependencies: [
+        // The server package one level up. Named explicitly so the product references below do
+        // not depend on the checkout's directory name (a path dependency's identity is otherwise
+        // the folder's last path component).
+        .package(name: "tcpserver", path: ".."),
+        .package(url: "https://github.com/ordo-one/package-benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
+    ],
+    targets: [
+        // The io_uring/epoll workloads. CURing and package-benchmark cannot be imported in the
+        // same Swift module (swift-system's <linux/io_uring.h> and liburing's copy of it
+        // clash in clang), so CURing is used only here, behind an `internal import`.
+        .target(
+            name: "UringBenchSupport",
+            dependencies: [.product(name: "CURing", package: "tcpserver")],
+            // Resilient, so clients do not load the internally imported CURing module.
+            swiftSettings: [.unsafeFlags(["-enable-library-evolution"])]
+        ),
+        .executableTarget(
+            name: "UringBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                "UringBenchSupport",
+            ],
+            path: "Benchmarks/UringBenchmarks",
+            swiftSettings: [.swiftLanguageMode(.v5)],
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
+        .executableTarget(
+            name: "OptimizerBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "Optimizers", package: "tcpserver"),
+            ],
+            path: "Benchmarks/OptimizerBenchmarks",
+            swiftSettings: [.swiftLanguageMode(.v5)],
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
+    ]
+)

@@ -1,0 +1,135 @@
+import CHiredis
+import Glibc
+
+/// RESP command formatting, appended straight into a pipeline buffer (no per-command allocation
+/// beyond the buffer's own growth). Commands are arrays of bulk strings: `*N\r\n$len\r\narg\r\n…`.
+enum RESP {
+    @inline(__always)
+    static func appendDecimal(_ out: inout [UInt8], _ n: Int) {
+        if n >= 0 && n < 10 {
+            out.append(UInt8(48 + n))
+            return
+        }
+        out.append(contentsOf: String(n).utf8)  // short: a small string, no heap allocation
+    }
+
+    @inline(__always)
+    static func appendArrayHeader(_ out: inout [UInt8], count: Int) {
+        out.append(UInt8(ascii: "*"))
+        appendDecimal(&out, count)
+        out.append(13)
+        out.append(10)
+    }
+
+    @inline(__always)
+    static func appendBulkHeader(_ out: inout [UInt8], length: Int) {
+        out.append(UInt8(ascii: "$"))
+        appendDecimal(&out, length)
+        out.append(13)
+        out.append(10)
+    }
+
+    @inline(__always)
+    static func appendCRLF(_ out: inout [UInt8]) {
+        out.append(13)
+        out.append(10)
+    }
+
+    static func appendBulk(_ out: inout [UInt8], _ s: String) {
+        let u = s.utf8
+        appendBulkHeader(&out, length: u.count)
+        out.append(contentsOf: u)
+        appendCRLF(&out)
+    }
+
+    static func appendCommand(_ out: inout [UInt8], _ args: [String]) {
+        appendArrayHeader(&out, count: args.count)
+        for a in args { appendBulk(&out, a) }
+    }
+
+    /// `PUBLISH <channelPrefix><room> <origin><body>` where `origin` is `<nodeId>\n`.
+    static func appendPublish(_ out: inout [UInt8], channelPrefix: [UInt8], room: String,
+                              origin: [UInt8], body: UnsafeRawBufferPointer) {
+        out.append(contentsOf: "*3\r\n$7\r\nPUBLISH\r\n".utf8)
+        let r = room.utf8
+        appendBulkHeader(&out, length: channelPrefix.count + r.count)
+        out.append(contentsOf: channelPrefix)
+        out.append(contentsOf: r)
+        appendCRLF(&out)
+        appendBulkHeader(&out, length: origin.count + body.count)
+        out.append(contentsOf: origin)
+        out.append(contentsOf: body)
+        appendCRLF(&out)
+    }
+}
+
+/// One reply (or an element of one) from hiredis' reader. Valid only until the top-level reply
+/// is freed, i.e. inside the callback that hands it out.
+struct RedisReply {
+    let raw: OpaquePointer
+
+    var type: Int { Int(chiredis_reply_type(raw)) }
+    var isArray: Bool { type == Int(CHIREDIS_ARRAY) }
+    var isError: Bool { type == Int(CHIREDIS_ERROR) }
+    var isInteger: Bool { type == Int(CHIREDIS_INTEGER) }
+    var isString: Bool { type == Int(CHIREDIS_STRING) || type == Int(CHIREDIS_STATUS) }
+    var integer: Int { Int(chiredis_reply_integer(raw)) }
+    var count: Int { Int(chiredis_reply_count(raw)) }
+
+    /// The bytes of a string, status or error reply (empty otherwise).
+    var bytes: UnsafeRawBufferPointer {
+        var n = 0
+        guard let p = chiredis_reply_str(raw, &n) else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        return UnsafeRawBufferPointer(start: p, count: n)
+    }
+
+    var string: String { String(decoding: bytes, as: UTF8.self) }
+
+    subscript(i: Int) -> RedisReply? {
+        guard i >= 0, let e = chiredis_reply_element(raw, i) else { return nil }
+        return RedisReply(raw: e)
+    }
+
+    /// Whether the string bytes equal `s` (ASCII, case-insensitive: Redis sends "pong" in
+    /// subscribe mode and "PONG" otherwise).
+    func `is`(_ s: StaticString) -> Bool {
+        let b = bytes
+        guard b.count == s.utf8CodeUnitCount else { return false }
+        let p = s.utf8Start
+        for i in 0..<b.count where b[i] | 0x20 != p[i] | 0x20 { return false }
+        return true
+    }
+
+    func hasPrefix(_ s: StaticString) -> Bool {
+        let b = bytes
+        guard b.count >= s.utf8CodeUnitCount else { return false }
+        return memcmp(b.baseAddress!, s.utf8Start, s.utf8CodeUnitCount) == 0
+    }
+}
+
+/// hiredis' RESP reader: feed bytes in, take complete replies out.
+final class RESPReader {
+    private let reader: OpaquePointer?
+
+    init() { reader = chiredis_reader_new() }
+    deinit { chiredis_reader_free(reader) }
+
+    enum Next { case reply(OpaquePointer), needMore, error(String) }
+
+    func feed(_ p: UnsafeRawBufferPointer) -> Bool {
+        guard let reader else { return false }
+        return chiredis_reader_feed(reader, p.baseAddress, p.count) == 0
+    }
+
+    func next() -> Next {
+        guard let reader else { return .error("out of memory") }
+        var out: OpaquePointer?
+        switch chiredis_reader_next(reader, &out) {
+        case 1: return out.map { .reply($0) } ?? .needMore
+        case 0: return .needMore
+        default: return .error(String(cString: chiredis_reader_error(reader)))
+        }
+    }
+
+    var error: String { reader.map { String(cString: chiredis_reader_error($0)) } ?? "out of memory" }
+}

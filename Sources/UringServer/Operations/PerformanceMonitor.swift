@@ -1,0 +1,131 @@
+import Glibc
+import Synchronization
+
+/// The server's figures as the monitor last computed them (merged over reactors).
+public struct ServerFigures: Sendable {
+    public var messagesPerSec = 0
+    public var deliveriesPerSec = 0
+    public var latencyP50Ms = 0.0
+    public var latencyP99Ms = 0.0
+    public var memoryMB = 0.0
+    public var connections = 0
+    public var errorRate = 0.0
+    public var backlogged = 0
+}
+
+/// Judges the figures against the thresholds once a second (on reactor 0's tick). Crossing one
+/// logs an alert, raises `overloaded` and sheds every non-critical feature flag; the flags come
+/// back only after the figures have stayed under every threshold for `monitorHoldMs`
+/// (hysteresis, so a figure hovering at a threshold does not flap).
+final class PerformanceMonitor: Sendable {
+    struct State {
+        var figures = ServerFigures()
+        var overloaded = false
+        var breaches: [String] = []
+        /// Monotonic ns since when every figure has been under its threshold (0: not under).
+        var clearSince: UInt64 = 0
+        var sheds = 0
+        var restores = 0
+    }
+
+    private let state = Mutex(State())
+    let overloaded = Atomic<Bool>(false)
+    private let logger: Logger
+
+    init(logger: Logger) { self.logger = logger }
+
+    var current: State { state.withLock { $0 } }
+
+    func evaluate(_ shared: ServerShared) {
+        let f = Self.figures(shared)
+        let c = shared.config
+        var breaches: [String] = []
+        if f.latencyP99Ms > c.maxLatencyMs { breaches.append("latency_p99_ms \(f.latencyP99Ms) > \(c.maxLatencyMs)") }
+        if f.memoryMB > c.maxMemoryMB { breaches.append("memory_mb \(f.memoryMB) > \(c.maxMemoryMB)") }
+        if f.backlogged > 0 && f.messagesPerSec < c.minThroughput {
+            breaches.append("msg_per_sec \(f.messagesPerSec) < \(c.minThroughput) with \(f.backlogged) backlogged connections")
+        }
+        if f.errorRate > c.maxErrorRate { breaches.append("error_rate \(f.errorRate) > \(c.maxErrorRate)") }
+        let now = Clock.monoNanos()
+        let hold = UInt64(c.monitorHoldMs) * 1_000_000
+        enum Action { case none, shed, restore }
+        let action: Action = state.withLock { s in
+            s.figures = f
+            s.breaches = breaches
+            if !breaches.isEmpty {
+                s.clearSince = 0
+                if !s.overloaded {
+                    s.overloaded = true
+                    s.sheds += 1
+                    return .shed
+                }
+                return .none
+            }
+            if s.clearSince == 0 { s.clearSince = now }
+            if s.overloaded && now &- s.clearSince >= hold {
+                s.overloaded = false
+                s.restores += 1
+                return .restore
+            }
+            return .none
+        }
+        switch action {
+        case .shed:
+            overloaded.store(true, ordering: .relaxed)
+            let shed = shared.flags.all.filter { !$0.critical }
+            for flag in shed { flag.shed.store(true, ordering: .relaxed) }
+            logger.warning("overload: shedding non-critical features", [
+                "breaches": breaches.joined(separator: "; "),
+                "shed": shed.map(\.name).joined(separator: ","),
+                "msg_per_sec": String(f.messagesPerSec), "latency_p99_ms": String(f.latencyP99Ms),
+                "memory_mb": String(f.memoryMB), "error_rate": String(f.errorRate),
+            ])
+        case .restore:
+            overloaded.store(false, ordering: .relaxed)
+            for flag in shared.flags.all { flag.shed.store(false, ordering: .relaxed) }
+            logger.info("overload cleared: features restored", [
+                "held_ms": String(c.monitorHoldMs), "msg_per_sec": String(f.messagesPerSec),
+                "latency_p99_ms": String(f.latencyP99Ms), "memory_mb": String(f.memoryMB),
+                "error_rate": String(f.errorRate),
+            ])
+        case .none:
+            break
+        }
+    }
+
+    /// Merges every reactor's last snapshot.
+    static func figures(_ shared: ServerShared) -> ServerFigures {
+        var f = ServerFigures()
+        var latency = LatencyHistogram()
+        var messagesMinute = 0
+        var errorsMinute = 0
+        for r in shared.reactors {
+            let s = r.snapshots.read()
+            f.messagesPerSec += s.messagesPerSec
+            f.deliveriesPerSec += s.deliveriesPerSec
+            f.connections += s.connections
+            f.backlogged += s.backlogged
+            messagesMinute += s.messagesLastMinute
+            errorsMinute += s.errorsLastMinute
+            latency.merge(s.latencyLastSecond)
+        }
+        f.latencyP50Ms = Double(latency.percentile(0.50)) / 1000
+        f.latencyP99Ms = Double(latency.percentile(0.99)) / 1000
+        f.errorRate = messagesMinute > 0 ? Double(errorsMinute) / Double(messagesMinute) : 0
+        f.memoryMB = Double(residentBytes()) / 1_048_576
+        return f
+    }
+}
+
+/// Resident set size of this process, from /proc/self/statm (second field, in pages).
+func residentBytes() -> Int {
+    let fd = open("/proc/self/statm", O_RDONLY)
+    if fd < 0 { return 0 }
+    defer { close(fd) }
+    var buf = [UInt8](repeating: 0, count: 128)
+    let n = read(fd, &buf, buf.count)
+    if n <= 0 { return 0 }
+    let fields = buf[0..<n].split(separator: UInt8(ascii: " "))
+    guard fields.count > 1, let pages = Int(String(decoding: fields[1], as: UTF8.self)) else { return 0 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+}

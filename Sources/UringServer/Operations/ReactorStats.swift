@@ -1,0 +1,86 @@
+import Synchronization
+
+/// Counters a reactor updates on its own thread (plain integers: nothing shared on the hot
+/// path). Once a second the reactor folds them into a `ReactorSnapshot` and publishes it under
+/// a lock that only /stats readers and the monitor take.
+struct ReactorCounters {
+    var messagesIn = 0
+    var deliveries = 0
+    var errorsSent = 0
+    var bytesIn = 0
+    var bytesOut = 0
+    var accepted = 0
+    var closed = 0
+    var limitHits: [String: Int] = [:]
+    /// Latency of the current second (recv of a message → send completion of its delivery).
+    var latency = LatencyHistogram()
+    var latencyTotal = LatencyHistogram()
+}
+
+/// One reactor's figures as of its last one-second tick.
+public struct ReactorSnapshot: Sendable {
+    public var index = 0
+    public var connections = 0
+    public var messagesPerSec = 0
+    public var deliveriesPerSec = 0
+    public var errorsPerSec = 0
+    /// Sums over the last 60 seconds.
+    public var messagesLastMinute = 0
+    public var errorsLastMinute = 0
+    public var totalMessagesIn = 0
+    public var totalDeliveries = 0
+    public var totalErrors = 0
+    public var totalAccepted = 0
+    public var totalClosed = 0
+    public var bytesIn = 0
+    public var bytesOut = 0
+    public var limitHits: [String: Int] = [:]
+    /// Connections whose output waited over 50 ms at the last tick.
+    public var backlogged = 0
+    public var latencyLastSecond = LatencyHistogram()
+    public var latencyTotal = LatencyHistogram()
+}
+
+/// The per-reactor publication point.
+final class SnapshotBox: Sendable {
+    private let value = Mutex(ReactorSnapshot())
+    func publish(_ s: ReactorSnapshot) { value.withLock { $0 = s } }
+    func read() -> ReactorSnapshot { value.withLock { $0 } }
+}
+
+/// Rolls counters into per-second rates and one-minute sums.
+struct SecondWindow {
+    private var lastMessages = 0, lastDeliveries = 0, lastErrors = 0
+    private var minuteMessages = [Int](repeating: 0, count: 60)
+    private var minuteErrors = [Int](repeating: 0, count: 60)
+    private var slot = 0
+
+    mutating func roll(_ c: inout ReactorCounters, index: Int, connections: Int) -> ReactorSnapshot {
+        var s = ReactorSnapshot()
+        s.index = index
+        s.connections = connections
+        s.messagesPerSec = c.messagesIn - lastMessages
+        s.deliveriesPerSec = c.deliveries - lastDeliveries
+        s.errorsPerSec = c.errorsSent - lastErrors
+        lastMessages = c.messagesIn
+        lastDeliveries = c.deliveries
+        lastErrors = c.errorsSent
+        minuteMessages[slot] = s.messagesPerSec
+        minuteErrors[slot] = s.errorsPerSec
+        slot = (slot + 1) % 60
+        s.messagesLastMinute = minuteMessages.reduce(0, +)
+        s.errorsLastMinute = minuteErrors.reduce(0, +)
+        s.totalMessagesIn = c.messagesIn
+        s.totalDeliveries = c.deliveries
+        s.totalErrors = c.errorsSent
+        s.totalAccepted = c.accepted
+        s.totalClosed = c.closed
+        s.bytesIn = c.bytesIn
+        s.bytesOut = c.bytesOut
+        s.limitHits = c.limitHits
+        s.latencyLastSecond = c.latency
+        s.latencyTotal = c.latencyTotal
+        c.latency.reset()
+        return s
+    }
+}
