@@ -450,17 +450,21 @@ struct IntegrationFlowTests {
 
     @Test("stop() closes client connections and the listener", arguments: allIOModes)
     func stopClosesEverything(mode: IOModeSetting) throws {
+        // An address of its own (other tests listen on 127.0.0.1), so once this server is
+        // gone no other test's server can be answering on host:port.
+        let host = mode == .uring ? "127.0.0.77" : "127.0.0.78"
         var c = ServerConfig()
+        c.host = host
         c.port = 0
         c.io = mode
         c.threads = 2
         let server = Server(config: c)
         try server.start()
         let port = server.port
-        let a = try TestClient(port: port)
+        let a = try TestClient(port: port, host: host)
         try a.hello("bye")
         try a.join("gone")
-        let idle = try TestClient(port: port)   // no bytes sent yet
+        let idle = try TestClient(port: port, host: host)   // no bytes sent yet
         stopWithWatchdog(server)
         #expect(throws: Never.self, "an authenticated client should see EOF after stop()") {
             try a.readUntilClosed(timeout: 3)
@@ -469,7 +473,7 @@ struct IntegrationFlowTests {
             try idle.readUntilClosed(timeout: 3)
         }
         #expect(throws: ClientError.self, "nothing should listen on the port after stop()") {
-            _ = try TestClient(port: port)
+            _ = try TestClient(port: port, host: host)
         }
     }
 
