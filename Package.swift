@@ -15,6 +15,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         // Thin C shim over liburing: only what Swift cannot import cleanly (buffer-ring set-up,
@@ -34,6 +35,7 @@ let package = Package(
             dependencies: [
                 "CURing", "CHiredis", "Optimizers",
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .executableTarget(name: "tcpserver", dependencies: ["UringServer"]),

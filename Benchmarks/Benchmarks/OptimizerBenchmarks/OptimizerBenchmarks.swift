@@ -115,6 +115,9 @@ let benchmarks: @Sendable () -> Void = {
         maxIterations: 10_000
     )
 
+    // Names have no spaces or slashes: package-benchmark writes threshold files with spaces
+    // turned into underscores but reads them back under the raw name.
+    //
     // The zero-allocation benchmarks carry a mallocCountTotal threshold of 0 (Thresholds/);
     // zero tolerance, so a single malloc in the loop fails `benchmark thresholds check`.
     let zeroMallocs: [BenchmarkMetric: BenchmarkThresholds] = [
@@ -135,23 +138,23 @@ let benchmarks: @Sendable () -> Void = {
     precondition(countLinesSIMD(chatBuffer) == expectedLines)
 
     // One iteration = frame the whole 64 KiB buffer into lines (~720 searches).
-    Benchmark("FrameScanner lines 64KiB SIMD", configuration: zeroMallocConfig) { benchmark in
+    Benchmark("FrameScanner_lines_64KiB_SIMD", configuration: zeroMallocConfig) { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(countLinesSIMD(chatBuffer))
         }
     }
-    Benchmark("FrameScanner lines 64KiB scalar", configuration: zeroMallocConfig) { benchmark in
+    Benchmark("FrameScanner_lines_64KiB_scalar", configuration: zeroMallocConfig) { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(countLinesScalar(chatBuffer))
         }
     }
     // One iteration = one search that scans all 64 KiB and finds nothing.
-    Benchmark("FrameScanner no-match 64KiB SIMD", configuration: zeroMallocConfig) { benchmark in
+    Benchmark("FrameScanner_nomatch_64KiB_SIMD", configuration: zeroMallocConfig) { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(FrameScanner.firstIndex(of: 0x0A, in: noNewlineBuffer))
         }
     }
-    Benchmark("FrameScanner no-match 64KiB scalar", configuration: zeroMallocConfig) { benchmark in
+    Benchmark("FrameScanner_nomatch_64KiB_scalar", configuration: zeroMallocConfig) { benchmark in
         for _ in benchmark.scaledIterations {
             blackHole(FrameScanner.firstIndexScalar(of: 0x0A, in: noNewlineBuffer))
         }
@@ -167,28 +170,28 @@ let benchmarks: @Sendable () -> Void = {
         maxDuration: .seconds(3),
         maxIterations: 200
     )
-    Benchmark("StripedMap 2 threads 100k ops each (16 stripes)", configuration: mapConfig) { benchmark in
+    Benchmark("StripedMap16_2threads_100k_ops_each", configuration: mapConfig) { benchmark in
         let map = StripedMap<Int, Int>(stripes: 16)
         for k in 0..<1024 { map.updateValue(0, forKey: k) }
         benchmark.startMeasurement()
         runOnThreads(2) { t in mapWorkload(map, thread: t, ops: mapOps) }
         benchmark.stopMeasurement()
     }
-    Benchmark("SingleLockMap 2 threads 100k ops each", configuration: mapConfig) { benchmark in
+    Benchmark("SingleLockMap_2threads_100k_ops_each", configuration: mapConfig) { benchmark in
         let map = SingleLockMap<Int, Int>()
         for k in 0..<1024 { map.updateValue(0, forKey: k) }
         benchmark.startMeasurement()
         runOnThreads(2) { t in mapWorkload(map, thread: t, ops: mapOps) }
         benchmark.stopMeasurement()
     }
-    Benchmark("StripedMap 1 thread 100k ops (uncontended)", configuration: mapConfig) { benchmark in
+    Benchmark("StripedMap16_1thread_100k_ops", configuration: mapConfig) { benchmark in
         let map = StripedMap<Int, Int>(stripes: 16)
         for k in 0..<1024 { map.updateValue(0, forKey: k) }
         benchmark.startMeasurement()
         mapWorkload(map, thread: 0, ops: mapOps)
         benchmark.stopMeasurement()
     }
-    Benchmark("SingleLockMap 1 thread 100k ops (uncontended)", configuration: mapConfig) { benchmark in
+    Benchmark("SingleLockMap_1thread_100k_ops", configuration: mapConfig) { benchmark in
         let map = SingleLockMap<Int, Int>()
         for k in 0..<1024 { map.updateValue(0, forKey: k) }
         benchmark.startMeasurement()
@@ -209,7 +212,7 @@ let benchmarks: @Sendable () -> Void = {
     var mallocConfig = poolConfig
     mallocConfig.thresholds = nil
     let pool = BufferPool()
-    Benchmark("BufferPool take+give 4KiB", configuration: poolConfig) { benchmark in
+    Benchmark("BufferPool_take+give_4KiB", configuration: poolConfig) { benchmark in
         pool.reserve(capacity: 4096, count: 1)
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations {
@@ -218,7 +221,7 @@ let benchmarks: @Sendable () -> Void = {
             pool.give(c)
         }
     }
-    Benchmark("malloc+free 4KiB", configuration: mallocConfig) { benchmark in
+    Benchmark("malloc+free_4KiB", configuration: mallocConfig) { benchmark in
         for _ in benchmark.scaledIterations {
             let p = malloc(4096)
             blackHole(p)
@@ -228,7 +231,7 @@ let benchmarks: @Sendable () -> Void = {
     // A burst: 16 buffers of mixed sizes out at once, then all back (as a reactor turn might).
     let burstSizes = [256, 1024, 4096, 16_384, 512, 2048, 8192, 65_536, 300, 700, 3000, 9000, 100, 1500, 6000, 40_000]
     let burstPool = BufferPool()
-    Benchmark("BufferPool burst 16 mixed sizes", configuration: poolConfig) { benchmark in
+    Benchmark("BufferPool_burst16_mixed_sizes", configuration: poolConfig) { benchmark in
         for s in burstSizes { burstPool.reserve(capacity: s, count: 2) }
         var out = [PooledChunk](repeating: burstPool.take(capacity: 1), count: 16)
         burstPool.give(out[0])
@@ -240,7 +243,7 @@ let benchmarks: @Sendable () -> Void = {
         benchmark.stopMeasurement()
         blackHole(out)
     }
-    Benchmark("malloc burst 16 mixed sizes", configuration: mallocConfig) { benchmark in
+    Benchmark("malloc_burst16_mixed_sizes", configuration: mallocConfig) { benchmark in
         var out = [UnsafeMutableRawPointer?](repeating: nil, count: 16)
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations {

@@ -23,18 +23,22 @@ final class Lazy<T: AnyObject> {
 }
 
 let benchmarks: @Sendable () -> Void = {
+    // Every loop here is allocation-free once set up: each benchmark has a committed
+    // mallocCountTotal threshold of 0 (Thresholds/), checked with zero tolerance.
+    // Names have no spaces or slashes (threshold file names, see OptimizerBenchmarks).
     Benchmark.defaultConfiguration = .init(
-        metrics: [.wallClock, .throughput, .mallocCountTotal, .syscalls],
+        metrics: [.wallClock, .throughput, .mallocCountTotal],
         warmupIterations: 3,
         scalingFactor: .kilo,
         maxDuration: .seconds(2),
-        maxIterations: 1_000
+        maxIterations: 1_000,
+        thresholds: [.mallocCountTotal: .init(relative: [.p90: 0], absolute: [.p90: 0])]
     )
 
     // One scaled iteration = one batch. Time per batch; divide by the batch size for per-nop.
     for batch in [1, 8, 32, 128] {
         let nops = Lazy { NopBatches(batch: batch) }
-        Benchmark("nop submit+reap batch=\(batch)") { benchmark in
+        Benchmark("nop_submit+reap_batch=\(batch)") { benchmark in
             let n = nops.get
             benchmark.startMeasurement()
             blackHole(n.run(iterations: benchmark.scaledIterations.count))
@@ -45,9 +49,9 @@ let benchmarks: @Sendable () -> Void = {
 
     // One scaled iteration = one 64-byte round trip (a → b → a) on a loopback TCP pair.
     let variants: [(String, () -> RoundTripper)] = [
-        ("tcp round trip 64B io_uring send+recv", { UringEcho() }),
-        ("tcp round trip 64B io_uring multishot recv+buf ring", { UringMultishotEcho() }),
-        ("tcp round trip 64B epoll+read/write", { EpollEcho() }),
+        ("tcp_roundtrip_64B_io_uring_send+recv", { UringEcho() }),
+        ("tcp_roundtrip_64B_io_uring_multishot+bufring", { UringMultishotEcho() }),
+        ("tcp_roundtrip_64B_epoll+read+write", { EpollEcho() }),
     ]
     for (name, make) in variants {
         let echo = Lazy<AnyObject> { make() }
@@ -64,7 +68,7 @@ let benchmarks: @Sendable () -> Void = {
     // tail update (perAdvance = 32).
     let recycler = Lazy { BufRingRecycler() }
     for perAdvance in [1, 32] {
-        Benchmark("buf ring recycle \(perAdvance) per advance") { benchmark in
+        Benchmark("bufring_recycle_\(perAdvance)_per_advance") { benchmark in
             let r = recycler.get
             benchmark.startMeasurement()
             r.run(iterations: benchmark.scaledIterations.count, perAdvance: perAdvance)

@@ -31,6 +31,7 @@ public final class Reactor: IOEventHandler {
     private var render = ByteBuffer()
     private var deliveries: [RoomDelivery] = []
     private var pendingCuts: [Connection] = []
+    private var lastAcceptedSlot = -1
     private(set) var liveConnections = 0
 
     // Time and stats.
@@ -71,6 +72,23 @@ public final class Reactor: IOEventHandler {
         }
         try backend.addListener(fd: listenFD)
         try backend.addWakeup(fd: inbox.eventFD)
+    }
+
+    // MARK: test driving (ProtocolHarness)
+
+    func attach(backend: IOBackend) { self.backend = backend }
+
+    func acceptForTesting(fd: Int32) -> Int {
+        turnNanos = Clock.monoNanos()
+        connectionAccepted(fd: fd)
+        return lastAcceptedSlot
+    }
+
+    func connection(_ slot: Int) -> Connection? { slot < connections.count ? connections[slot] : nil }
+
+    func endTurnForTesting() {
+        endTurn()
+        turnNanos = Clock.monoNanos()
     }
 
     func run() {
@@ -223,7 +241,7 @@ public final class Reactor: IOEventHandler {
             rejectAtAccept(fd, "{\"type\":\"error\",\"code\":\"too_many_connections\",\"message\":\"too many connections from this address (max_connections_per_ip)\"}\n")
             return
         }
-        Socket.configureAccepted(fd)
+        if fd < 1_000_000 { Socket.configureAccepted(fd) }   // (harness fds are not sockets)
         let slot = freeSlots.popLast() ?? {
             connections.append(nil)
             return connections.count - 1
@@ -231,6 +249,7 @@ public final class Reactor: IOEventHandler {
         let c = Connection(fd: fd, slot: slot, reactorIndex: index, peerIP: peer,
                            now: turnNanos == 0 ? Clock.monoNanos() : turnNanos, burst: config.rateLimitBurst)
         connections[slot] = c
+        lastAcceptedSlot = slot
         liveConnections += 1
         backend.startReceiving(c)
         if draining {

@@ -88,10 +88,16 @@ public final class Server: @unchecked Sendable {
     private var shared: ServerShared?
     private var threads: [pthread_t] = []
 
+    private let logSink: LogSink
+
     public init(config: ServerConfig) {
         self.config = config
-        logger = Logger(level: config.logLevel)
+        logSink = LogSink(file: config.logFile.isEmpty ? nil
+            : LogSink.FileSettings(path: config.logFile, maxBytes: config.logMaxBytes, keep: config.logKeep))
+        logger = Logger(level: config.logLevel, sink: logSink)
     }
+
+    deinit { logSink.close() }
 
     /// Appends a processor to the chain (after the built-in chat rooms plugin, before the
     /// core fallback). Call before `start`. The factory runs once per reactor.

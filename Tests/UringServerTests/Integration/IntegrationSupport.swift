@@ -25,6 +25,7 @@ func withServer<R>(
     c.port = 0
     c.io = mode
     c.threads = 2
+    c.logFile = ""   // stderr only: parallel servers must not share one rotating file
     configure(&c)
     let server = Server(config: c)
     try server.start()

@@ -1,0 +1,91 @@
+/// A backend with no kernel behind it: tests and the fuzzer hand bytes to the reactor as if
+/// they had been received, and read back what it sent. Sends complete at once; closes release
+/// at once. (TigerBeetle's approach: the same reactor code, driven one step at a time.)
+final class MemoryBackend: IOBackend {
+    /// What each connection was sent, by connection slot.
+    var sent: [Int: [UInt8]] = [:]
+    var closedSlots: Set<Int> = []
+    private var released: [Connection] = []
+
+    func addListener(fd: Int32) throws(SyscallError) {}
+    func addWakeup(fd: Int32) throws(SyscallError) {}
+
+    func startReceiving(_ c: Connection) { c.recvArmed = true }
+
+    func send(_ c: Connection) {
+        sent[c.slot, default: []].append(contentsOf: c.out.readable)
+        c.out.removeAll()
+        c.out.releaseIfEmpty()
+    }
+
+    func close(_ c: Connection) {
+        c.closeStarted = true
+        c.recvArmed = false
+        closedSlots.insert(c.slot)
+        released.append(c)
+    }
+
+    func poll(timeoutMillis: Int32, handler: IOEventHandler) {
+        let r = released
+        released.removeAll()
+        for c in r { handler.connectionReleased(c) }
+    }
+
+    func shutdown() {}
+}
+
+/// Drives one reactor over a `MemoryBackend`: the protocol, the plugin chain and the rooms with
+/// no sockets and no threads. Used by unit tests and by the libFuzzer target.
+public final class ProtocolHarness {
+    let shared: ServerShared
+    let reactor: Reactor
+    private let backend = MemoryBackend()
+    private var nextFD: Int32 = 1_000_000
+
+    public init(config: ServerConfig = ServerConfig(), plugins: [ProcessorFactory] = []) {
+        var config = config
+        config.threads = 1
+        config.logFile = ""
+        shared = ServerShared(config: config, ioMode: .epoll, reactorCount: 1,
+                              factories: [{ ChatRoomPlugin($0) }] + plugins,
+                              flags: FeatureFlags.from(config), logger: Logger(level: .error))
+        reactor = try! Reactor(index: 0, shared: shared, listenFD: -1)
+        shared.reactors = [reactor]
+        reactor.attach(backend: backend)
+    }
+
+    /// A new client connection; returns its id.
+    public func connect() -> Int {
+        nextFD += 1
+        return reactor.acceptForTesting(fd: nextFD)
+    }
+
+    /// Hands `bytes` to connection `id` as one receive, then runs the end of the turn.
+    public func feed(_ id: Int, _ bytes: [UInt8]) {
+        guard let c = reactor.connection(id), !c.closeStarted else { return }
+        bytes.withUnsafeBytes { reactor.connectionReceived(c, $0) }
+        step()
+    }
+
+    /// The peer closed connection `id`.
+    public func disconnect(_ id: Int) {
+        guard let c = reactor.connection(id), !c.closeStarted else { return }
+        reactor.connectionReceiveEnded(c, error: 0)
+        step()
+    }
+
+    /// Everything connection `id` has been sent since the last call.
+    public func takeOutput(_ id: Int) -> [UInt8] {
+        defer { backend.sent[id] = nil }
+        return backend.sent[id] ?? []
+    }
+
+    public func isClosed(_ id: Int) -> Bool { backend.closedSlots.contains(id) }
+
+    public var openConnections: Int { reactor.liveConnections }
+
+    private func step() {
+        reactor.endTurnForTesting()
+        backend.poll(timeoutMillis: 0, handler: reactor)
+    }
+}
