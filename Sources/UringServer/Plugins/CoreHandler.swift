@@ -5,8 +5,12 @@ final class CoreHandler: MessageProcessor {
     private var sessionCounter = 0
     private var rng = SystemRandomNumberGenerator()
     private let config: ServerConfig
+    private let compressionFlag: FeatureFlag?
 
-    init(config: ServerConfig) { self.config = config }
+    init(config: ServerConfig, flags: FeatureFlags) {
+        self.config = config
+        compressionFlag = flags["enable_compression"]
+    }
 
     func canHandle(_ type: String) -> Bool { type == "hello" || type == "ping" }
 
@@ -30,8 +34,22 @@ final class CoreHandler: MessageProcessor {
             }
         }
         let user = try m.requireName("user", maxBytes: config.maxNameBytes)
+        var requested: CompressionCodec?
+        if let name = m.string("compress") {
+            guard let codec = CompressionCodec(name: name) else {
+                throw ProtocolError(.unsupportedCodec, "compress must be \"lz4\", \"zstd\" or \"none\"")
+            }
+            requested = codec
+        }
         c.echo = m.bool("echo") ?? false
         c.userHash = FeatureGate.userHash(user)
+        var granted = CompressionCodec.raw
+        if let requested, requested != .raw {
+            // Refused (granted "none") while the enable_compression flag is off for this user.
+            if compressionFlag.map({ FeatureGate.isEnabled($0, userHash: c.userHash) }) ?? true {
+                granted = requested
+            }
+        }
         sessionCounter += 1
         let session = "\(reactor.index)-\(sessionCounter)-\(String(rng.next() as UInt32, radix: 16))"
         c.user = user
@@ -41,7 +59,14 @@ final class CoreHandler: MessageProcessor {
             b.appendJSONString(user)
             b.append(",\"session\":")
             b.appendJSONString(session)
+            if requested != nil {
+                b.append(",\"compress\":\"")
+                b.append(contentsOf: granted == .raw ? "none" : granted.name)
+                b.append("\"")
+            }
             b.append("}")
         }
+        // The welcome itself still goes out in the client's framing; binary frames from here.
+        c.outCodec = granted
     }
 }

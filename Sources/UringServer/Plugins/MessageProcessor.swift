@@ -54,6 +54,7 @@ public enum ErrorCode: String, Sendable {
     case badName = "bad_name"
     case tooManyRooms = "too_many_rooms"
     case roomFull = "room_full"
+    case unsupportedCodec = "unsupported_codec"
 }
 
 public struct ProtocolError: Error {

@@ -43,6 +43,11 @@ public final class Connection {
 
     /// IPv4 source address (host order), for loopback checks and per-address limits.
     let peerIP: UInt32
+    /// Codec granted at hello for what the server sends (raw: none). Any codec other than raw
+    /// switches the server's output to binary frames, whatever framing the client sends in.
+    public internal(set) var outCodec: CompressionCodec = .raw
+    var sendsBinary: Bool { framing == .binary || outCodec != .raw }
+
     /// Stable hash of the user name (feature rollout), set by hello.
     public internal(set) var userHash: UInt64 = 0
 

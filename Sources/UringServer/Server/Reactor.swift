@@ -31,6 +31,16 @@ public final class Reactor: IOEventHandler {
     private var render = ByteBuffer()
     private var deliveries: [RoomDelivery] = []
     private var pendingCuts: [Connection] = []
+    // Compression: one context per reactor; a message is compressed at most once per codec
+    // (the cache is keyed by `renderGeneration`, bumped for every new message body).
+    private let compression: CompressionContext
+    private var renderGeneration: UInt64 = 0
+    private var compressedLZ4 = ByteBuffer()
+    private var compressedZstd = ByteBuffer()
+    private var lz4Generation: UInt64 = .max
+    private var zstdGeneration: UInt64 = .max
+    /// Decompressed client frames land here.
+    private var inflated = ByteBuffer()
     private var lastAcceptedSlot = -1
     private(set) var liveConnections = 0
 
@@ -52,7 +62,8 @@ public final class Reactor: IOEventHandler {
         self.shared = shared
         self.listenFD = listenFD
         inbox = try Inbox()
-        core = CoreHandler(config: shared.config)
+        core = CoreHandler(config: shared.config, flags: shared.flags)
+        compression = CompressionContext(zstdLevel: shared.config.zstdLevel, lz4Acceleration: shared.config.lz4Acceleration)
         let env = PluginEnvironment(config: shared.config, rooms: shared.rooms, reactorIndex: index,
                                     flags: shared.flags)
         plugins = shared.factories.map { $0(env) }
@@ -289,12 +300,16 @@ public final class Reactor: IOEventHandler {
             switch event {
             case .frame(let body):
                 if c.framing == .binary {
-                    let codec = body[0]
-                    if codec != 0 {
-                        sendError(c, .badFrame, "codec \(codec) is not supported (0 = raw JSON)", id: nil)
-                        return !c.closing
+                    let payload = UnsafeRawBufferPointer(rebasing: body[1...])
+                    switch CompressionCodec(rawValue: body[0]) {
+                    case .raw?:
+                        handleMessage(c, payload)
+                    case let codec?:
+                        inflated.removeAll()
+                        handleCompressed(c, codec, payload, maxFrame: maxFrame)
+                    case nil:
+                        sendError(c, .badFrame, "codec \(body[0]) is not supported (0 raw, 1 lz4, 2 zstd)", id: nil)
                     }
-                    handleMessage(c, UnsafeRawBufferPointer(rebasing: body[1...]))
                 } else {
                     handleMessage(c, body)
                 }
@@ -307,6 +322,25 @@ public final class Reactor: IOEventHandler {
             }
             return !c.closing
         }
+    }
+
+    /// A client frame in lz4/zstd: inflated (bounded by max_frame_bytes) and handled as JSON.
+    private func handleCompressed(_ c: Connection, _ codec: CompressionCodec, _ payload: UnsafeRawBufferPointer, maxFrame: Int) {
+        inflated.removeAll()
+        do throws(CompressionError) {
+            try compression.decompress(codec, payload, maxOutput: maxFrame, into: &inflated)
+            handleMessage(c, inflated.readable)
+        } catch {
+            switch error {
+            case .tooLarge:
+                limitHit("max_frame_bytes")
+                sendError(c, .frameTooLarge, "decompressed frame exceeds max_frame_bytes (\(maxFrame))", id: nil)
+                closeAfterFlush(c)
+            case .corrupt(let why):
+                sendError(c, .badFrame, "corrupt \(codec.name) frame: \(why)", id: nil)
+            }
+        }
+        inflated.removeAll()
     }
 
     func connectionReceiveEnded(_ c: Connection, error: Int32) {
@@ -339,6 +373,7 @@ public final class Reactor: IOEventHandler {
         for d in deliveries {
             guard let local = d.room.locals[index] else { continue }
             originNanos = d.message.originNanos
+            renderGeneration &+= 1
             deliverLocal(local, d.message.body.readable, excluding: nil)
         }
         deliveries.removeAll(keepingCapacity: true)
@@ -503,6 +538,7 @@ public final class Reactor: IOEventHandler {
 
     /// Renders one message with `body` and queues it for `c`, framed for its connection.
     public func reply(to c: Connection, _ body: (inout ByteBuffer) -> Void) {
+        renderGeneration &+= 1
         render.removeAll()
         body(&render)
         enqueue(render.readable, to: c)
@@ -526,6 +562,7 @@ public final class Reactor: IOEventHandler {
     /// Renders a room message once and delivers it to every member of the room on every
     /// reactor, except `excluded`.
     public func broadcast(_ room: LocalRoom, excluding excluded: Connection?, _ body: (inout ByteBuffer) -> Void) {
+        renderGeneration &+= 1
         render.removeAll()
         body(&render)
         let bytes = render.readable
@@ -549,23 +586,20 @@ public final class Reactor: IOEventHandler {
         }
     }
 
-    /// Appends one message to `c`'s output with its connection's framing.
+    /// Appends one message to `c`'s output with its connection's framing (and codec).
     @inline(__always)
     private func enqueue(_ body: UnsafeRawBufferPointer, to c: Connection) {
         if c.closeStarted { return }
         counters.deliveries &+= 1
         if c.queuedSince == 0 { c.queuedSince = originNanos == 0 ? Clock.monoNanos() : originNanos }
-        switch c.framing {
-        case .binary:
-            let n = UInt32(body.count + 1)
-            c.out.reserve(5 + body.count)
-            c.out.append(UInt8(truncatingIfNeeded: n >> 24))
-            c.out.append(UInt8(truncatingIfNeeded: n >> 16))
-            c.out.append(UInt8(truncatingIfNeeded: n >> 8))
-            c.out.append(UInt8(truncatingIfNeeded: n))
-            c.out.append(0)
-            c.out.append(body)
-        default:
+        if c.sendsBinary {
+            if c.outCodec != .raw && body.count >= config.compressionThreshold {
+                appendCompressedFrame(body, codec: c.outCodec, to: c)
+            } else {
+                appendFrameHeader(count: body.count, codec: 0, to: c)
+                c.out.append(body)
+            }
+        } else {
             c.out.reserve(body.count + 1)
             c.out.append(body)
             c.out.append(UInt8(ascii: "\n"))
@@ -578,6 +612,42 @@ public final class Reactor: IOEventHandler {
             } else if c.overSoftSince == 0 {
                 c.overSoftSince = turnNanos
             }
+        }
+    }
+
+    @inline(__always)
+    private func appendFrameHeader(count: Int, codec: UInt8, to c: Connection) {
+        let n = UInt32(count + 1)
+        c.out.reserve(5 + count)
+        c.out.append(UInt8(truncatingIfNeeded: n >> 24))
+        c.out.append(UInt8(truncatingIfNeeded: n >> 16))
+        c.out.append(UInt8(truncatingIfNeeded: n >> 8))
+        c.out.append(UInt8(truncatingIfNeeded: n))
+        c.out.append(codec)
+    }
+
+    /// Compresses the current message once per codec and frames the shared bytes for `c`.
+    private func appendCompressedFrame(_ body: UnsafeRawBufferPointer, codec: CompressionCodec, to c: Connection) {
+        switch codec {
+        case .lz4:
+            if lz4Generation != renderGeneration {
+                compressedLZ4.removeAll()
+                compression.compress(.lz4, body, into: &compressedLZ4)
+                lz4Generation = renderGeneration
+            }
+            appendFrameHeader(count: compressedLZ4.readableCount, codec: codec.rawValue, to: c)
+            c.out.append(compressedLZ4.readable)
+        case .zstd:
+            if zstdGeneration != renderGeneration {
+                compressedZstd.removeAll()
+                compression.compress(.zstd, body, into: &compressedZstd)
+                zstdGeneration = renderGeneration
+            }
+            appendFrameHeader(count: compressedZstd.readableCount, codec: codec.rawValue, to: c)
+            c.out.append(compressedZstd.readable)
+        case .raw:
+            appendFrameHeader(count: body.count, codec: 0, to: c)
+            c.out.append(body)
         }
     }
 
