@@ -5,7 +5,7 @@ import PackageDescription
 // (ProtocolHarness). A package of its own so the fuzzer/sanitizer flags never reach the normal
 // build: `scripts/fuzz.sh SECONDS` builds it with
 //   swift build --package-path Fuzz --scratch-path .build-fuzz -c debug \
-//     -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library
+//     -Xswiftc -sanitize=fuzzer,address
 let package = Package(
     name: "tcpserver-fuzz",
     dependencies: [
@@ -17,7 +17,8 @@ let package = Package(
             dependencies: [
                 .product(name: "UringServer", package: "tcpserver"),
                 .product(name: "Optimizers", package: "tcpserver"),
-            ]
+            ],
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]
         ),
     ]
 )

@@ -90,7 +90,6 @@ final class EpollBackend: IOBackend {
             pendingSendErrors.append((c, e == 0 ? EPIPE : e))
             return .failed
         }
-        c.out.releaseIfEmpty()
         return .drained
     }
 

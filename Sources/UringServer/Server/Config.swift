@@ -23,7 +23,7 @@ public struct ServerConfig: Sendable {
     /// Provided buffers per reactor ring and their size: received bytes land here and are handed
     /// back at once, so idle connections hold no receive memory.
     public var recvBufferCount = 256
-    public var recvBufferSize = 16384
+    public var recvBufferSize = 4096
 
     // Operations (docs/deployment.md)
     /// Serve /stats and /metrics to non-loopback clients too.
@@ -122,7 +122,7 @@ public struct ServerConfig: Sendable {
             let n = try parseInt(v, key: "recv_buffer_count", range: 8...32768)
             guard n & (n - 1) == 0 else { throw ConfigError("invalid value '\(v)' for recv_buffer_count: must be a power of two") }
             c.recvBufferCount = n },
-        Key(name: "recv_buffer_size", help: "size of each receive buffer in bytes (default 16384)") { c, v throws(ConfigError) in
+        Key(name: "recv_buffer_size", help: "size of each receive buffer in bytes (default 4096)") { c, v throws(ConfigError) in
             c.recvBufferSize = try parseInt(v, key: "recv_buffer_size", range: 512...(1 << 20)) },
         Key(name: "stats_public", help: "serve /stats and /metrics to non-loopback clients (default false)") { c, v throws(ConfigError) in
             c.statsPublic = try parseBool(v, key: "stats_public") },

@@ -55,6 +55,8 @@ public final class Connection {
     // same for the batch in flight.
     var queuedSince: UInt64 = 0
     var sendStartedFor: UInt64 = 0
+    /// Last time output was handed to the backend (idle buffers are freed a second later).
+    var lastOutputAt: UInt64 = 0
 
     // Limits.
     let acceptedAt: UInt64

@@ -142,6 +142,7 @@ public final class Reactor: IOEventHandler {
             c.inFlushList = false
             if c.closeStarted { continue }
             if !c.out.isEmpty && !c.sendInFlight {
+                c.lastOutputAt = turnNanos
                 c.sendStartedFor = c.queuedSince
                 c.queuedSince = 0
                 counters.bytesOut &+= c.out.readableCount
@@ -205,6 +206,12 @@ public final class Reactor: IOEventHandler {
         let idleNs = UInt64(config.idleTimeoutMs) * 1_000_000
         let softNs = UInt64(config.outboundSoftSeconds) * 1_000_000_000
         for case let c? in connections where !c.closing {
+            // Idle connections hold no buffers: give back output memory a second after the
+            // last send (busy ones keep theirs, so steady traffic does not allocate).
+            if !c.sendInFlight && c.out.isEmpty && c.sending.isEmpty && now &- c.lastOutputAt > 1_000_000_000 {
+                c.out.releaseIfEmpty()
+                c.sending.releaseIfEmpty()
+            }
             if !c.isAuthenticated && c.framing != .http && now &- c.acceptedAt > helloNs {
                 limitHit("hello_timeout")
                 sendError(c, .helloTimeout, "no hello within \(config.helloTimeoutMs) ms", id: nil)

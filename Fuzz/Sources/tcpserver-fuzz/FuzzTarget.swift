@@ -1,0 +1,349 @@
+// libFuzzer entry point: frame scanner, JSON codec and protocol dispatch.
+//
+// Input layout: byte 0 is a control byte, the rest is the byte stream.
+//   bits 0-1  connections: 0 → 1, 1 → 2, 2 → 3, 3 → 1
+//   bits 2-4  chunk size for each feed: 0 → the whole segment, k → 2^(k-1) bytes (1…64)
+//   bits 5-6  disconnects: 0 none (all at the end), 1 the last connection after half the
+//             segments, 2 connection 0 after half the segments and a fresh one in its place,
+//             3 after every third segment the segment's connection, replaced
+//   bit  7    segments: 0 → split after each "\n", 1 → split at 0xFF bytes (dropped), so
+//             binary frames can be routed; segment i goes to connection i % count
+//
+// Checks (any failure is a crash):
+//   - FrameScanner SIMD scans agree with byte-at-a-time references at many offsets;
+//   - JSONReader.parse on the raw stream: when it succeeds, every field's ranges are in bounds
+//     and quoted, `escaped` flags match the bytes, unescaped strings never grow, unescaped text
+//     equals the raw bytes, numbers agree with Int(String), re-encoding a decoded string with
+//     appendJSONString and re-parsing gives the same string;
+//   - ProtocolHarness: every output chunk is whole messages in the connection's framing, and
+//     each message parses with JSONReader and has a string "type"; after every connection is
+//     gone, no connection is left open.
+
+import Optimizers
+import UringServer
+
+// One harness for the whole run: a ProtocolHarness is never freed (ServerShared.reactors and
+// Reactor.shared reference each other), so one per input would leak memory and an eventfd.
+// Every input ends with all its connections closed, so inputs do not see each other's state.
+nonisolated(unsafe) let harness = ProtocolHarness()
+
+// SwiftPM links every executable with `--defsym main=<module>_main` (so tests can link
+// executables), which hides libFuzzer's own `main`. So the entry point is ours (@main, hence
+// -parse-as-library) and hands control to libFuzzer's driver with the same arguments.
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<CInt>,
+    _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
+    _ callback: @convention(c) (UnsafePointer<UInt8>, Int) -> CInt
+) -> CInt
+
+@main
+struct FuzzMain {
+    static func main() {
+        var argc = CommandLine.argc
+        var argv = CommandLine.unsafeArgv
+        let rc = LLVMFuzzerRunDriver(&argc, &argv, fuzz)
+        exitProcess(rc)
+    }
+}
+
+@_silgen_name("exit")
+func exitProcess(_ code: CInt) -> Never
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let input = UnsafeBufferPointer(start: data, count: size)
+    let raw = UnsafeRawBufferPointer(input)
+    checkScanners(raw)
+    checkJSON(raw)
+    if size > 0 {
+        driveHarness(control: input[0], Array(input[1...]))
+    }
+    return 0
+}
+
+@inline(never)
+func fail(_ what: String) -> Never {
+    fatalError("fuzz invariant violated: \(what)")
+}
+
+// MARK: FrameScanner
+
+func checkScanners(_ raw: UnsafeRawBufferPointer) {
+    guard let base = raw.baseAddress else { return }
+    let n = raw.count
+    var needles: [UInt8] = [0x0A, 0x00, 0x22, 0xFF]
+    if n > 0 { needles.append(raw[0]); needles.append(raw[n - 1]) }
+    // Start offsets: 0…40 and a few near the end (all vector/tail splits get exercised).
+    var starts = Array(0...min(n, 40))
+    if n > 40 { starts += [n - 33, n - 32, n - 17, n - 16, n - 1, n] }
+    for from in starts where from <= n {
+        for b in needles {
+            let simd = FrameScanner.firstIndex(of: b, base: base, from: from, to: n)
+            var ref: Int? = nil
+            for i in from..<n where raw[i] == b { ref = i; break }
+            if simd != ref { fail("firstIndex(of: \(b)) from \(from): simd \(String(describing: simd)) scalar \(String(describing: ref))") }
+        }
+        let sp = FrameScanner.firstJSONStringSpecial(base: base, from: from, to: n)
+        var spRef: Int? = nil
+        for i in from..<n {
+            let c = raw[i]
+            if c < 0x20 || c >= 0x80 || c == 0x22 || c == 0x5C { spRef = i; break }
+        }
+        if sp != spRef { fail("firstJSONStringSpecial from \(from): \(String(describing: sp)) vs \(String(describing: spRef))") }
+        let esc = FrameScanner.firstJSONEscapeNeeded(base: base, from: from, to: n)
+        var escRef: Int? = nil
+        for i in from..<n {
+            let c = raw[i]
+            if c < 0x20 || c == 0x22 || c == 0x5C { escRef = i; break }
+        }
+        if esc != escRef { fail("firstJSONEscapeNeeded from \(from): \(String(describing: esc)) vs \(String(describing: escRef))") }
+    }
+    for b in needles where FrameScanner.firstIndex(of: b, in: raw) != FrameScanner.firstIndexScalar(of: b, in: raw) {
+        fail("firstIndex(of:in:) vs firstIndexScalar for \(b)")
+    }
+    var anySpecial = false
+    for c in raw where c < 0x20 || c >= 0x80 || c == 0x22 || c == 0x5C { anySpecial = true; break }
+    if FrameScanner.needsJSONEscapeOrValidation(raw) != anySpecial { fail("needsJSONEscapeOrValidation") }
+}
+
+// MARK: JSON codec
+
+func checkJSON(_ raw: UnsafeRawBufferPointer) {
+    var table = JSONFieldTable()
+    do {
+        try JSONReader.parse(raw, into: &table)
+    } catch {
+        // Errors must carry offsets inside the input.
+        switch error {
+        case .syntax(let at), .invalidUTF8(let at):
+            if at < 0 || at > raw.count { fail("error offset \(at) outside 0...\(raw.count)") }
+        default: break
+        }
+        return
+    }
+    checkTable(table, raw, depth: 0)
+}
+
+func checkTable(_ table: JSONFieldTable, _ raw: UnsafeRawBufferPointer, depth: Int) {
+    let n = raw.count
+    if table.count < 0 || table.count > JSONFieldTable.capacity { fail("field count \(table.count)") }
+    for i in 0..<table.count {
+        let f = table[i]
+        guard f.keyStart >= 1, f.keyStart <= f.keyEnd, f.keyEnd < n,
+              raw[f.keyStart - 1] == 0x22, raw[f.keyEnd] == 0x22 else {
+            fail("field \(i): key range \(f.keyStart)..<\(f.keyEnd) in \(n) bytes")
+        }
+        guard f.valueStart >= 0, f.valueStart <= f.valueEnd, f.valueEnd <= n else {
+            fail("field \(i): value range \(f.valueStart)..<\(f.valueEnd) in \(n) bytes")
+        }
+        if f.keyEscaped != contains(raw, f.keyStart, f.keyEnd, 0x5C) { fail("field \(i): keyEscaped flag") }
+        let text = Array(raw[f.valueStart..<f.valueEnd])
+        switch f.kind {
+        case .string:
+            guard f.valueStart >= 1, f.valueEnd < n, raw[f.valueStart - 1] == 0x22, raw[f.valueEnd] == 0x22 else {
+                fail("field \(i): string not quoted")
+            }
+            if f.valueEscaped != text.contains(0x5C) { fail("field \(i): valueEscaped flag") }
+            let s = JSONReader.string(f, in: raw)
+            let u = Array(s.utf8)
+            if !f.valueEscaped && u != text { fail("field \(i): unescaped string differs from its bytes") }
+            if u.count > text.count { fail("field \(i): unescaping grew \(text.count) → \(u.count)") }
+            if f.valueEscaped && u.count >= text.count { fail("field \(i): escaped string did not shrink") }
+            roundTrip(s)
+        case .number:
+            let literal = String(decoding: text, as: UTF8.self)
+            let expected = Int(literal)
+            if JSONReader.int(f, in: raw) != expected {
+                fail("field \(i): int(\(literal)) = \(String(describing: JSONReader.int(f, in: raw))), Int() = \(String(describing: expected))")
+            }
+            if text.isEmpty { fail("field \(i): empty number") }
+        case .bool:
+            let t = String(decoding: text, as: UTF8.self)
+            guard t == "true" || t == "false", JSONReader.bool(f, in: raw) == (t == "true") else { fail("field \(i): bool \(t)") }
+        case .null:
+            if String(decoding: text, as: UTF8.self) != "null" { fail("field \(i): null token") }
+        case .object:
+            guard text.first == UInt8(ascii: "{"), text.last == UInt8(ascii: "}") else { fail("field \(i): object brackets") }
+            // A nested object is itself a valid object (unless it has > 16 fields or is
+            // deeper than the reader allows from the top).
+            if depth < 2 {
+                text.withUnsafeBytes { sub in
+                    var t = JSONFieldTable()
+                    do throws(JSONError) { try JSONReader.parse(sub, into: &t) } catch {
+                        if case .tooManyFields = error { return }
+                        fail("field \(i): nested object does not parse on its own: \(error)")
+                    }
+                    checkTable(t, sub, depth: depth + 1)
+                }
+            }
+        case .array:
+            guard text.first == UInt8(ascii: "["), text.last == UInt8(ascii: "]") else { fail("field \(i): array brackets") }
+        }
+        // Key: decoding must work and round-trip too.
+        let keyField = JSONField(keyStart: f.keyStart, keyEnd: f.keyEnd, keyEscaped: false,
+                                 valueStart: f.keyStart, valueEnd: f.keyEnd, kind: .string,
+                                 valueEscaped: f.keyEscaped)
+        roundTrip(JSONReader.string(keyField, in: raw))
+    }
+}
+
+func contains(_ raw: UnsafeRawBufferPointer, _ from: Int, _ to: Int, _ b: UInt8) -> Bool {
+    var i = from
+    while i < to { if raw[i] == b { return true }; i += 1 }
+    return false
+}
+
+/// appendJSONString(s) then parse: one string field whose decoded value is s again.
+func roundTrip(_ s: String) {
+    var b = ByteBuffer()
+    b.append(StaticString("{\"k\":"))
+    b.appendJSONString(s)
+    b.append(StaticString("}"))
+    var t = JSONFieldTable()
+    do {
+        try JSONReader.parse(b.readable, into: &t)
+    } catch {
+        fail("re-encoded string does not parse (\(error)): \(Array(b.readable))")
+    }
+    guard t.count == 1, t[0].kind == .string else { fail("re-encoded string: wrong table") }
+    let back = JSONReader.string(t[0], in: b.readable)
+    if back != s || Array(back.utf8) != Array(s.utf8) { fail("round trip changed \(Array(s.utf8)) → \(Array(back.utf8))") }
+    var raw = ByteBuffer()
+    raw.appendJSONString(bytes: UnsafeRawBufferPointer(start: nil, count: 0))
+    if Array(raw.readable) != [0x22, 0x22] { fail("empty string encoding") }
+}
+
+// MARK: protocol harness
+
+enum Framing { case undetermined, json, binary, http, rejected }
+
+struct Client {
+    var id: Int
+    var framing = Framing.undetermined
+    var gone = false
+}
+
+func driveHarness(control: UInt8, _ body: [UInt8]) {
+    let h = harness
+    let base = h.openConnections
+    let count = [1, 2, 3, 1][Int(control & 3)]
+    let chunkSel = Int((control >> 2) & 7)
+    let chunk = chunkSel == 0 ? Int.max : 1 << (chunkSel - 1)
+    let policy = (control >> 5) & 3
+    let splitFF = control & 0x80 != 0
+
+    // Segments.
+    var segments: [ArraySlice<UInt8>] = []
+    var start = 0
+    for i in 0..<body.count {
+        if splitFF {
+            if body[i] == 0xFF { segments.append(body[start..<i]); start = i + 1 }
+        } else if body[i] == 0x0A {
+            segments.append(body[start...i]); start = i + 1
+        }
+    }
+    if start < body.count { segments.append(body[start...]) }
+
+    var clients: [Client] = (0..<count).map { _ in Client(id: h.connect()) }
+    for c in clients { drain(c, h) }   // nothing is sent on accept, but stay in sync
+
+    func disconnect(_ k: Int, replace: Bool) {
+        guard !clients[k].gone else { return }
+        h.disconnect(clients[k].id)
+        for j in clients.indices where !clients[j].gone { check(&clients[j], h.takeOutput(clients[j].id)) }
+        clients[k].gone = true
+        if replace {
+            clients[k] = Client(id: h.connect())
+        }
+    }
+
+    for (si, seg) in segments.enumerated() {
+        let k = si % clients.count
+        if !clients[k].gone {
+            var off = seg.startIndex
+            while off < seg.endIndex {
+                let end = seg.endIndex - off > chunk ? off + chunk : seg.endIndex
+                let piece = Array(seg[off..<end])
+                noteFraming(&clients[k], piece)
+                h.feed(clients[k].id, piece)
+                for j in clients.indices where !clients[j].gone { check(&clients[j], h.takeOutput(clients[j].id)) }
+                off = end
+            }
+        }
+        let half = si == segments.count / 2
+        switch policy {
+        case 1 where half: disconnect(clients.count - 1, replace: false)
+        case 2 where half: disconnect(0, replace: true)
+        case 3 where si % 3 == 2: disconnect(k, replace: true)
+        default: break
+        }
+    }
+    for k in clients.indices { disconnect(k, replace: false) }
+    if h.openConnections != base {
+        fail("\(h.openConnections) connections open after every client left (was \(base))")
+    }
+}
+
+func drain(_ c: Client, _ h: ProtocolHarness) { _ = h.takeOutput(c.id) }
+
+/// Follows the server's framing detection for the bytes fed so far.
+func noteFraming(_ c: inout Client, _ bytes: [UInt8]) {
+    guard c.framing == .undetermined else { return }
+    for b in bytes {
+        switch b {
+        case 32, 9, 10, 13: continue
+        case UInt8(ascii: "{"): c.framing = .json
+        case 0: c.framing = .binary
+        case UInt8(ascii: "G"), UInt8(ascii: "H"), UInt8(ascii: "P"), UInt8(ascii: "D"), UInt8(ascii: "O"):
+            c.framing = .http
+        default: c.framing = .rejected
+        }
+        return
+    }
+}
+
+/// One takeOutput: whole messages in the connection's framing, each a JSON object with a type.
+func check(_ c: inout Client, _ out: [UInt8]) {
+    if out.isEmpty { return }
+    switch c.framing {
+    case .http:
+        let head = Array("HTTP/1.1 ".utf8)
+        if !out.starts(with: head) { fail("HTTP connection got \(out.prefix(40))") }
+    case .json, .rejected, .undetermined:
+        guard out.last == 0x0A else { fail("JSON-lines output does not end with a newline: \(out.suffix(60))") }
+        var start = 0
+        for i in 0..<out.count where out[i] == 0x0A {
+            checkMessage(out[start..<i])
+            start = i + 1
+        }
+    case .binary:
+        var i = 0
+        while i < out.count {
+            guard out.count - i >= 5 else { fail("binary output: truncated frame header") }
+            let n = Int(out[i]) << 24 | Int(out[i + 1]) << 16 | Int(out[i + 2]) << 8 | Int(out[i + 3])
+            guard n >= 1, out.count - i - 4 >= n else { fail("binary output: frame length \(n), \(out.count - i - 4) bytes left") }
+            let codec = out[i + 4]
+            if codec == 0 {
+                checkMessage(out[(i + 5)..<(i + 4 + n)])
+            } else if codec > 2 {
+                fail("binary output: codec \(codec)")
+            }
+            i += 4 + n
+        }
+    }
+}
+
+func checkMessage(_ m: ArraySlice<UInt8>) {
+    if m.isEmpty { fail("empty output message") }
+    Array(m).withUnsafeBytes { raw in
+        var t = JSONFieldTable()
+        do { try JSONReader.parse(raw, into: &t) } catch {
+            fail("server output is not valid JSON (\(error)): \(String(decoding: raw, as: UTF8.self))")
+        }
+        guard let type = t.find("type", in: raw), type.kind == .string else {
+            fail("server output without a string type: \(String(decoding: raw, as: UTF8.self))")
+        }
+        checkTable(t, raw, depth: 1)
+    }
+}
