@@ -160,38 +160,40 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
-    // One iteration = 2 threads x 100k operations (75% reads), threads started and joined
-    // inside the iteration (~2 x 20 us of the total).
-    let mapOps = 100_000
+    // One iteration = 2 threads x 1M operations (75% reads) over 1024 keys, threads started
+    // and joined inside the iteration (~2 x 50 us of ~50 ms). Wall clock only: asking for OS
+    // metrics such as contextSwitches starts a sampling thread, which on a 2-core machine
+    // takes a core away from the two workers and turned the comparison upside down.
+    let mapOps = 1_000_000
     let mapConfig = Benchmark.Configuration(
-        metrics: [.wallClock, .throughput, .contextSwitches],
+        metrics: [.wallClock, .throughput],
         warmupIterations: 2,
         scalingFactor: .one,
-        maxDuration: .seconds(3),
-        maxIterations: 200
+        maxDuration: .seconds(4),
+        maxIterations: 60
     )
-    Benchmark("StripedMap16_2threads_100k_ops_each", configuration: mapConfig) { benchmark in
+    Benchmark("StripedMap16_2threads_1M_ops_each", configuration: mapConfig) { benchmark in
         let map = StripedMap<Int, Int>(stripes: 16)
         for k in 0..<1024 { map.updateValue(0, forKey: k) }
         benchmark.startMeasurement()
         runOnThreads(2) { t in mapWorkload(map, thread: t, ops: mapOps) }
         benchmark.stopMeasurement()
     }
-    Benchmark("SingleLockMap_2threads_100k_ops_each", configuration: mapConfig) { benchmark in
+    Benchmark("SingleLockMap_2threads_1M_ops_each", configuration: mapConfig) { benchmark in
         let map = SingleLockMap<Int, Int>()
         for k in 0..<1024 { map.updateValue(0, forKey: k) }
         benchmark.startMeasurement()
         runOnThreads(2) { t in mapWorkload(map, thread: t, ops: mapOps) }
         benchmark.stopMeasurement()
     }
-    Benchmark("StripedMap16_1thread_100k_ops", configuration: mapConfig) { benchmark in
+    Benchmark("StripedMap16_1thread_1M_ops", configuration: mapConfig) { benchmark in
         let map = StripedMap<Int, Int>(stripes: 16)
         for k in 0..<1024 { map.updateValue(0, forKey: k) }
         benchmark.startMeasurement()
         mapWorkload(map, thread: 0, ops: mapOps)
         benchmark.stopMeasurement()
     }
-    Benchmark("SingleLockMap_1thread_100k_ops", configuration: mapConfig) { benchmark in
+    Benchmark("SingleLockMap_1thread_1M_ops", configuration: mapConfig) { benchmark in
         let map = SingleLockMap<Int, Int>()
         for k in 0..<1024 { map.updateValue(0, forKey: k) }
         benchmark.startMeasurement()

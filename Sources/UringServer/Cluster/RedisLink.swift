@@ -224,8 +224,10 @@ public final class RedisLink: @unchecked Sendable {
     }
 
     private func post(_ op: Op) {
+        // Wakes on the first op even when publishes are waiting (the link may be holding those
+        // back while the command socket drains).
         let wasEmpty = inbox.withLock { box in
-            let e = box.isEmpty
+            let e = box.ops.isEmpty
             box.ops.append(op)
             return e
         }

@@ -58,6 +58,13 @@ final class EpollBackend: IOBackend {
         _ = try syscall("epoll_ctl") { epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) }
     }
 
+    var ringFD: Int32 { -1 }
+
+    func wakePeer(ringFD: Int32, eventFD: Int32) {
+        var one: UInt64 = 1
+        _ = write(eventFD, &one, 8)
+    }
+
     func startReceiving(_ c: Connection) {
         Socket.setNonBlocking(c.fd)
         ctl(EPOLL_CTL_ADD, c.fd, EPOLLIN.rawValue | EPOLLRDHUP.rawValue, Self.tag(c))

@@ -22,6 +22,11 @@ protocol IOBackend: AnyObject {
     func poll(timeoutMillis: Int32, handler: IOEventHandler)
     /// Frees the backend's kernel resources; called on the reactor thread as it exits.
     func shutdown()
+    /// This backend's io_uring fd, for other rings' MSG_RING wakeups (-1 for epoll).
+    var ringFD: Int32 { get }
+    /// Wakes another reactor: a MSG_RING to its ring when both sides are io_uring (an SQE in
+    /// this turn's batch, no extra syscall), else a write to its eventfd.
+    func wakePeer(ringFD: Int32, eventFD: Int32)
 }
 
 /// Events a backend delivers to its reactor. All calls happen on the reactor thread.

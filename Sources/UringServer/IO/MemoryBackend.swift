@@ -32,6 +32,9 @@ final class MemoryBackend: IOBackend {
     }
 
     func shutdown() {}
+
+    var ringFD: Int32 { -1 }
+    func wakePeer(ringFD: Int32, eventFD: Int32) {}
 }
 
 /// Drives one reactor over a `MemoryBackend`: the protocol, the plugin chain and the rooms with

@@ -33,6 +33,25 @@ enum Socket {
         return fd
     }
 
+    /// Binds host:port without SO_REUSEPORT and closes again: throws EADDRINUSE when another
+    /// socket (another server) already holds the port.
+    static func checkPortFree(host: String, port: Int) throws(SyscallError) {
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port)).bigEndian
+        inet_pton(AF_INET, host, &addr.sin_addr)
+        let fd = try syscall("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        defer { close(fd) }
+        try setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)   // TIME_WAIT leftovers are fine
+        _ = try syscall("bind") {
+            withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+        }
+    }
+
     static func localPort(_ fd: Int32) -> Int {
         var addr = sockaddr_in()
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)

@@ -11,6 +11,8 @@ import Glibc
 final class UringBackend: IOBackend {
     private enum Op: UInt64 {
         case accept = 1, recv = 2, send = 3, wake = 4
+        /// A MSG_RING from another reactor (arrives on this ring) / our own MSG_RING's completion.
+        case peerWake = 5, peerWakeSent = 6
     }
 
     private var ring = io_uring()
@@ -107,6 +109,19 @@ final class UringBackend: IOBackend {
         io_uring_sqe_set_data64(s, Self.pack(nil, .wake))
     }
 
+    var ringFD: Int32 { ring.ring_fd }
+
+    func wakePeer(ringFD: Int32, eventFD: Int32) {
+        guard ringFD >= 0 else {
+            var one: UInt64 = 1
+            _ = write(eventFD, &one, 8)
+            return
+        }
+        let s = sqe()
+        io_uring_prep_msg_ring(s, ringFD, 0, Op.peerWake.rawValue, 0)
+        io_uring_sqe_set_data64(s, Self.pack(nil, .peerWakeSent))
+    }
+
     func startReceiving(_ c: Connection) {
         let s = sqe()
         curing_prep_recv_multishot_select(s, c.fd, Self.bufGroup)
@@ -198,6 +213,10 @@ final class UringBackend: IOBackend {
         case .wake:
             handler.wakeup()
             if wakeFD >= 0 { armWake() }
+        case .peerWake:
+            handler.wakeup()
+        case .peerWakeSent:
+            break   // a failed MSG_RING (the peer is gone at shutdown) needs no handling
         case .recv:
             let c = connection(data)
             let more = flags & UInt32(IORING_CQE_F_MORE) != 0

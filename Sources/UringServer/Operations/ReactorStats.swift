@@ -43,7 +43,14 @@ public struct ReactorSnapshot: Sendable {
 
 /// The per-reactor publication point.
 final class SnapshotBox: Sendable {
-    private let value = Mutex(ReactorSnapshot())
+    private let value: Mutex<ReactorSnapshot>
+
+    init(index: Int) {
+        var s = ReactorSnapshot()
+        s.index = index
+        value = Mutex(s)
+    }
+
     func publish(_ s: ReactorSnapshot) { value.withLock { $0 = s } }
     func read() -> ReactorSnapshot { value.withLock { $0 } }
 }

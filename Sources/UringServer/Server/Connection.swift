@@ -36,6 +36,8 @@ public final class Connection {
     var closing = false
     /// Close once `out` has drained (used after frame_too_large and HTTP replies).
     var closeAfterFlush = false
+    /// A close waiting for its output to flush is forced at this time (the peer may never read).
+    var forceCloseAt: UInt64 = 0
     /// Already in the reactor's list of connections with output to flush this turn.
     var inFlushList = false
     /// Backend has been told to close.

@@ -23,6 +23,8 @@ final class Inbox: Sendable {
         if wasEmpty { wake() }
     }
 
+    var isEmpty: Bool { items.withLock { $0.isEmpty } }
+
     func wake() {
         var one: UInt64 = 1
         _ = write(eventFD, &one, 8)

@@ -18,6 +18,9 @@ public final class Reactor: IOEventHandler {
     var config: ServerConfig { shared.config }
     private(set) var listenFD: Int32
     let inbox: Inbox
+    /// This reactor's io_uring fd once its ring exists (-1 before, and in epoll mode), for
+    /// other reactors' MSG_RING wakeups.
+    let publishedRingFD = Atomic<Int32>(-1)
     private var backend: IOBackend!
     private var connections: [Connection?] = []
     private var freeSlots: [Int] = []
@@ -42,6 +45,11 @@ public final class Reactor: IOEventHandler {
     /// Decompressed client frames land here.
     private var inflated = ByteBuffer()
     private var lastAcceptedSlot = -1
+    /// Reactors this turn handed messages to (bit i = reactor i): woken once at turn end.
+    private var peersToWake: UInt64 = 0
+    /// Targets whose handoff ring overflowed: messages to them go through the (allocating)
+    /// inbox until it has drained, so per-sender order is kept.
+    private var overflowing: UInt64 = 0
     private(set) var liveConnections = 0
 
     // Time and stats.
@@ -53,7 +61,7 @@ public final class Reactor: IOEventHandler {
     private var nextSecondNanos: UInt64 = 0
     var counters = ReactorCounters()
     private var window = SecondWindow()
-    let snapshots = SnapshotBox()
+    let snapshots: SnapshotBox
     private var draining = false
     private var drainDeadline: UInt64 = 0
 
@@ -62,6 +70,7 @@ public final class Reactor: IOEventHandler {
         self.shared = shared
         self.listenFD = listenFD
         inbox = try Inbox()
+        snapshots = SnapshotBox(index: index)
         core = CoreHandler(config: shared.config, flags: shared.flags)
         compression = CompressionContext(zstdLevel: shared.config.zstdLevel, lz4Acceleration: shared.config.lz4Acceleration)
         let env = PluginEnvironment(config: shared.config, rooms: shared.rooms, reactorIndex: index,
@@ -83,6 +92,7 @@ public final class Reactor: IOEventHandler {
         }
         try backend.addListener(fd: listenFD)
         try backend.addWakeup(fd: inbox.eventFD)
+        publishedRingFD.store(backend.ringFD, ordering: .releasing)
     }
 
     // MARK: test driving (ProtocolHarness)
@@ -132,9 +142,20 @@ public final class Reactor: IOEventHandler {
         backend.shutdown()
     }
 
-    /// End of a turn: one send per connection with queued output, then pending closes.
+    /// End of a turn: one wakeup per reactor we handed messages to, one send per connection
+    /// with queued output, then pending closes.
     private func endTurn() {
         if !pendingCuts.isEmpty { performCuts() }
+        if peersToWake != 0 {
+            var mask = peersToWake
+            peersToWake = 0
+            while mask != 0 {
+                let r = mask.trailingZeroBitCount
+                mask &= mask - 1
+                backend.wakePeer(ringFD: shared.reactors[r].publishedRingFD.load(ordering: .acquiring),
+                                 eventFD: shared.reactors[r].inbox.eventFD)
+            }
+        }
         var i = 0
         while i < flushList.count {
             let c = flushList[i]
@@ -205,6 +226,9 @@ public final class Reactor: IOEventHandler {
         let helloNs = UInt64(config.helloTimeoutMs) * 1_000_000
         let idleNs = UInt64(config.idleTimeoutMs) * 1_000_000
         let softNs = UInt64(config.outboundSoftSeconds) * 1_000_000_000
+        for case let c? in connections where c.closing && !c.closeStarted && now > c.forceCloseAt {
+            closeNow(c)   // its peer stopped reading what we still had to say
+        }
         for case let c? in connections where !c.closing {
             // Idle connections hold no buffers: give back output memory a second after the
             // last send (busy ones keep theirs, so steady traffic does not allocate).
@@ -270,9 +294,7 @@ public final class Reactor: IOEventHandler {
         lastAcceptedSlot = slot
         liveConnections += 1
         backend.startReceiving(c)
-        if draining {
-            sendShutdownNotice(c)
-        }
+
     }
 
     private func rejectAtAccept(_ fd: Int32, _ msg: StaticString) {
@@ -297,6 +319,10 @@ public final class Reactor: IOEventHandler {
             }
             rest = UnsafeRawBufferPointer(rebasing: rest[used...])
             if c.framing == .undetermined { return }
+            if draining && c.framing != .http {
+                sendShutdownNotice(c)
+                return
+            }
         }
         if c.framing == .http {
             handleHTTP(c, rest)
@@ -376,6 +402,15 @@ public final class Reactor: IOEventHandler {
 
     func wakeup() {
         if shared.draining.load(ordering: .acquiring) && !draining { beginDrain() }
+        // Ring records first: anything in the overflow inbox is newer than them.
+        for source in 0..<shared.reactors.count where source != index {
+            shared.handoff[source][index]!.drain { room, origin, body in
+                guard let local = room.locals[index] else { return }
+                originNanos = origin
+                renderGeneration &+= 1
+                deliverLocal(local, body, excluding: nil)
+            }
+        }
         inbox.drain(into: &deliveries)
         for d in deliveries {
             guard let local = d.room.locals[index] else { continue }
@@ -392,11 +427,9 @@ public final class Reactor: IOEventHandler {
     private func beginDrain() {
         draining = true
         drainDeadline = Clock.monoNanos() + UInt64(config.drainTimeoutMs) * 1_000_000
-        if listenFD >= 0 {
-            // Wakes the pending (multishot) accept with an error; it is not re-armed.
-            Glibc.shutdown(listenFD, Int32(SHUT_RD))
-        }
-        for case let c? in connections where !c.closing {
+        // The listener stays open so load balancers can read /health (503 now); a new chat
+        // connection is told to go away as soon as its first bytes show it is not HTTP.
+        for case let c? in connections where !c.closing && c.framing != .http {
             sendShutdownNotice(c)
         }
     }
@@ -411,12 +444,26 @@ public final class Reactor: IOEventHandler {
     // MARK: closing
 
     /// No more input is processed; the connection closes once its output is sent.
-    func closeAfterFlush(_ c: Connection) {
+    func closeAfterFlush(_ c: Connection, grace: UInt64? = nil) {
         if c.closing { return }
         c.closing = true
+        let drainNanos: UInt64 = UInt64(config.drainTimeoutMs) * 1_000_000
+        let wait: UInt64 = grace ?? drainNanos
+        c.forceCloseAt = turnNanos &+ wait
         c.closeAfterFlush = true
         for p in plugins { p.connectionClosed(c, self) }
         markForFlush(c)
+    }
+
+    /// Closes without flushing (queued output is dropped).
+    func closeNow(_ c: Connection) {
+        if !c.closing {
+            c.closing = true
+            for p in plugins { p.connectionClosed(c, self) }
+        }
+        c.closeAfterFlush = true
+        c.out.removeAll()
+        startClose(c)
     }
 
     private func startClose(_ c: Connection) {
@@ -440,10 +487,12 @@ public final class Reactor: IOEventHandler {
         pendingCuts.removeAll(keepingCapacity: true)
         for c in cuts where !c.closing {
             limitHit("slow_consumer")
+            // Drop what the consumer has not read and queue the error. It is not reading, so
+            // the flush gets a short grace period before the close is forced.
             c.out.removeAll()
             c.overSoftSince = 0
             sendError(c, .slowConsumer, c.cutReason ?? "slow consumer", id: nil)
-            closeAfterFlush(c)
+            closeAfterFlush(c, grace: 250_000_000)
         }
     }
 
@@ -575,15 +624,32 @@ public final class Reactor: IOEventHandler {
         let bytes = render.readable
         deliverLocal(room, bytes, excluding: excluded)
         let others = room.shared.reactorMask.load(ordering: .acquiring) & ~(1 << UInt64(index))
-        if others != 0 {
-            let msg = RenderedMessage(originNanos: originNanos)
-            msg.body.append(bytes)
-            var mask = others
-            while mask != 0 {
-                let r = mask.trailingZeroBitCount
-                mask &= mask - 1
-                shared.reactors[r].inbox.post(RoomDelivery(room: room.shared, message: msg))
+        if others != 0 { handOff(room.shared, bytes, to: others) }
+    }
+
+    /// One copy per target reactor into its handoff ring; the overflow inbox (one shared,
+    /// allocated copy) when a ring is full or the message too big.
+    private func handOff(_ room: SharedRoom, _ bytes: UnsafeRawBufferPointer, to targets: UInt64) {
+        var overflow: RenderedMessage?
+        var mask = targets
+        while mask != 0 {
+            let r = mask.trailingZeroBitCount
+            let bit = UInt64(1) << UInt64(r)
+            mask &= mask - 1
+            let target = shared.reactors[r]
+            if overflowing & bit != 0 && target.inbox.isEmpty { overflowing &= ~bit }
+            if overflowing & bit == 0,
+               shared.handoff[index][r]!.tryWrite(room: room, origin: originNanos, body: bytes) {
+                peersToWake |= bit
+                continue
             }
+            overflowing |= bit
+            if overflow == nil {
+                let m = RenderedMessage(originNanos: originNanos)
+                m.body.append(bytes)
+                overflow = m
+            }
+            target.inbox.post(RoomDelivery(room: room, message: overflow!))
         }
     }
 
@@ -613,12 +679,10 @@ public final class Reactor: IOEventHandler {
         }
         markForFlush(c)
         let pending = c.out.readableCount &+ c.sending.readableCount
-        if pending > config.outboundSoftBytes && !c.closing {
-            if pending > config.outboundHardBytes {
-                cutSlowConsumer(c, "output over outbound_hard_bytes (\(config.outboundHardBytes))")
-            } else if c.overSoftSince == 0 {
-                c.overSoftSince = turnNanos
-            }
+        if pending > config.outboundHardBytes && !c.closing {
+            cutSlowConsumer(c, "output over outbound_hard_bytes (\(config.outboundHardBytes))")
+        } else if pending > config.outboundSoftBytes && c.overSoftSince == 0 {
+            c.overSoftSince = turnNanos
         }
     }
 

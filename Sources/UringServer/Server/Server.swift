@@ -26,6 +26,8 @@ final class ServerShared: @unchecked Sendable {
     private let perAddress = Mutex<[UInt32: Int]>([:])
     /// Filled before any reactor thread starts, read-only afterwards.
     var reactors: [Reactor] = []
+    /// handoff[source][target]: the SPSC rings carrying room messages between reactors.
+    var handoff: [[HandoffRing?]] = []
 
     init(config: ServerConfig, ioMode: IOMode, reactorCount: Int, factories: [ProcessorFactory],
          flags: FeatureFlags, logger: Logger) {
@@ -36,6 +38,9 @@ final class ServerShared: @unchecked Sendable {
         self.flags = flags
         self.logger = logger
         monitor = PerformanceMonitor(logger: logger)
+        handoff = (0..<reactorCount).map { s in
+            (0..<reactorCount).map { t in s == t ? nil : HandoffRing(capacity: 256 << 10) }
+        }
     }
 
     enum Admission { case admitted, serverFull, tooManyFromAddress }
@@ -149,6 +154,10 @@ public final class Server: @unchecked Sendable {
         // port 0 resolves on the first bind and the rest share it through SO_REUSEPORT.
         var fds: [Int32] = []
         do {
+            // SO_REUSEPORT would let a second server (same user) join our port and silently
+            // take half the connections. A plain bind first fails with EADDRINUSE if anyone
+            // listens there already, as Redis or NATS would.
+            if config.port != 0 { try Socket.checkPortFree(host: config.host, port: config.port) }
             var p = config.port
             for _ in 0..<threadCount {
                 let fd = try Socket.listen(host: config.host, port: p, nonBlocking: ioMode == .epoll)
