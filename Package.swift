@@ -13,6 +13,7 @@ let package = Package(
     products: [
         .executable(name: "tcpserver", targets: ["tcpserver"]),
         .executable(name: "tcpserver-bench", targets: ["tcpserver-bench"]),
+        .executable(name: "tcpserver-soak", targets: ["tcpserver-soak"]),
         .library(name: "UringServer", targets: ["UringServer"]),
         // For the Benchmarks/ package.
         .library(name: "Optimizers", targets: ["Optimizers"]),
@@ -21,6 +22,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        // tcpserver-bench only: latency percentiles.
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // Thin C shim over liburing: only what Swift cannot import cleanly (buffer-ring set-up,
@@ -45,8 +48,10 @@ let package = Package(
             swiftSettings: hotPath
         ),
         .executableTarget(name: "tcpserver", dependencies: ["UringServer"]),
+        // Soak test tool: churning clients, delivery/ordering checks, server fd/RSS (scripts/soak.sh).
+        .executableTarget(name: "tcpserver-soak"),
         // The load tool: drives tcpserver, redis-server or nats-server over real sockets.
-        .executableTarget(name: "tcpserver-bench", dependencies: ["CURing"]),
+        .executableTarget(name: "tcpserver-bench", dependencies: ["CURing", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "OptimizersTests", dependencies: ["Optimizers"]),
         .testTarget(name: "UringServerTests", dependencies: ["UringServer", "Optimizers"]),
     ]

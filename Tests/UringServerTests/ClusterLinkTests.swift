@@ -297,7 +297,7 @@ private func requireEventually(_ what: String, _ seconds: Double, sourceLocation
 }
 
 /// A redis-server child process on its own free port (no persistence).
-private final class RedisProcess: @unchecked Sendable {
+final class RedisProcess: @unchecked Sendable {
     let port: Int
     private let executable: String
     private var process: Process?
@@ -395,7 +395,7 @@ private final class RedisProcess: @unchecked Sendable {
     }
 }
 
-private func clusterFreePort() -> Int {
+func clusterFreePort() -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var addr = sockaddr_in()

@@ -98,7 +98,12 @@ enum StatsReport {
             b.appendDecimal(s.backlogged)
             b.append("}")
         }
-        b.append("]}")
+        b.append("]")
+        if let cluster = shared.cluster {
+            b.append(",\"cluster\":")
+            cluster.renderStats(into: &b)
+        }
+        b.append("}")
     }
 
     static func renderFlag(_ flag: FeatureFlag, into b: inout ByteBuffer) {

@@ -8,10 +8,28 @@ public final class ChatRoomPlugin: MessageProcessor {
     /// Presence is on in config and gated at run time by this (non-critical) flag.
     private let presenceFlag: FeatureFlag?
 
+    /// Cluster mode: room messages also go to Redis, membership counts are cluster-wide.
+    private let cluster: ClusterNode?
+
     public init(_ env: PluginEnvironment) {
         rooms = env.rooms
         config = env.config
         presenceFlag = env.flags["enable_presence"]
+        cluster = env.cluster
+    }
+
+    /// Members across the cluster: this node's count plus the other nodes' as last fetched
+    /// (the link refreshes it on every change and heartbeat).
+    private func clusterCount(_ room: String, local: Int, previousLocal: Int) -> Int {
+        guard let cluster, let cached = cluster.link.clusterMemberCount(room: room) else { return local }
+        return max(local, cached - previousLocal + local)
+    }
+
+    /// Renders the message once (through `reactor.broadcast`) and, in cluster mode, publishes
+    /// the same bytes for the other nodes.
+    private func fanOut(_ local: LocalRoom, excluding: Connection?, _ reactor: Reactor, _ body: (inout ByteBuffer) -> Void) {
+        reactor.broadcast(local, excluding: excluding, body)
+        if let cluster { cluster.link.publish(room: local.name, body: reactor.lastRendered) }
     }
 
     public var featureFlag: String? { "enable_chat_rooms" }
@@ -44,7 +62,7 @@ public final class ChatRoomPlugin: MessageProcessor {
             throw ProtocolError(.notInRoom, "join room '\(roomName)' before sending to it")
         }
         let user = c.user ?? ""
-        reactor.broadcast(room, excluding: c.echo ? nil : c) { b in
+        fanOut(room, excluding: c.echo ? nil : c, reactor) { b in
             b.append("{\"type\":\"chat\",\"room\":")
             b.appendJSONString(roomName)
             b.append(",\"from\":")
@@ -62,7 +80,8 @@ public final class ChatRoomPlugin: MessageProcessor {
         let roomName = try m.requireName("room", maxBytes: config.maxNameBytes)
         if c.rooms.contains(where: { $0.name == roomName }) {
             // Joining twice is harmless: answer with the current count, announce nothing.
-            let n = rooms.memberCount(roomName)
+            let local = rooms.memberCount(roomName)
+            let n = clusterCount(roomName, local: local, previousLocal: local)
             reactor.reply(to: c) { b in Self.renderJoined(&b, roomName, n) }
             return
         }
@@ -77,7 +96,13 @@ public final class ChatRoomPlugin: MessageProcessor {
         let local = shared.local(for: reactor.index)
         local.members.append(c)
         c.rooms.append(local)
-        reactor.reply(to: c) { b in Self.renderJoined(&b, roomName, count) }
+        var members = count
+        if let cluster {
+            if count == 1 { cluster.link.roomActivated(roomName) }
+            cluster.link.setLocalMemberCount(room: roomName, count: count)
+            members = clusterCount(roomName, local: count, previousLocal: count - 1)
+        }
+        reactor.reply(to: c) { b in Self.renderJoined(&b, roomName, members) }
         if presence(for: c) { announce("user_joined", user: c.user ?? "", in: local, except: c, reactor) }
     }
 
@@ -116,13 +141,17 @@ public final class ChatRoomPlugin: MessageProcessor {
             local.members.removeLast()
         }
         if local.members.isEmpty { local.shared.dropLocal(for: reactor.index) }
-        rooms.leave(local.shared, reactor: reactor.index)
+        let remaining = rooms.leave(local.shared, reactor: reactor.index)
+        if let cluster {
+            cluster.link.setLocalMemberCount(room: local.name, count: remaining)
+            if remaining == 0 { cluster.link.roomDeactivated(local.name) }
+        }
         if presence(for: c), let user = c.user { announce("user_left", user: user, in: local, except: c, reactor) }
     }
 
     private func announce(_ type: StaticString, user: String, in local: LocalRoom, except c: Connection, _ reactor: Reactor) {
         let roomName = local.name
-        reactor.broadcast(local, excluding: c) { b in
+        fanOut(local, excluding: c, reactor) { b in
             b.append("{\"type\":\"")
             b.append(type)
             b.append("\",\"room\":")

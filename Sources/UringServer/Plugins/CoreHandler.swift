@@ -7,9 +7,16 @@ final class CoreHandler: MessageProcessor {
     private let config: ServerConfig
     private let compressionFlag: FeatureFlag?
 
-    init(config: ServerConfig, flags: FeatureFlags) {
+    private let cluster: ClusterNode?
+
+    init(config: ServerConfig, flags: FeatureFlags, cluster: ClusterNode?) {
         self.config = config
+        self.cluster = cluster
         compressionFlag = flags["enable_compression"]
+    }
+
+    func connectionClosed(_ c: Connection, _ reactor: Reactor) {
+        if let user = c.user { cluster?.link.userDisconnected(user) }
     }
 
     func canHandle(_ type: String) -> Bool { type == "hello" || type == "ping" }
@@ -54,6 +61,7 @@ final class CoreHandler: MessageProcessor {
         let session = "\(reactor.index)-\(sessionCounter)-\(String(rng.next() as UInt32, radix: 16))"
         c.user = user
         c.session = session
+        cluster?.link.userConnected(user)   // user → node registry (with TTL)
         reactor.reply(to: c) { b in
             b.append("{\"type\":\"welcome\",\"user\":")
             b.appendJSONString(user)

@@ -32,6 +32,8 @@ public struct PluginEnvironment: Sendable {
     public let rooms: RoomDirectory
     public let reactorIndex: Int
     public let flags: FeatureFlags
+    /// Cluster mode's link (nil on a single node).
+    let cluster: ClusterNode?
 }
 
 /// Error codes sent to clients as `{"type":"error","code":…}`.

@@ -71,10 +71,10 @@ public final class Reactor: IOEventHandler {
         self.listenFD = listenFD
         inbox = try Inbox()
         snapshots = SnapshotBox(index: index)
-        core = CoreHandler(config: shared.config, flags: shared.flags)
+        core = CoreHandler(config: shared.config, flags: shared.flags, cluster: shared.cluster)
         compression = CompressionContext(zstdLevel: shared.config.zstdLevel, lz4Acceleration: shared.config.lz4Acceleration)
         let env = PluginEnvironment(config: shared.config, rooms: shared.rooms, reactorIndex: index,
-                                    flags: shared.flags)
+                                    flags: shared.flags, cluster: shared.cluster)
         plugins = shared.factories.map { $0(env) }
         pluginFlags = plugins.map { p in p.featureFlag.flatMap { shared.flags[$0] } }
     }
@@ -129,7 +129,7 @@ public final class Reactor: IOEventHandler {
         // shutdown() first: a pending io_uring request holds a reference to its file, so close()
         // alone would leave the socket open until the ring's (asynchronous) teardown.
         for case let c? in connections {
-            for p in plugins { p.connectionClosed(c, self) }
+            notifyClosed(c)
             Glibc.shutdown(c.fd, Int32(SHUT_RDWR))
             Glibc.close(c.fd)
             shared.connectionClosed(peerIP: c.peerIP)
@@ -451,15 +451,21 @@ public final class Reactor: IOEventHandler {
         let wait: UInt64 = grace ?? drainNanos
         c.forceCloseAt = turnNanos &+ wait
         c.closeAfterFlush = true
-        for p in plugins { p.connectionClosed(c, self) }
+        notifyClosed(c)
         markForFlush(c)
+    }
+
+    /// Every processor (and the core) learns the connection is going away, once.
+    private func notifyClosed(_ c: Connection) {
+        for p in plugins { p.connectionClosed(c, self) }
+        core.connectionClosed(c, self)
     }
 
     /// Closes without flushing (queued output is dropped).
     func closeNow(_ c: Connection) {
         if !c.closing {
             c.closing = true
-            for p in plugins { p.connectionClosed(c, self) }
+            notifyClosed(c)
         }
         c.closeAfterFlush = true
         c.out.removeAll()
@@ -617,6 +623,9 @@ public final class Reactor: IOEventHandler {
 
     /// Renders a room message once and delivers it to every member of the room on every
     /// reactor, except `excluded`.
+    /// The bytes of the message `broadcast` or `reply` rendered last (valid until the next one).
+    public var lastRendered: UnsafeRawBufferPointer { render.readable }
+
     public func broadcast(_ room: LocalRoom, excluding excluded: Connection?, _ body: (inout ByteBuffer) -> Void) {
         renderGeneration &+= 1
         render.removeAll()

@@ -105,6 +105,10 @@ public final class RoomDirectory: Sendable {
         }
     }
 
+    func lookup(_ name: String) -> SharedRoom? {
+        rooms.withLock { $0[name] }
+    }
+
     public func memberCount(_ name: String) -> Int {
         rooms.withLock { $0[name]?.memberCount ?? 0 }
     }

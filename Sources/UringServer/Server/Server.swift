@@ -26,6 +26,8 @@ final class ServerShared: @unchecked Sendable {
     private let perAddress = Mutex<[UInt32: Int]>([:])
     /// Filled before any reactor thread starts, read-only afterwards.
     var reactors: [Reactor] = []
+    /// Cluster mode's link to the other nodes (nil when cluster=off).
+    var cluster: ClusterNode?
     /// handoff[source][target]: the SPSC rings carrying room messages between reactors.
     var handoff: [[HandoffRing?]] = []
 
@@ -172,6 +174,15 @@ public final class Server: @unchecked Sendable {
 
         let shared = ServerShared(config: config, ioMode: ioMode, reactorCount: threadCount, factories: factories,
                                   flags: FeatureFlags.from(config), logger: logger)
+        // Before the reactors: their plugins take the cluster link when they are created.
+        if config.cluster == "redis" {
+            let node = ClusterNode(config: config, logger: logger, rooms: shared.rooms) { [weak shared] in
+                shared?.reactors ?? []
+            }
+            shared.cluster = node
+            node.start()
+            logger.info("cluster mode", ["node_id": node.nodeId, "redis": "\(config.redisHost):\(config.redisPort)"])
+        }
         do {
             for i in 0..<threadCount {
                 shared.reactors.append(try Reactor(index: i, shared: shared, listenFD: fds[i]))
@@ -224,6 +235,7 @@ public final class Server: @unchecked Sendable {
     /// Stops every reactor at once, closes every connection, and joins the threads.
     public func stop() {
         guard let shared else { return }
+        shared.cluster?.stop()
         shared.stopping.store(true, ordering: .releasing)
         for r in shared.reactors { r.inbox.wake() }
         for t in threads { pthread_join(t, nil) }

@@ -1,0 +1,62 @@
+import Glibc
+import Optimizers
+
+/// Cluster mode (`cluster=redis`): ties this node's rooms to the other nodes through the Redis
+/// link. Reactors call it without blocking (every call only queues for the link thread); room
+/// messages from other nodes come back on the link thread and are posted to the inboxes of
+/// the reactors that have members in that room, in the order Redis delivered them.
+final class ClusterNode: @unchecked Sendable {
+    let link: RedisLink
+    let nodeId: String
+
+    init(config: ServerConfig, logger: Logger, rooms: RoomDirectory, reactors: @escaping @Sendable () -> [Reactor]) {
+        nodeId = config.nodeId.isEmpty ? Self.defaultNodeId() : config.nodeId
+        let settings = ClusterSettings(redisHost: config.redisHost, redisPort: config.redisPort, nodeId: nodeId)
+        link = RedisLink(settings: settings, logger: logger) { room, body in
+            // Link thread: find the reactors with local members and hand each the message.
+            guard let shared = rooms.lookup(room) else { return }
+            let mask = shared.reactorMask.load(ordering: .acquiring)
+            if mask == 0 { return }
+            let msg = RenderedMessage(originNanos: Clock.monoNanos())
+            body.withUnsafeBytes { msg.body.append($0) }
+            let all = reactors()
+            var m = mask
+            while m != 0 {
+                let r = m.trailingZeroBitCount
+                m &= m - 1
+                if r < all.count { all[r].inbox.post(RoomDelivery(room: shared, message: msg)) }
+            }
+        }
+    }
+
+    func start() { link.start() }
+    func stop() { link.stop() }
+
+    /// host-pid-random: unique per process, readable in Redis keys.
+    static func defaultNodeId() -> String {
+        var buf = [CChar](repeating: 0, count: 64)
+        gethostname(&buf, 63)
+        let host = buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        var rng = SystemRandomNumberGenerator()
+        return "\(host)-\(getpid())-\(String(rng.next() as UInt16, radix: 16))"
+    }
+
+    func renderStats(into b: inout ByteBuffer) {
+        let s = link.stats
+        b.append("{\"mode\":\"redis\",\"node_id\":")
+        b.appendJSONString(nodeId)
+        b.append(",\"connected\":")
+        b.append(s.connected ? "true" : "false")
+        b.append(",\"reconnects\":")
+        b.appendDecimal(s.reconnects)
+        b.append(",\"published\":")
+        b.appendDecimal(s.published)
+        b.append(",\"received\":")
+        b.appendDecimal(s.received)
+        b.append(",\"publish_failures\":")
+        b.appendDecimal(s.publishFailures)
+        b.append(",\"subscribed_rooms\":")
+        b.appendDecimal(s.subscribedRooms)
+        b.append("}")
+    }
+}
