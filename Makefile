@@ -36,3 +36,30 @@ test: build
 
 clean:
 	rm -rf .build
+
+# Benchmarks: tcpserver (uring, epoll) against redis-server and nats-server, the same loads in
+# one run (scripts/bench.py; results in bench/results.json, docs/performance-table.md,
+# docs/performance.png). `make bench-check` compares a fresh run with bench/baseline.json
+# (BENCH_FRESH=0 compares the bench/results.json already there instead).
+BENCH_SCRATCH ?= .build
+BENCH_ARGS ?=
+BENCH_FRESH ?= 1
+BENCH_BUILD = bash scripts/bench-deps.sh && \
+	$(SWIFT) build -c release --scratch-path $(BENCH_SCRATCH) --product tcpserver && \
+	$(SWIFT) build -c release --scratch-path $(BENCH_SCRATCH) --product tcpserver-bench
+
+.PHONY: bench bench-quick bench-check
+bench: deps
+	$(BENCH_BUILD)
+	ulimit -n $$(ulimit -Hn) 2>/dev/null; python3 scripts/bench.py --bin $(BENCH_SCRATCH)/release $(BENCH_ARGS)
+
+bench-quick: deps
+	$(BENCH_BUILD)
+	ulimit -n $$(ulimit -Hn) 2>/dev/null; python3 scripts/bench.py --quick --bin $(BENCH_SCRATCH)/release \
+	  --out bench/results-quick.json --table bench/performance-table-quick.md --chart bench/performance-quick.png $(BENCH_ARGS)
+
+# Exit 3 from bench.py (tcpserver missed deliveries) still goes on to the check, which fails on it.
+bench-check: deps
+	@if [ "$(BENCH_FRESH)" = 1 ]; then $(BENCH_BUILD) && { ulimit -n $$(ulimit -Hn) 2>/dev/null; \
+	  python3 scripts/bench.py --bin $(BENCH_SCRATCH)/release $(BENCH_ARGS); rc=$$?; [ $$rc = 0 ] || [ $$rc = 3 ]; }; fi
+	python3 scripts/bench_check.py --results bench/results.json --baseline bench/baseline.json

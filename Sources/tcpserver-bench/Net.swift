@@ -99,3 +99,67 @@ func readText(_ path: String) -> String? {
     }
     return String(decoding: out, as: UTF8.self)
 }
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit (hold mode opens thousands of sockets).
+/// Returns the soft limit now in force.
+@discardableResult
+func raiseNoFileLimit() -> Int {
+    var rl = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl) == 0 else { return 0 }
+    if rl.rlim_cur < rl.rlim_max {
+        rl.rlim_cur = rl.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
+        _ = getrlimit(Int32(RLIMIT_NOFILE.rawValue), &rl)
+    }
+    return Int(rl.rlim_cur)
+}
+
+/// The default 50 µs timer slack would delay paced publishes (and so inflate latency);
+/// 1 ns asks the kernel to wake us as close to the deadline as it can.
+func tightenTimerSlack() {
+    guard let f = fopen("/proc/self/timerslack_ns", "w") else { return }
+    fputs("1", f)
+    fclose(f)
+}
+
+typealias EpollPwait2 = @convention(c) (Int32, UnsafeMutablePointer<epoll_event>?, Int32, UnsafePointer<timespec>?, UnsafeRawPointer?) -> Int32
+
+/// epoll_pwait2 (nanosecond timeout, glibc ≥ 2.35, Linux ≥ 5.11) looked up at run time: Swift's
+/// Glibc module does not import it. Nil where it is missing; callers then round up to ms.
+nonisolated(unsafe) let epollPwait2: EpollPwait2? = {
+    guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "epoll_pwait2") else { return nil }
+    return unsafeBitCast(sym, to: EpollPwait2.self)
+}()
+
+/// epoll_wait with a timeout in nanoseconds.
+func epollWait(_ ep: Int32, _ events: inout [epoll_event], timeoutNs: UInt64) -> Int32 {
+    if let f = epollPwait2 {
+        var ts = timespec(tv_sec: Int(timeoutNs / 1_000_000_000), tv_nsec: Int(timeoutNs % 1_000_000_000))
+        let r = events.withUnsafeMutableBufferPointer { f(ep, $0.baseAddress, Int32($0.count), &ts, nil) }
+        if r >= 0 || curing_errno() != ENOSYS { return r }
+    }
+    let ms = Int32(min(UInt64(Int32.max), (timeoutNs + 999_999) / 1_000_000))
+    return epoll_wait(ep, &events, Int32(events.count), ms)
+}
+
+func addToEpoll(_ ep: Int32, _ fd: Int32) {
+    var ev = epoll_event()
+    ev.events = EPOLLIN.rawValue
+    ev.data.fd = fd
+    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev)
+}
+
+func sleepSeconds(_ s: Double) {
+    var ts = timespec(tv_sec: Int(s), tv_nsec: Int((s - Double(Int(s))) * 1e9))
+    var rest = timespec()
+    while nanosleep(&ts, &rest) != 0 && curing_errno() == EINTR { ts = rest }
+}
+
+/// CPU seconds (user + system) this process has used: the load tool shares the machine's CPUs
+/// with the server, so a tool near 1 CPU-second per second is itself the bottleneck.
+func selfCPUSeconds() -> Double {
+    var ru = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &ru)
+    func s(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    return s(ru.ru_utime) + s(ru.ru_stime)
+}

@@ -117,3 +117,68 @@ struct PatternCounter {
         return n
     }
 }
+
+/// Publish timestamps travel inside the payload text: `@T` then 19 decimal digits (CLOCK_MONOTONIC
+/// nanoseconds, zero-padded), then filler. The three wires copy the payload bytes unchanged and
+/// none of their framing contains `@T`, so a subscriber finds one stamp per delivered message.
+enum Stamp {
+    static let prefix: [UInt8] = Array("@T".utf8)
+    static let digits = 19
+    static var length: Int { prefix.count + digits }
+
+    /// A payload of `size` bytes (at least `length`) with a zero stamp to be patched in place.
+    static func payload(size: Int) -> String {
+        "@T" + String(repeating: "0", count: digits) + String(repeating: "x", count: max(0, size - length))
+    }
+
+    /// Writes `value` as 19 zero-padded digits at `offset`.
+    @inline(__always)
+    static func write(_ value: UInt64, into buf: UnsafeMutableRawBufferPointer, at offset: Int) {
+        var v = value
+        var i = offset + digits - 1
+        while i >= offset {
+            buf[i] = UInt8(48 + v % 10)
+            v /= 10
+            i -= 1
+        }
+    }
+}
+
+/// Finds stamps in a subscriber's byte stream, across chunk boundaries; each stamp is one
+/// delivery, and `now - stamp` its publish→deliver latency.
+struct StampScanner {
+    private var state = 0       // 0 searching for '@', 1 saw '@', 2 reading digits
+    private var digitsRead = 0
+    private var value: UInt64 = 0
+
+    /// Calls `found` with each complete stamp value in `buf`; returns how many there were.
+    @inline(__always)
+    mutating func scan(_ buf: UnsafeRawBufferPointer, _ found: (UInt64) -> Void) -> Int {
+        var n = 0
+        var i = 0
+        let count = buf.count
+        guard let base = buf.baseAddress else { return 0 }
+        while i < count {
+            switch state {
+            case 0:
+                guard let hit = memchrOffset(base + i, 64 /* @ */, count - i) else { return n }
+                i += hit + 1
+                state = 1
+            case 1:
+                if buf[i] == 84 /* T */ { state = 2; digitsRead = 0; value = 0; i += 1 } else { state = 0 }
+            default:
+                let d = buf[i] &- 48
+                if d > 9 { state = 0; continue }
+                value = value &* 10 &+ UInt64(d)
+                digitsRead += 1
+                i += 1
+                if digitsRead == Stamp.digits {
+                    found(value)
+                    n += 1
+                    state = 0
+                }
+            }
+        }
+        return n
+    }
+}

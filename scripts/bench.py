@@ -1,0 +1,524 @@
+#!/usr/bin/env python3
+"""tcpserver vs Redis vs NATS: the same loads against four servers in one run.
+
+Starts redis-server, nats-server and tcpserver twice (--io uring, --io epoll), each on its own
+127.0.0.1 port, and drives them with tcpserver-bench in alternating rounds (every load runs
+against every server in turn, the server order rotating each round; fresh servers each round).
+Reports medians over the rounds:
+
+  (a) fan-out 50 subscribers x 64 B, 1 publisher        closed window, max throughput
+  (b) fan-out 500 subscribers x 256 B, 4 publishers     closed window
+  (c) fan-out 50 subscribers x 4 KiB, 1 publisher       closed window
+  (d) ping: 100 connections x 8 in flight
+  (e) latency: fan-out 50 x 64 B paced at half the lowest (a) rate of the four servers
+      (measured in round 1, then fixed), publish->deliver p50/p99/p999
+  (f) hold: 500 and 10,000 idle subscribed connections -> RSS, bytes per extra connection
+
+Writes bench/results.json, docs/performance-table.md and docs/performance.png (matplotlib;
+skipped with a warning when it is missing). Exit status: 0, or 3 when a tcpserver run missed
+deliveries or failed (Redis/NATS drops are findings, printed in the table, not failures).
+
+Usage: scripts/bench.py [--rounds 3] [--duration 3] [--quick] [--bin .build/release]
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+LOADS = [
+    # key, label, tool arguments (without --wire/--port/--server-pid/--duration)
+    ("a", "(a) fan-out 50 subs x 64 B, 1 pub", ["fanout", "--subs", "50", "--pubs", "1", "--size", "64"]),
+    ("b", "(b) fan-out 500 subs x 256 B, 4 pubs", ["fanout", "--subs", "500", "--pubs", "4", "--size", "256"]),
+    ("c", "(c) fan-out 50 subs x 4 KiB, 1 pub", ["fanout", "--subs", "50", "--pubs", "1", "--size", "4096"]),
+    ("d", "(d) ping 100 conns x 8 in flight", ["ping", "--conns", "100", "--inflight", "8"]),
+    ("e", "(e) latency: fan-out 50 x 64 B, paced", ["fanout", "--subs", "50", "--pubs", "1", "--size", "64"]),
+]
+SERVERS = ["redis", "nats", "uring", "epoll"]
+WIRE = {"redis": "redis", "nats": "nats", "uring": "tcpserver", "epoll": "tcpserver"}
+TITLE = {"redis": "Redis", "nats": "NATS", "uring": "tcpserver uring", "epoll": "tcpserver epoll"}
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raise_nofile():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def wait_port(port, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+class Server:
+    """One server process; `pid` is the server itself (the tool reads its /proc entries)."""
+
+    def __init__(self, name, binary):
+        self.name = name
+        self.binary = binary
+        self.proc = None
+        self.port = None
+        self.tail = []
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def _drain(self, stream):
+        for line in iter(stream.readline, ""):
+            self.tail.append(line.rstrip("\n"))
+            del self.tail[:-50]
+
+    def start(self):
+        for attempt in range(3):
+            if self._start_once():
+                return
+            self.stop()
+        raise RuntimeError(f"{self.name}: could not start: " + " | ".join(self.tail[-5:]))
+
+    def _start_once(self):
+        self.tail = []
+        if self.name in ("uring", "epoll"):
+            cmd = [self.binary, "--port", "0", "--io", self.name, "--threads", "2",
+                   "--rate-limit-per-sec", "0", "--log-file", "", "--presence", "false",
+                   "--max-connections", "12000"]
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
+            end = time.time() + 15
+            while time.time() < end:
+                line = self.proc.stderr.readline()
+                if not line:
+                    break
+                self.tail.append(line.rstrip("\n"))
+                if "address=" in line:
+                    addr = line.split("address=", 1)[1].split()[0]
+                    self.port = int(addr.rsplit(":", 1)[1])
+                    if f"io={self.name}" not in line:
+                        log(f"warning: {self.name}: started line does not say io={self.name}: {line.strip()}")
+                    threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True).start()
+                    return wait_port(self.port)
+            return False
+        self.port = free_port()
+        if self.name == "redis":
+            cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no", "--maxclients", "12000", "--loglevel", "warning"]
+        else:
+            cmd = ["nats-server", "-a", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, preexec_fn=raise_nofile)
+        threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True).start()
+        ok = wait_port(self.port)
+        return ok and self.proc.poll() is None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def parse_result(stdout):
+    for line in stdout.splitlines():
+        if line.startswith("RESULT "):
+            out = {}
+            for kv in line[7:].split():
+                k, _, v = kv.partition("=")
+                try:
+                    out[k] = float(v) if any(c in v for c in ".eE") else int(v)
+                except ValueError:
+                    out[k] = v
+            return out
+    return None
+
+
+def run_tool(tool, server, args, duration, timeout_extra=40):
+    cmd = [tool] + args[:1] + ["--wire", WIRE[server.name], "--port", str(server.port),
+                               "--server-pid", str(server.pid), "--quiet"] + args[1:]
+    if args[0] != "hold":
+        cmd += ["--duration", str(duration)]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + timeout_extra,
+                           preexec_fn=raise_nofile)
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out", "cmd": shlex.join(cmd)}
+    res = parse_result(p.stdout)
+    if res is None:
+        return {"error": (p.stderr.strip() or f"exit {p.returncode}")[-300:], "exit": p.returncode,
+                "cmd": shlex.join(cmd)}
+    res["exit"] = p.returncode
+    if res.get("tool_cpu_s") is not None and res.get("seconds"):
+        res["tool_cpu_share"] = round(res["tool_cpu_s"] / res["seconds"], 3)
+    return res
+
+
+def versions(tcpserver_bin):
+    def out(cmd):
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        except Exception:
+            return "?"
+    rev = out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return {
+        "redis": out(["redis-server", "--version"]),
+        "nats": out(["nats-server", "--version"]),
+        "tcpserver": f"git {rev}{' (uncommitted changes)' if dirty else ''}",
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
+def median(values):
+    values = [v for v in values if isinstance(v, (int, float))]
+    return statistics.median(values) if values else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The table
+
+METRICS = {
+    # load: [(metric key, label, higher is better?, formatter)]
+    "a": [("deliveries_per_sec", "deliveries/s", True, "rate"), ("deliveries_per_cpu_s", "deliveries per server CPU-s", True, "rate"),
+          ("user_share", "user-space share of server CPU", None, "pct"), ("p99_us", "p99 µs (closed window, queueing)", False, "us"),
+          ("tool_cpu_share", "load tool's CPU (share of one CPU)", None, "pct")],
+    "b": [("deliveries_per_sec", "deliveries/s", True, "rate"), ("deliveries_per_cpu_s", "deliveries per server CPU-s", True, "rate"),
+          ("user_share", "user-space share of server CPU", None, "pct")],
+    "c": [("deliveries_per_sec", "deliveries/s", True, "rate"), ("deliveries_per_cpu_s", "deliveries per server CPU-s", True, "rate"),
+          ("user_share", "user-space share of server CPU", None, "pct")],
+    "d": [("requests_per_sec", "requests/s", True, "rate"), ("requests_per_cpu_s", "requests per server CPU-s", True, "rate"),
+          ("user_share", "user-space share of server CPU", None, "pct"),
+          ("p50_us", "p50 µs", False, "us"), ("p99_us", "p99 µs", False, "us"), ("p999_us", "p99.9 µs", False, "us")],
+    "e": [("p50_us", "p50 µs publish→deliver", False, "us"), ("p99_us", "p99 µs publish→deliver", False, "us"),
+          ("p999_us", "p99.9 µs publish→deliver", False, "us"), ("deliveries_per_cpu_s", "deliveries per server CPU-s", True, "rate"),
+          ("tool_cpu_share", "load tool's CPU (share of one CPU)", None, "pct")],
+    "f": [("rss_0_mb", "RSS, 0 connections (MB)", False, "mb"), ("rss_500_mb", "RSS, 500 connections (MB)", False, "mb"),
+          ("rss_10000_mb", "RSS, 10,000 connections (MB)", False, "mb"),
+          ("bytes_per_conn_500", "bytes per extra connection (500)", False, "int"),
+          ("bytes_per_conn_10000", "bytes per extra connection (10,000)", False, "int")],
+}
+
+
+def fmt(v, kind):
+    if v is None:
+        return "–"
+    if kind == "rate":
+        if v >= 1e6:
+            return f"{v / 1e6:.2f} M"
+        if v >= 1e3:
+            return f"{v / 1e3:.0f} k"
+        return f"{v:.0f}"
+    if kind == "pct":
+        return f"{v * 100:.0f} %"
+    if kind == "us":
+        return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+    if kind == "mb":
+        return f"{v:.1f}"
+    return f"{v:,.0f}"
+
+
+def ratio(a, b):
+    if a is None or b in (None, 0):
+        return "–"
+    return f"{a / b:.2f}"
+
+
+def hold_metrics(steps):
+    out = [("rss_0_mb", "RSS, 0 connections (MB)", False, "mb")]
+    for n in steps:
+        out.append((f"rss_{n}_mb", f"RSS, {n:,} connections (MB)", False, "mb"))
+    for n in steps:
+        out.append((f"bytes_per_conn_{n}", f"bytes per extra connection ({n:,})", False, "int"))
+    return out
+
+
+def build_table(res):
+    med = res["medians"]
+    labels = dict((k, l) for k, l, _ in LOADS)
+    labels["f"] = "(f) hold: " + " / ".join(f"{n:,}" for n in res["hold_steps"]) + " idle subscribers"
+    labels["e"] = f"(e) latency: fan-out 50 x 64 B at {res['latency_rate']:,.0f} msg/s"
+    METRICS["f"] = hold_metrics(res["hold_steps"])
+    head = ("| load | metric | Redis | NATS | tcpserver uring | tcpserver epoll | uring ÷ Redis | epoll ÷ Redis | uring ÷ epoll |\n"
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    rows = [head]
+    for key in ["a", "b", "c", "d", "e", "f"]:
+        first = True
+        for metric, label, _, kind in METRICS[key]:
+            vals = {s: med.get(key, {}).get(s, {}).get(metric) for s in SERVERS}
+            cells = [fmt(vals[s], kind) for s in SERVERS]
+            r = [ratio(vals["uring"], vals["redis"]), ratio(vals["epoll"], vals["redis"]), ratio(vals["uring"], vals["epoll"])]
+            if kind == "pct":
+                r = ["", "", ""]
+            rows.append(f"| {labels[key] if first else ''} | {label} | " + " | ".join(cells) + " | " + " | ".join(r) + " |")
+            first = False
+        # Drops and failures, per server, summed over the rounds.
+        if key in ("a", "b", "c", "e", "f", "d"):
+            cells = []
+            any_issue = False
+            for s in SERVERS:
+                runs = [r for r in res["runs"] if r["load"] == key and r["server"] == s]
+                missing = sum(r.get("missing", 0) or 0 for r in runs if "error" not in r)
+                closed = sum((r.get("closed_subs", 0) or 0) + (r.get("closed", 0) or 0) for r in runs if "error" not in r)
+                errors = sum(1 for r in runs if "error" in r)
+                parts = []
+                if missing:
+                    parts.append(f"{missing:,} missing")
+                if closed:
+                    parts.append(f"{closed} closed")
+                if errors:
+                    parts.append(f"{errors} failed")
+                any_issue |= bool(parts)
+                cells.append(", ".join(parts) or "0")
+            if any_issue:
+                rows.append(f"| | drops (all rounds) | " + " | ".join(cells) + " | | | |")
+    return "\n".join(rows)
+
+
+def write_chart(res, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("warning: matplotlib missing, no chart (pip install matplotlib)")
+        return False
+    med = res["medians"]
+    keys = ["a", "b", "c", "d", "e"]
+    names = {"a": "(a) 50x64B", "b": "(b) 500x256B\n4 pubs", "c": "(c) 50x4KiB", "d": "(d) ping\n(requests)", "e": "(e) paced\n50x64B"}
+    colors = {"redis": "#d62728", "nats": "#2ca02c", "uring": "#1f77b4", "epoll": "#9ecae1"}
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    width = 0.2
+    for i, s in enumerate(SERVERS):
+        ys = []
+        for k in keys:
+            m = med.get(k, {}).get(s, {})
+            ys.append((m.get("deliveries_per_cpu_s") or m.get("requests_per_cpu_s") or 0) / 1e6)
+        xs = [j + (i - 1.5) * width for j in range(len(keys))]
+        bars = ax.bar(xs, ys, width, label=TITLE[s], color=colors[s])
+        for b, y in zip(bars, ys):
+            ax.annotate(f"{y:.1f}", (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels([names[k] for k in keys])
+    ax.set_ylabel("millions of deliveries per server CPU-second")
+    ax.set_title(f"Deliveries per server CPU-second (median of {res['rounds']} rounds, {res['date'][:10]}, "
+                 f"{res['host']['cpus']} CPUs, shared VM)", fontsize=10)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per load per server")
+    ap.add_argument("--hold", default="500,10000", help="idle connection steps for (f)")
+    ap.add_argument("--latency-rate", type=float, default=0, help="msg/s for (e); default: half the lowest (a) rate")
+    ap.add_argument("--quick", action="store_true", help="1 round, 1.5 s loads")
+    ap.add_argument("--bin", default=os.path.join(ROOT, ".build", "release"), help="folder with tcpserver and tcpserver-bench")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
+    ap.add_argument("--table", default=os.path.join(ROOT, "docs", "performance-table.md"))
+    ap.add_argument("--chart", default=os.path.join(ROOT, "docs", "performance.png"))
+    ap.add_argument("--loads", default="abcdef", help="subset of loads to run, e.g. 'ad'")
+    args = ap.parse_args()
+    if args.quick:
+        args.rounds = 1
+        args.duration = min(args.duration, 1.5)
+    raise_nofile()
+    tool = os.path.join(args.bin, "tcpserver-bench")
+    tcpserver = os.path.join(args.bin, "tcpserver")
+    for b in (tool, tcpserver):
+        if not os.access(b, os.X_OK):
+            sys.exit(f"missing {b}: build first (make bench does)")
+    hold_steps = [int(x) for x in args.hold.split(",")]
+    command = "scripts/bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    res = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command.strip(),
+        "rounds": args.rounds, "duration": args.duration, "quick": args.quick,
+        "hold_steps": hold_steps, "latency_rate": args.latency_rate,
+        "host": versions(tcpserver), "loadavg_start": loadavg(),
+        "server_flags": {
+            "tcpserver": "--threads 2 --rate-limit-per-sec 0 --log-file '' --presence false --max-connections 12000",
+            "redis": "--save '' --appendonly no --maxclients 12000",
+            "nats": "defaults",
+        },
+        "runs": [],
+    }
+    log(f"bench: {args.rounds} round(s), {args.duration:g} s per load, loads {args.loads}, load average {res['loadavg_start']}")
+    t0 = time.time()
+    servers = {s: Server(s, tcpserver) for s in SERVERS}
+    try:
+        for rnd in range(args.rounds):
+            order = SERVERS[rnd % 4:] + SERVERS[:rnd % 4]
+            for s in order:
+                servers[s].start()
+            log(f"round {rnd + 1}/{args.rounds}: order {', '.join(order)}; ports " +
+                ", ".join(f"{s}={servers[s].port}" for s in order))
+            plan = []
+            if "f" in args.loads:  # fresh servers: memory first
+                plan.append(("f", ["hold", "--conns", args.hold, "--settle", "1"]))
+            for key, _, targs in LOADS:
+                if key in args.loads:
+                    plan.append((key, targs))
+            for key, targs in plan:
+                if key == "e":
+                    if not res["latency_rate"]:
+                        a_rates = [r["deliveries_per_sec"] / 50 for r in res["runs"]
+                                   if r["load"] == "a" and "error" not in r and r.get("deliveries_per_sec")]
+                        res["latency_rate"] = round(0.5 * min(a_rates)) if a_rates else 5000
+                    targs = targs + ["--rate", str(res["latency_rate"])]
+                for s in order:
+                    srv = servers[s]
+                    if not srv.alive():
+                        log(f"  {s} is not running any more, restarting: {' | '.join(srv.tail[-3:])}")
+                        srv.stop()
+                        srv.start()
+                    r = run_tool(tool, srv, targs, args.duration)
+                    r.update({"load": key, "server": s, "round": rnd + 1})
+                    res["runs"].append(r)
+                    log("  " + summary(key, s, r))
+                    time.sleep(0.3)
+            for s in order:
+                servers[s].stop()
+    finally:
+        for s in servers.values():
+            s.stop()
+    res["seconds"] = round(time.time() - t0, 1)
+    res["loadavg_end"] = loadavg()
+
+    # Medians per load and server.
+    med = {}
+    for r in res["runs"]:
+        if "error" in r:
+            continue
+        d = med.setdefault(r["load"], {}).setdefault(r["server"], {})
+        for k, v in r.items():
+            if isinstance(v, (int, float)) and k not in ("round", "exit"):
+                d.setdefault(k, []).append(v)
+    res["medians"] = {k: {s: {m: median(v) for m, v in d.items()} for s, d in sv.items()} for k, sv in med.items()}
+
+    findings = []
+    failed = False
+    for r in res["runs"]:
+        issue = None
+        if "error" in r:
+            issue = f"failed: {r['error']}"
+        elif r.get("missing") or r.get("closed_subs") or r.get("closed"):
+            issue = f"missing={r.get('missing', 0)} closed={r.get('closed_subs', r.get('closed', 0))}"
+        if issue:
+            findings.append(f"round {r['round']} load ({r['load']}) {TITLE[r['server']]}: {issue}")
+            if r["server"] in ("uring", "epoll"):
+                failed = True
+    res["findings"] = findings
+
+    table = build_table(res)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=1)
+    notes = notes_text(res)
+    with open(args.table, "w") as f:
+        f.write("# Performance: tcpserver vs Redis vs NATS\n\n")
+        f.write(f"Generated by `{res['command']}` (`make bench`) on {res['date']} in {res['seconds']:.0f} s.\n\n")
+        f.write(table + "\n\n" + notes + "\n")
+    chart = write_chart(res, args.chart)
+    print(table)
+    print()
+    print(notes)
+    log(f"wrote {os.path.relpath(args.out, ROOT)}, {os.path.relpath(args.table, ROOT)}"
+        + (f", {os.path.relpath(args.chart, ROOT)}" if chart else "") + f" in {res['seconds']:.0f} s")
+    if failed:
+        log("FAIL: a tcpserver run missed deliveries or failed (see findings)")
+        sys.exit(3)
+
+
+def summary(key, s, r):
+    if "error" in r:
+        return f"({key}) {s:6}: ERROR {r['error']}"
+    if key == "f":
+        steps = [k for k in r if k.startswith("bytes_per_conn_")]
+        return f"({key}) {s:6}: rss0={r.get('rss_0_mb')} MB " + " ".join(
+            f"{k[15:]}:{r.get('rss_' + k[15:] + '_mb')} MB/{r[k]} B/conn" for k in steps)
+    if key == "d":
+        return f"({key}) {s:6}: {r.get('requests_per_sec', 0):,.0f} req/s, {r.get('requests_per_cpu_s', 0):,.0f}/CPU-s, p99 {r.get('p99_us')} µs"
+    extra = f", missing {r['missing']:,}" if r.get("missing") else ""
+    return (f"({key}) {s:6}: {r.get('deliveries_per_sec', 0):,.0f}/s, {r.get('deliveries_per_cpu_s', 0):,.0f}/CPU-s, "
+            f"p50 {r.get('p50_us')} p99 {r.get('p99_us')} µs{extra}")
+
+
+def notes_text(res):
+    h = res["host"]
+    lines = [
+        f"- Median of {res['rounds']} round(s); each load ran {res['duration']:g} s per server (plus up to 3 s to drain), "
+        "servers in rotating order, fresh server processes each round; (f) runs first on the fresh processes.",
+        f"- Machine: {h['cpus']} CPUs, kernel {h['kernel']}, a **shared, noisy VM** (other builds and tests ran "
+        f"meanwhile: load average {res['loadavg_start']} at the start, {res['loadavg_end']} at the end). "
+        "The load tool runs on the same 2 CPUs as the servers.",
+        f"- Servers: {h['redis']}; nats-server {h['nats']}; tcpserver {h['tcpserver']} with "
+        f"`{res['server_flags']['tcpserver']}`; Redis `{res['server_flags']['redis']}`; NATS defaults. "
+        "Redis serves from one thread, NATS and tcpserver from two: per CPU-second is the fairer comparison.",
+        "- tcpserver runs with presence off (Redis and NATS have no join/leave notices); its publishers are "
+        "room members, so with 4 publishers (b) it delivers 3 extra copies per message that are not counted.",
+        (f"- (e) is paced at {res['latency_rate']:,.0f} msg/s for every server (half the lowest (a) rate measured in round 1); "
+         "latency runs from each message's scheduled send time (the payload carries it) to its arrival at the subscriber."
+         if res["latency_rate"] else "- (e) was not run."),
+        "- Ratios are tcpserver ÷ Redis (above 1 is better for rates, below 1 is better for latency and memory) "
+        "and uring ÷ epoll. user-space share = utime ÷ (utime + stime) of the server process.",
+    ]
+    if res["findings"]:
+        lines.append("- Findings (drops, failures): " + "; ".join(res["findings"]))
+    else:
+        lines.append("- No missing deliveries and no closed connections on any server.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
