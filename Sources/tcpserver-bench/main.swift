@@ -21,6 +21,8 @@ struct Options {
     var wire = Wire.tcpserver
     var host = "127.0.0.1"
     var port = 4000
+    /// Cluster fan-out: subscribers spread round-robin over these ports (publishers use `port`).
+    var subscriberPorts: [Int] = []
     var subs = 50
     var pubs = 1
     var size = 64
@@ -42,6 +44,7 @@ struct Options {
 let usage = """
 usage: tcpserver-bench [fanout|ping|hold] --wire tcpserver|redis|nats --port N [options]
   fanout: --subs N --pubs M --size S [--window W --batch B | --rate MSGS_PER_SEC] [--drain SEC]
+          [--sub-ports P1,P2,…]  (cluster: subscribers spread over several nodes)
   ping:   --conns C --inflight K
   hold:   --conns N[,N2,…] [--settle SEC]   (needs --server-pid)
   common: --host H --duration SEC --server-pid PID --room NAME --quiet --json
@@ -64,6 +67,7 @@ func parseOptions() -> Options {
         case "--wire": guard let w = Wire(rawValue: value()) else { die("--wire: tcpserver, redis or nats") }; o.wire = w
         case "--host": o.host = value()
         case "--port": o.port = int(value())
+        case "--sub-ports": o.subscriberPorts = value().split(separator: ",").map { int(String($0)) }
         case "--subs": o.subs = int(value())
         case "--pubs": o.pubs = max(1, int(value()))
         case "--size": o.size = int(value())
@@ -168,7 +172,9 @@ func openSubscribers(_ o: Options, count: Int, firstIndex: Int, ep: Int32, batch
         let n = min(batch, count - out.count)
         var fresh: [Int32] = []
         for k in 0..<n {
-            let fd = connectTCP(o.host, o.port)
+            let i = firstIndex + out.count + k
+            let port = o.subscriberPorts.isEmpty ? o.port : o.subscriberPorts[i % o.subscriberPorts.count]
+            let fd = connectTCP(o.host, port)
             o.wire.subscribe(user: "sub\(firstIndex + out.count + k)", room: o.room).withUnsafeBytes { writeAll(fd, $0) }
             fresh.append(fd)
         }
