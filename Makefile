@@ -63,3 +63,15 @@ bench-check: deps
 	@if [ "$(BENCH_FRESH)" = 1 ]; then $(BENCH_BUILD) && { ulimit -n $$(ulimit -Hn) 2>/dev/null; \
 	  python3 scripts/bench.py --bin $(BENCH_SCRATCH)/release $(BENCH_ARGS); rc=$$?; [ $$rc = 0 ] || [ $$rc = 3 ]; }; fi
 	python3 scripts/bench_check.py --results bench/results.json --baseline bench/baseline.json
+
+# Profiling and the dashboard (docs/profiling.md). `make profile`: perf (cpu-clock) of tcpserver
+# --io uring under the fan-out load → profile/report.txt, profile/flame.svg. `make
+# dashboard-check`: the dashboard in headless chromium (Swift test "Dashboard: browser", screenshot
+# in .build/artifacts/dashboard.png), then the cost of polling /stats once a second under load.
+PROFILE_SCRATCH ?= .build
+.PHONY: profile dashboard-check
+profile: deps
+	PROFILE_SCRATCH=$(PROFILE_SCRATCH) bash scripts/profile.sh
+
+dashboard-check: deps
+	SCRATCH=$(PROFILE_SCRATCH) bash scripts/dashboard-check.sh

@@ -193,7 +193,10 @@ public struct ServerConfig: Sendable {
         Key(name: "cluster", help: "off | redis (default off)") { c, v throws(ConfigError) in
             guard v == "off" || v == "redis" else { throw ConfigError("invalid value '\(v)' for cluster: expected off or redis") }
             c.cluster = v },
-        Key(name: "node_id", help: "this node's id in cluster mode (default: host-pid-random)") { c, v throws(ConfigError) in
+        Key(name: "node_id", help: "this node's id in cluster mode, unique per node (default: host-pid-random)") { c, v throws(ConfigError) in
+            guard !v.isEmpty, v.utf8.count <= 128, !v.utf8.contains(where: { $0 <= 32 || $0 == 127 }) else {
+                throw ConfigError("invalid value '\(v)' for node_id: 1-128 characters, no spaces or control characters")
+            }
             c.nodeId = v },
     ]
 
