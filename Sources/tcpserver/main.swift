@@ -79,6 +79,7 @@ server.logger.info("draining", ["signal": name, "drain_timeout_ms": String(confi
 _ = spawnWatcher()
 server.drainAndStop()
 server.logger.info("stopped")
+server.closeLog()
 exit(0)
 
 func spawnWatcher() -> pthread_t {

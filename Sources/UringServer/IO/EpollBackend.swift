@@ -111,6 +111,7 @@ final class EpollBackend: IOBackend {
         }
         c.sendInFlight = false
         Glibc.close(c.fd)
+        c.fdClosed = true
         released.append(c)
     }
 

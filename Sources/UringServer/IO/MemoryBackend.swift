@@ -10,7 +10,10 @@ final class MemoryBackend: IOBackend {
     func addListener(fd: Int32) throws(SyscallError) {}
     func addWakeup(fd: Int32) throws(SyscallError) {}
 
-    func startReceiving(_ c: Connection) { c.recvArmed = true }
+    func startReceiving(_ c: Connection) {
+        c.recvArmed = true
+        closedSlots.remove(c.slot)   // a reused slot is a new, open connection
+    }
 
     func send(_ c: Connection) {
         sent[c.slot, default: []].append(contentsOf: c.out.readable)
@@ -21,6 +24,7 @@ final class MemoryBackend: IOBackend {
     func close(_ c: Connection) {
         c.closeStarted = true
         c.recvArmed = false
+        c.fdClosed = true
         closedSlots.insert(c.slot)
         released.append(c)
     }
@@ -56,6 +60,10 @@ public final class ProtocolHarness {
         shared.reactors = [reactor]
         reactor.attach(backend: backend)
     }
+
+    /// ServerShared and the reactor point at each other; the server breaks that at stop(),
+    /// the harness when it goes away.
+    deinit { shared.reactors.removeAll() }
 
     /// A new client connection; returns its id.
     public func connect() -> Int {

@@ -155,8 +155,9 @@ final class UringBackend: IOBackend {
     private var released: [Connection] = []
 
     private func releaseIfIdle(_ c: Connection) {
-        guard c.closeStarted, !c.recvArmed, !c.sendInFlight else { return }
+        guard c.closeStarted, !c.recvArmed, !c.sendInFlight, !c.fdClosed else { return }
         Glibc.close(c.fd)
+        c.fdClosed = true
         released.append(c)
     }
 

@@ -42,6 +42,8 @@ public final class Connection {
     var inFlushList = false
     /// Backend has been told to close.
     var closeStarted = false
+    /// The backend closed the fd (the number may already belong to someone else).
+    var fdClosed = false
 
     /// IPv4 source address (host order), for loopback checks and per-address limits.
     let peerIP: UInt32

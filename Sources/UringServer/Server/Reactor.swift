@@ -129,9 +129,14 @@ public final class Reactor: IOEventHandler {
         // shutdown() first: a pending io_uring request holds a reference to its file, so close()
         // alone would leave the socket open until the ring's (asynchronous) teardown.
         for case let c? in connections {
-            notifyClosed(c)
-            Glibc.shutdown(c.fd, Int32(SHUT_RDWR))
-            Glibc.close(c.fd)
+            if !c.closing { notifyClosed(c) }
+            // A connection the backend already closed keeps its table entry until the release
+            // is delivered; its fd number may belong to someone else by now.
+            if !c.fdClosed {
+                Glibc.shutdown(c.fd, Int32(SHUT_RDWR))
+                Glibc.close(c.fd)
+                c.fdClosed = true
+            }
             shared.connectionClosed(peerIP: c.peerIP)
         }
         connections.removeAll()

@@ -106,6 +106,9 @@ public final class Server: @unchecked Sendable {
 
     deinit { logSink.close() }
 
+    /// Writes out queued log lines and stops the log writer (call before `exit`).
+    public func closeLog() { logSink.close() }
+
     /// Appends a processor to the chain (after the built-in chat rooms plugin, before the
     /// core fallback). Call before `start`. The factory runs once per reactor.
     public func register(_ factory: @escaping ProcessorFactory) {
