@@ -26,6 +26,12 @@ func withServer<R>(
     c.io = mode
     c.threads = 2
     c.logFile = ""   // stderr only: parallel servers must not share one rotating file
+    // The test process holds many servers (RSS far over 15 MB) on a loaded box: with the
+    // default thresholds the monitor would shed presence mid-test. Its own tests set them.
+    c.maxMemoryMB = 1_000_000
+    c.maxLatencyMs = 1_000_000
+    c.maxErrorRate = 1_000_000
+    c.minThroughput = 0
     configure(&c)
     let server = Server(config: c)
     try server.start()
