@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 PORT ?= 4000
 # Debian packages the build and the tests need (headers for the C shims, tools for tests).
-APT_PACKAGES := liburing-dev libnuma-dev liblz4-dev libzstd-dev libhiredis-dev redis-server pkg-config python3
+APT_PACKAGES := liburing-dev libnuma-dev liblz4-dev libzstd-dev libhiredis-dev redis-server chromium curl pkg-config python3
 SERVER_SOURCES := Sources/CURing Sources/Optimizers Sources/UringServer Sources/tcpserver
 
 .PHONY: run test build release deps check-no-foundation clean
