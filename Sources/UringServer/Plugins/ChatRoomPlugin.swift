@@ -94,7 +94,7 @@ public final class ChatRoomPlugin: MessageProcessor {
             throw ProtocolError(.roomFull, "room '\(roomName)' has \(config.maxMembersPerRoom) members (max_members_per_room)")
         }
         let local = shared.local(for: reactor.index)
-        local.members.append(c)
+        local.add(c)
         c.rooms.append(local)
         var members = count
         if let cluster {
@@ -136,11 +136,8 @@ public final class ChatRoomPlugin: MessageProcessor {
     }
 
     private func remove(_ c: Connection, from local: LocalRoom, _ reactor: Reactor) {
-        if let j = local.members.firstIndex(where: { $0 === c }) {
-            local.members.swapAt(j, local.members.count - 1)
-            local.members.removeLast()
-        }
-        if local.members.isEmpty { local.shared.dropLocal(for: reactor.index) }
+        local.remove(c)
+        if local.memberCount == 0 { local.shared.dropLocal(for: reactor.index) }
         let remaining = rooms.leave(local.shared, reactor: reactor.index)
         if let cluster {
             cluster.link.setLocalMemberCount(room: local.name, count: remaining)

@@ -668,8 +668,9 @@ public final class Reactor: IOEventHandler {
     }
 
     private func deliverLocal(_ room: LocalRoom, _ bytes: UnsafeRawBufferPointer, excluding excluded: Connection?) {
-        for m in room.members where m !== excluded {
-            enqueue(bytes, to: m)
+        let skip = excluded.map { Unmanaged.passUnretained($0).toOpaque() }
+        for m in room.memberRefs where m.toOpaque() != skip {
+            m._withUnsafeGuaranteedRef { enqueue(bytes, to: $0) }
         }
     }
 
