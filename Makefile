@@ -31,8 +31,31 @@ check-no-foundation:
 	@if grep -rnE '^\s*(@_exported\s+)?import\s+(Foundation|FoundationEssentials)\b' $(SERVER_SOURCES); then \
 	  echo "error: server targets must not import Foundation"; exit 1; fi
 
+# Every test, in both io modes: the Swift suites (unit, integration over real sockets, ops,
+# limits, cluster with real redis-servers, the dashboard in headless chromium), an independent
+# Python client, a short fuzz run (every CI run fuzzes) and a short soak.
+FUZZ_SECONDS ?= 30
+SOAK_SECONDS ?= 20
 test: build
 	ulimit -n 65536 2>/dev/null || true; $(SWIFT) test 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
+	python3 scripts/conformance_client.py .build/debug/tcpserver --messages 500
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
+	bash scripts/soak.sh $(SOAK_SECONDS)
+
+# libFuzzer over the frame scanner, the JSON codec and protocol dispatch (Fuzz/ package).
+SECONDS ?= 300
+.PHONY: fuzz soak test-sanitizers
+fuzz: deps
+	bash scripts/fuzz.sh $(SECONDS)
+
+# Many clients connecting, vanishing, joining, sending; checks exactly-once in-order delivery,
+# fd and RSS back to baseline, ping latency bounded. `make soak SECONDS=600`.
+soak: deps
+	bash scripts/soak.sh $(SECONDS)
+
+# The integration tests under AddressSanitizer and ThreadSanitizer.
+test-sanitizers: deps
+	bash scripts/sanitizers.sh
 
 clean:
 	rm -rf .build
