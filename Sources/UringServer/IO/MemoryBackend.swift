@@ -13,6 +13,7 @@ final class MemoryBackend: IOBackend {
     func startReceiving(_ c: Connection) {
         c.recvArmed = true
         closedSlots.remove(c.slot)   // a reused slot is a new, open connection
+        sent[c.slot] = nil
     }
 
     func send(_ c: Connection) {
