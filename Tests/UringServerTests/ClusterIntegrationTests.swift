@@ -106,6 +106,11 @@ struct ClusterIntegrationTests {
         }
         #expect(try Self.eventually(5) { try Self.memberCount(a.port, "count") == 6 }, "a sees 6 members")
         #expect(try Self.eventually(5) { try Self.memberCount(b.port, "count") == 6 }, "b sees 6 members")
+        #expect(try Self.eventually(5) {
+            let stats = try J.parse(Array(try httpRequest(port: b.port, "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").body.utf8))
+            let rooms = (stats["cluster"] as? [String: Any])?["room_members"] as? [String: Any]
+            return rooms?["count"] as? Int == 6
+        }, "/stats cluster.room_members is cluster-wide")
 
         kill(c.process.processIdentifier, SIGKILL)
         _ = c.waitForExit()

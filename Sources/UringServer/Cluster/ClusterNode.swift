@@ -57,6 +57,14 @@ final class ClusterNode: @unchecked Sendable {
         b.appendDecimal(s.publishFailures)
         b.append(",\"subscribed_rooms\":")
         b.appendDecimal(s.subscribedRooms)
-        b.append("}")
+        // Cluster-wide member counts of the rooms this node has members in (at most 100).
+        b.append(",\"room_members\":{")
+        for (i, (room, n)) in link.clusterMemberCounts().sorted(by: { $0.value > $1.value }).prefix(100).enumerated() {
+            if i > 0 { b.append(",") }
+            b.appendJSONString(room)
+            b.append(":")
+            b.appendDecimal(n)
+        }
+        b.append("}}")
     }
 }

@@ -213,6 +213,11 @@ public final class RedisLink: @unchecked Sendable {
         clusterCounts.withLock { $0[room] }
     }
 
+    /// Every cluster-wide count the link currently knows (rooms active on this node).
+    public func clusterMemberCounts() -> [String: Int] {
+        clusterCounts.withLock { $0 }
+    }
+
     public var stats: ClusterStats {
         ClusterStats(
             connected: connected.load(ordering: .relaxed),
