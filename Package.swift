@@ -51,7 +51,7 @@ let package = Package(
         // Soak test tool: churning clients, delivery/ordering checks, server fd/RSS (scripts/soak.sh).
         .executableTarget(name: "tcpserver-soak"),
         // The load tool: drives tcpserver, redis-server or nats-server over real sockets.
-        .executableTarget(name: "tcpserver-bench", dependencies: ["CURing", .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        .executableTarget(name: "tcpserver-bench", dependencies: ["CURing", "Optimizers", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "OptimizersTests", dependencies: ["Optimizers"]),
         .testTarget(name: "UringServerTests", dependencies: ["UringServer", "Optimizers"]),
     ]

@@ -42,5 +42,16 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v5)],
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
         ),
+        // CompressionContext (lz4, zstd -1/-3) compress/decompress throughput and ratio.
+        .executableTarget(
+            name: "CompressionBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "Optimizers", package: "tcpserver"),
+            ],
+            path: "Benchmarks/CompressionBenchmarks",
+            swiftSettings: [.swiftLanguageMode(.v5)],
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
     ]
 )

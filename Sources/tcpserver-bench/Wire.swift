@@ -3,10 +3,13 @@ enum Wire: String {
     case tcpserver, redis, nats
 
     /// Bytes a subscriber sends to join `room` (and, for tcpserver, to say hello first).
-    func subscribe(user: String, room: String) -> [UInt8] {
+    /// `compress` (tcpserver only): the codec asked for in the hello ("lz4", "zstd"); the server
+    /// then answers in binary frames from the message after the welcome on.
+    func subscribe(user: String, room: String, compress: String? = nil) -> [UInt8] {
         switch self {
         case .tcpserver:
-            return Array("{\"type\":\"hello\",\"user\":\"\(user)\"}\n{\"type\":\"join_room\",\"room\":\"\(room)\"}\n".utf8)
+            let ask = compress.map { ",\"compress\":\"\($0)\"" } ?? ""
+            return Array("{\"type\":\"hello\",\"user\":\"\(user)\"\(ask)}\n{\"type\":\"join_room\",\"room\":\"\(room)\"}\n".utf8)
         case .redis:
             return Array("*2\r\n$9\r\nSUBSCRIBE\r\n$\(room.utf8.count)\r\n\(room)\r\n".utf8)
         case .nats:
@@ -127,8 +130,29 @@ enum Stamp {
     static var length: Int { prefix.count + digits }
 
     /// A payload of `size` bytes (at least `length`) with a zero stamp to be patched in place.
-    static func payload(size: Int) -> String {
-        "@T" + String(repeating: "0", count: digits) + String(repeating: "x", count: max(0, size - length))
+    /// The filler is 'x' repeated, or with `text` English-like words (compressible about as much
+    /// as chat text: lz4 ~1.8x, zstd ~3x at 4 KiB), so compressed fan-out has realistic work.
+    static func payload(size: Int, text: Bool = false) -> String {
+        let fill = max(0, size - length)
+        return "@T" + String(repeating: "0", count: digits) + (text ? englishText(fill) : String(repeating: "x", count: fill))
+    }
+
+    /// `count` bytes of words drawn (deterministically) from a 30-word vocabulary, separated by
+    /// spaces and the odd ". ". Letters, spaces and dots only: safe inside a JSON string, and no
+    /// "@T" (which would read as a stamp).
+    static func englishText(_ count: Int) -> String {
+        let words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "server",
+                     "message", "room", "user", "joined", "left", "hello", "world", "chat", "and",
+                     "a", "to", "of", "is", "in", "that", "it", "with", "for", "on", "was", "as"]
+        var rng: UInt64 = 42
+        func next() -> UInt64 { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng }
+        var out: [UInt8] = []
+        out.reserveCapacity(count + 16)
+        while out.count < count {
+            out += Array(words[Int(next() % UInt64(words.count))].utf8)
+            out.append(next() % 12 == 0 ? UInt8(ascii: ".") : UInt8(ascii: " "))
+        }
+        return String(decoding: out.prefix(count), as: UTF8.self)
     }
 
     /// Writes `value` as 19 zero-padded digits at `offset`.

@@ -1,6 +1,7 @@
 import CURing
 import Glibc
 import Histogram
+import Optimizers
 
 // tcpserver-bench: drives a pub/sub server over real sockets and measures it.
 //   fanout: N subscribers in one room, M publishers, payload S bytes. Either a closed window (at
@@ -39,12 +40,18 @@ struct Options {
     var drain = 3.0
     var quiet = false
     var json = false
+    /// tcpserver only: subscribers ask for this codec ("lz4", "zstd") and get binary frames.
+    var compress: String? = nil
+    /// Payload filler: "x" (repeated 'x') or "text" (English-like words, compressible).
+    var payload = "x"
 }
 
 let usage = """
 usage: tcpserver-bench [fanout|ping|hold] --wire tcpserver|redis|nats --port N [options]
   fanout: --subs N --pubs M --size S [--window W --batch B | --rate MSGS_PER_SEC] [--drain SEC]
           [--sub-ports P1,P2,…]  (cluster: subscribers spread over several nodes)
+          [--payload x|text]  (filler: 'x' repeated, or English-like words)
+          [--compress lz4|zstd]  (tcpserver: subscribers receive compressed binary frames)
   ping:   --conns C --inflight K
   hold:   --conns N[,N2,…] [--settle SEC]   (needs --server-pid)
   common: --host H --duration SEC --server-pid PID --room NAME --quiet --json
@@ -86,11 +93,19 @@ func parseOptions() -> Options {
         case "--drain": o.drain = double(value())
         case "--quiet": o.quiet = true
         case "--json": o.json = true
+        case "--compress":
+            let c = value().lowercased()
+            guard c == "lz4" || c == "zstd" else { die("--compress: lz4 or zstd") }
+            o.compress = c
+        case "--payload":
+            o.payload = value()
+            guard o.payload == "x" || o.payload == "text" else { die("--payload: x or text") }
         case "--help", "-h": print(usage); exit(0)
         default: die("unknown option \(args[i])")
         }
         i += 1
     }
+    if o.compress != nil && o.wire != .tcpserver { die("--compress needs --wire tcpserver") }
     return o
 }
 
@@ -164,8 +179,10 @@ func cpuFields(_ before: ProcSample?, _ after: ProcSample?, work: Int, name: Str
 /// backlog never overflows), each confirmed before the next batch. Confirmed sockets are made
 /// non-blocking and added to `ep`; `drainAll` runs between batches so earlier connections never
 /// leave unread bytes piling up in the server (presence notices, for instance).
+/// With `o.compress`, the set-up reads the (binary-framed) replies exactly and hands each
+/// subscriber's bytes past its join reply to `leftover`.
 func openSubscribers(_ o: Options, count: Int, firstIndex: Int, ep: Int32, batch: Int = 200,
-                     drainAll: () -> Void = {}) -> [Int32] {
+                     drainAll: () -> Void = {}, leftover: (Int32, [UInt8]) -> Void = { _, _ in }) -> [Int32] {
     var out: [Int32] = []
     out.reserveCapacity(count)
     while out.count < count {
@@ -175,11 +192,15 @@ func openSubscribers(_ o: Options, count: Int, firstIndex: Int, ep: Int32, batch
             let i = firstIndex + out.count + k
             let port = o.subscriberPorts.isEmpty ? o.port : o.subscriberPorts[i % o.subscriberPorts.count]
             let fd = connectTCP(o.host, port)
-            o.wire.subscribe(user: "sub\(firstIndex + out.count + k)", room: o.room).withUnsafeBytes { writeAll(fd, $0) }
+            o.wire.subscribe(user: "sub\(firstIndex + out.count + k)", room: o.room, compress: o.compress).withUnsafeBytes { writeAll(fd, $0) }
             fresh.append(fd)
         }
         for fd in fresh {
-            awaitMarker(fd, o.wire.subscribedMarker)
+            if let codec = o.compress {
+                leftover(fd, awaitJoinedBinary(fd, codec: codec))
+            } else {
+                awaitMarker(fd, o.wire.subscribedMarker)
+            }
             setNonBlocking(fd)
             addToEpoll(ep, fd)
         }
@@ -197,7 +218,8 @@ func openSubscribers(_ o: Options, count: Int, firstIndex: Int, ep: Int32, batch
 func runFanout(_ o: Options) {
     tightenTimerSlack()
     let ep = epoll_create1(0)
-    let subs = openSubscribers(o, count: o.subs, firstIndex: 0, ep: ep)
+    var pendingBytes: [Int32: [UInt8]] = [:]
+    let subs = openSubscribers(o, count: o.subs, firstIndex: 0, ep: ep, leftover: { fd, rest in pendingBytes[fd] = rest })
     var pubs: [Int32] = []
     for p in 0..<o.pubs {
         let fd = connectTCP(o.host, o.port)
@@ -217,9 +239,15 @@ func runFanout(_ o: Options) {
     var perSub = [Int](repeating: 0, count: maxFd + 1)
     var scanners = [StampScanner](repeating: StampScanner(), count: maxFd + 1)
     for fd in subs { isSub[Int(fd)] = true }
+    // Compressed mode: deliveries are counted from binary frames (see CompressedStats).
+    let compressed = o.compress != nil
+    var readers = [FrameReader](repeating: FrameReader(), count: compressed ? maxFd + 1 : 0)
+    var verifiedPerSub = [Int](repeating: 0, count: compressed ? maxFd + 1 : 0)
+    let cs = CompressedStats()
+    var subBytes = 0  // everything subscribers received after set-up
 
     // One publish with a zero stamp, and where its digits sit.
-    let one = o.wire.publish(room: o.room, payload: Stamp.payload(size: o.size))
+    let one = o.wire.publish(room: o.room, payload: Stamp.payload(size: o.size, text: o.payload == "text"))
     guard let stampAt = findSubsequence(one, Stamp.prefix).map({ $0 + Stamp.prefix.count }) else {
         die("stamp not found in the publish bytes")
     }
@@ -238,6 +266,14 @@ func runFanout(_ o: Options) {
     var sent = 0
     var delivered = 0          // by every subscriber, closed ones included
     var deliveredByClosed = 0  // by subscribers the server has since closed
+    // Bytes the set-up read past each join reply (normally none: nothing is published yet).
+    for (fd, rest) in pendingBytes where !rest.isEmpty {
+        let got = rest.withUnsafeBytes {
+            consumeFrames(cs, &readers[Int(fd)], &verifiedPerSub[Int(fd)], $0, now: monoNanos(), hist: &hist)
+        }
+        delivered += got
+        perSub[Int(fd)] += got
+    }
     var liveSubs = subs.count
     var nextPub = 0
     var events = [epoll_event](repeating: epoll_event(), count: 256)
@@ -309,7 +345,17 @@ func runFanout(_ o: Options) {
                         deliveredByClosed += perSub[slot]
                         break
                     }
-                    if isSub[slot] {
+                    if isSub[slot] && compressed {
+                        subBytes += r
+                        let t = monoNanos()
+                        let got = buf.withUnsafeBytes { b in
+                            consumeFrames(cs, &readers[slot], &verifiedPerSub[slot], UnsafeRawBufferPointer(rebasing: b[0..<r]),
+                                          now: t, hist: &hist)
+                        }
+                        delivered += got
+                        perSub[slot] += got
+                    } else if isSub[slot] {
+                        subBytes += r
                         let t = monoNanos()
                         let got = buf.withUnsafeBytes { b in
                             scanners[slot].scan(UnsafeRawBufferPointer(rebasing: b[0..<r])) { stamp in
@@ -345,12 +391,69 @@ func runFanout(_ o: Options) {
     ]
     if paced { fields.append(("rate_target", fmt(o.rate, 0))) }
     fields.append(("sent_per_sec", fmt(Double(sent) / min(elapsed, o.duration), 0)))
+    fields.append(("payload", o.payload))
+    if let codec = o.compress {
+        // Chat frames only (5-byte header included); raw = the JSON they carry, uncompressed.
+        fields += [
+            ("compress", codec),
+            ("wire_bytes_per_delivery", fmt(Double(cs.wireBytes) / Double(max(delivered, 1)), 1)),
+            ("raw_bytes_per_delivery", fmt(Double(cs.rawBytes) / Double(max(delivered, 1)), 1)),
+            ("wire_ratio", fmt(Double(cs.rawBytes) / Double(max(cs.wireBytes, 1)), 3)),
+            ("wire_mb", fmt(Double(cs.wireBytes) / 1e6, 2)), ("raw_mb", fmt(Double(cs.rawBytes) / 1e6, 2)),
+            ("frames_compressed", "\(cs.compressedFrames)"), ("frames_raw", "\(cs.rawFrames)"),
+            ("frames_other", "\(cs.otherFrames)"),
+            ("verified", "\(cs.verified)"), ("verify_failed", "\(cs.verifyFailed)"),
+        ]
+        if cs.undeclared > 0 { fields.append(("size_unreadable", "\(cs.undeclared)")) }
+    } else {
+        // Everything subscribers read (framing and any presence notices included).
+        fields.append(("wire_bytes_per_delivery", fmt(Double(subBytes) / Double(max(delivered, 1)), 1)))
+    }
     fields += latencyFields(hist)
     fields += cpuFields(before, after, work: delivered, name: "deliveries")
     if peakRSS > 0 { fields.append(("server_rss_mb", fmt(Double(peakRSS) / 1048576, 2))) }
     fields.append(("tool_cpu_s", fmt(selfCPUSeconds() - toolCPU0, 3)))
     report(o, fields)
-    if expected != delivered { exit(3) }
+    if expected != delivered || cs.verifyFailed > 0 { exit(3) }
+}
+
+/// Compressed mode: parses `chunk` as binary frames for one subscriber and returns the chat
+/// deliveries it completed (see CompressedStats). Stamps found in verified (decompressed) or
+/// raw chat frames go to `hist`.
+func consumeFrames(_ cs: CompressedStats, _ reader: inout FrameReader, _ verifiedHere: inout Int,
+                   _ chunk: UnsafeRawBufferPointer, now t: UInt64, hist: inout Histogram<UInt64>) -> Int {
+    var got = 0
+    reader.feed(chunk, wantBody: { codec in
+        if codec == 0 { return true }
+        return verifiedHere < cs.verifyFirst || (cs.compressedFrames + 1) % cs.verifyEvery == 0
+    }) { codec, wire, collected, head, body in
+        func record(_ json: UnsafeRawBufferPointer) {
+            var scanner = StampScanner()
+            _ = scanner.scan(json) { stamp in hist.record(t > stamp ? t - stamp : 0) }
+        }
+        if codec == 0 {
+            let isChat = body.withUnsafeBytes { startsWith($0, chatPrefix) }
+            guard isChat else { cs.otherFrames += 1; return }
+            got += 1
+            cs.rawFrames += 1
+            cs.wireBytes += wire
+            cs.rawBytes += body.count
+            body.withUnsafeBytes { record($0) }
+            return
+        }
+        // A compressed frame: only chats are ever large enough to be compressed.
+        got += 1
+        cs.compressedFrames += 1
+        cs.codecsSeen.insert(codec)
+        cs.wireBytes += wire
+        if let n = declaredSize(codec: codec, head: head) { cs.rawBytes += n } else { cs.undeclared += 1 }
+        guard collected else { return }
+        if let stamp = cs.verify(codec: codec, payload: body, declared: declaredSize(codec: codec, head: head)) {
+            verifiedHere += 1
+            if let stamp { hist.record(t > stamp ? t - stamp : 0) }
+        }
+    }
+    return got
 }
 
 func findSubsequence(_ hay: [UInt8], _ needle: [UInt8]) -> Int? {
