@@ -311,7 +311,7 @@ final class RedisProcess: @unchecked Sendable {
             throw ClusterTestError(description: msg)
         }
         executable = exe
-        port = clusterFreePort()
+        port = freePort()   // IntegrationSupport.swift
         if startNow { try restart() }
     }
 
@@ -393,23 +393,6 @@ final class RedisProcess: @unchecked Sendable {
             }
         }
     }
-}
-
-func clusterFreePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = 0
-    _ = inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-    _ = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-    }
-    return Int(UInt16(bigEndian: addr.sin_port))
 }
 
 /// A TCP server that answers every connection with malformed or mistyped RESP, then hangs up.

@@ -54,20 +54,20 @@ enum FrameSplitter {
         if rest.count > 0 { c.input.append(rest) }
     }
 
-    /// Drops one trailing "\r" (telnet/netcat clients) and blank-only lines count as empty.
+    /// Drops one trailing "\r" (telnet/netcat clients); a short line of only spaces and tabs
+    /// becomes empty (ignored rather than answered with bad_json).
     @inline(__always)
     private static func trimCR(_ line: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
         var n = line.count
         if n > 0 && line[n - 1] == UInt8(ascii: "\r") { n -= 1 }
-        if n > maxFrameCheckLimit { return UnsafeRawBufferPointer(rebasing: line[..<n]) }
-        // A line of only whitespace is ignored rather than answered with bad_json.
+        if n > blankCheckLimit { return UnsafeRawBufferPointer(rebasing: line[..<n]) }
         var allSpace = true
         for i in 0..<n where line[i] != 32 && line[i] != 9 { allSpace = false; break }
         return allSpace ? UnsafeRawBufferPointer(start: line.baseAddress, count: 0)
                         : UnsafeRawBufferPointer(rebasing: line[..<n])
     }
     /// Only short lines are checked for being blank; long ones are parsed (and fail) as usual.
-    private static let maxFrameCheckLimit = 16
+    private static let blankCheckLimit = 16
 
     private static func be32(_ p: UnsafeRawBufferPointer) -> Int {
         Int(p[0]) << 24 | Int(p[1]) << 16 | Int(p[2]) << 8 | Int(p[3])
