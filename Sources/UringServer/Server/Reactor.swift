@@ -531,6 +531,7 @@ public final class Reactor: IOEventHandler {
             try admitByRate(c)
             try dispatch(c, JSONReader.string(typeField, in: payload), payload)
         } catch {
+            if error.code == .badName { limitHit("bad_name") }
             sendError(c, error.code, error.message, id: id)
             if c.closing { return }
         }
