@@ -96,13 +96,21 @@ struct ClusterIntegrationTests {
         let cPort = try #require(addressPort(line))
 
         var clients: [TestClient] = []
-        for (port, n) in [(a.port, 2), (b.port, 1), (cPort, 3)] {
+        var total = 0
+        for (port, node, n) in [(a.port, "a", 2), (b.port, "b", 1), (cPort, "c", 3)] {
             for i in 0..<n {
                 let t = try TestClient(port: port)
                 _ = try t.hello("u\(port)-\(i)")
-                _ = try t.join("count")
+                total += 1
+                // Even the first member on a node gets the cluster-wide count in `joined`
+                // (the node fetches the other nodes' counts before it answers).
+                let joined = try t.join("count")
+                #expect(joined["members"] as? Int == total, "join #\(total) on node \(node): \(joined)")
                 clients.append(t)
             }
+            // The next node's first join must find this node's count in Redis.
+            #expect(Self.eventually(5) { redis.query(["HGET", "tcpserver:members:count", node]) == String(n) },
+                    "node \(node) published its count")
         }
         #expect(try Self.eventually(5) { try Self.memberCount(a.port, "count") == 6 }, "a sees 6 members")
         #expect(try Self.eventually(5) { try Self.memberCount(b.port, "count") == 6 }, "b sees 6 members")

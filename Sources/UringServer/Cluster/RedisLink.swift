@@ -98,6 +98,8 @@ public final class RedisLink: @unchecked Sendable {
     private let failuresLogged = Atomic<Int>(0)
     /// room → cluster-wide member count as last fetched; empty while disconnected.
     private let clusterCounts = Mutex<[String: Int]>([:])
+    /// The other nodes' part of each total (total minus the count this node wrote with it).
+    private let remoteCounts = Mutex<[String: Int]>([:])
     private let thread = Mutex<(started: Bool, tid: pthread_t?)>((false, nil))
 
     private let channelPrefix: [UInt8]  // "P:room:"
@@ -135,7 +137,8 @@ public final class RedisLink: @unchecked Sendable {
         case publishes(Int)
         case ignore
         case scriptLoad(Int)
-        case roomCount(String)
+        /// The room, and the count this node wrote in the same script run.
+        case roomCount(String, Int)
     }
 
     public init(settings: ClusterSettings, logger: Logger,
@@ -211,6 +214,12 @@ public final class RedisLink: @unchecked Sendable {
 
     public func clusterMemberCount(room: String) -> Int? {
         clusterCounts.withLock { $0[room] }
+    }
+
+    /// Members on the other live nodes, as last fetched: add this node's current count to get
+    /// the cluster-wide figure without counting this node's recent changes twice.
+    public func remoteMemberCount(room: String) -> Int? {
+        remoteCounts.withLock { $0[room] }
     }
 
     /// Every cluster-wide count the link currently knows (rooms active on this node).
@@ -405,6 +414,7 @@ public final class RedisLink: @unchecked Sendable {
                 // setLocalMemberCount(0) was called too.
                 if localCounts.removeValue(forKey: room) != nil { dirtyRooms.insert(room) }
                 _ = clusterCounts.withLock { $0.removeValue(forKey: room) }
+                _ = remoteCounts.withLock { $0.removeValue(forKey: room) }
             }
         case .count(let room, let n):
             if localCounts[room] != n {
@@ -506,6 +516,7 @@ public final class RedisLink: @unchecked Sendable {
         subPings = 0
         subscribedRooms.store(0, ordering: .relaxed)
         clusterCounts.withLock { $0.removeAll() }
+        remoteCounts.withLock { $0.removeAll() }
         cmd.close()
         sub.close()
         // The backoff starts over only after a link that held for a while, so a server that
@@ -588,10 +599,11 @@ public final class RedisLink: @unchecked Sendable {
     /// Writes this node's count for `room` (HSET, or HDEL at 0) and fetches the live total.
     private func sendPresence(_ room: String) {
         let p = settings.channelPrefix
+        let mine = localCounts[room] ?? 0
         evalScript(0, keys: ["\(p):members:\(room)"],
-                   args: [nodeKeyPrefix, settings.nodeId, String(localCounts[room] ?? 0),
+                   args: [nodeKeyPrefix, settings.nodeId, String(mine),
                           String(max(60_000, settings.nodeTTLMillis * 10))],
-                   .roomCount(room))
+                   .roomCount(room, mine))
     }
 
     private func sendUserKey(_ user: String) {
@@ -640,11 +652,12 @@ public final class RedisLink: @unchecked Sendable {
                 logger.warning("redis SCRIPT LOAD failed", ["reply": r.string])
             }
             if i == Self.scripts.count - 1 { scriptsLoading = false }
-        case .roomCount(let room):
+        case .roomCount(let room, let mine):
             if r.isInteger {
                 if activeRooms.contains(room) || localCounts[room] != nil {
                     let n = r.integer
                     clusterCounts.withLock { $0[room] = n }
+                    remoteCounts.withLock { $0[room] = max(0, n - mine) }
                 }
             } else {
                 noteError(r, what: "presence")
@@ -753,6 +766,7 @@ public final class RedisLink: @unchecked Sendable {
         sub.close()
         subscribedRooms.store(0, ordering: .relaxed)
         clusterCounts.withLock { $0.removeAll() }
+        remoteCounts.withLock { $0.removeAll() }
         logger.info("redis link stopped", ["node": settings.nodeId, "was_connected": String(wasUp), "cleanup": String(cleanup)])
     }
 

@@ -18,11 +18,11 @@ public final class ChatRoomPlugin: MessageProcessor {
         cluster = env.cluster
     }
 
-    /// Members across the cluster: this node's count plus the other nodes' as last fetched
+    /// Members across the cluster: this node's count now plus the other nodes' as last fetched
     /// (the link refreshes it on every change and heartbeat).
-    private func clusterCount(_ room: String, local: Int, previousLocal: Int) -> Int {
-        guard let cluster, let cached = cluster.link.clusterMemberCount(room: room) else { return local }
-        return max(local, cached - previousLocal + local)
+    private func clusterCount(_ room: String, local: Int) -> Int {
+        guard let cluster, let remote = cluster.link.remoteMemberCount(room: room) else { return local }
+        return local + remote
     }
 
     /// Renders the message once (through `reactor.broadcast`) and, in cluster mode, publishes
@@ -81,7 +81,7 @@ public final class ChatRoomPlugin: MessageProcessor {
         if c.rooms.contains(where: { $0.name == roomName }) {
             // Joining twice is harmless: answer with the current count, announce nothing.
             let local = rooms.memberCount(roomName)
-            let n = clusterCount(roomName, local: local, previousLocal: local)
+            let n = clusterCount(roomName, local: local)
             reactor.reply(to: c) { b in Self.renderJoined(&b, roomName, n) }
             return
         }
@@ -93,17 +93,54 @@ public final class ChatRoomPlugin: MessageProcessor {
             reactor.limitHit("max_members_per_room")
             throw ProtocolError(.roomFull, "room '\(roomName)' has \(config.maxMembersPerRoom) members (max_members_per_room)")
         }
-        let local = shared.local(for: reactor.index)
-        local.add(c)
-        c.rooms.append(local)
         var members = count
         if let cluster {
             if count == 1 { cluster.link.roomActivated(roomName) }
             cluster.link.setLocalMemberCount(room: roomName, count: count)
-            members = clusterCount(roomName, local: count, previousLocal: count - 1)
+            if cluster.link.remoteMemberCount(room: roomName) == nil && cluster.link.stats.connected {
+                // The first member here: the other nodes' count is not known yet. The link
+                // fetches it now; hold this connection's input and answer when it arrives
+                // (turnEnded), so `joined` carries the cluster-wide count and stays in order.
+                reactor.holdInput(c)
+                pendingJoins.append(PendingJoin(connection: c, shared: shared, room: roomName,
+                                                deadline: Clock.monoNanos() + 500_000_000))
+                return
+            }
+            members = clusterCount(roomName, local: count)
         }
+        completeJoin(c, shared, roomName, members: members, reactor)
+    }
+
+    private func completeJoin(_ c: Connection, _ shared: SharedRoom, _ roomName: String, members: Int, _ reactor: Reactor) {
+        let local = shared.local(for: reactor.index)
+        local.add(c)
+        c.rooms.append(local)
         reactor.reply(to: c) { b in Self.renderJoined(&b, roomName, members) }
         if presence(for: c) { announce("user_joined", user: c.user ?? "", in: local, except: c, reactor) }
+    }
+
+    /// A join waiting for the cluster-wide count (cluster mode, first member on this node).
+    private struct PendingJoin {
+        let connection: Connection
+        let shared: SharedRoom
+        let room: String
+        let deadline: UInt64
+    }
+    private var pendingJoins: [PendingJoin] = []
+
+    public func turnEnded(_ reactor: Reactor) {
+        guard !pendingJoins.isEmpty, let cluster else { return }
+        let now = Clock.monoNanos()
+        var i = 0
+        while i < pendingJoins.count {
+            let p = pendingJoins[i]
+            if cluster.link.remoteMemberCount(room: p.room) == nil && now < p.deadline { i += 1; continue }
+            pendingJoins.remove(at: i)
+            // Without the other nodes' count by the deadline (Redis slow or gone), the local
+            // count is the best there is.
+            completeJoin(p.connection, p.shared, p.room, members: clusterCount(p.room, local: rooms.memberCount(p.room)), reactor)
+            reactor.releaseInput(p.connection)
+        }
     }
 
     private static func renderJoined(_ b: inout ByteBuffer, _ room: String, _ n: Int) {
@@ -130,6 +167,13 @@ public final class ChatRoomPlugin: MessageProcessor {
     }
 
     public func connectionClosed(_ c: Connection, _ reactor: Reactor) {
+        if let i = pendingJoins.firstIndex(where: { $0.connection === c }) {
+            // Joined the directory but never answered: undo the membership count.
+            let p = pendingJoins.remove(at: i)
+            let remaining = rooms.leave(p.shared, reactor: reactor.index)
+            cluster?.link.setLocalMemberCount(room: p.room, count: remaining)
+            if remaining == 0 { cluster?.link.roomDeactivated(p.room) }
+        }
         let joined = c.rooms
         c.rooms.removeAll()
         for local in joined { remove(c, from: local, reactor) }

@@ -16,11 +16,16 @@ public protocol MessageProcessor: AnyObject {
     /// The feature flag that gates this plugin, if any: while it is off for a user, that
     /// user's messages of this plugin's types get `feature_disabled`.
     var featureFlag: String? { get }
+    /// Called at the end of every loop turn, on the reactor thread: where a plugin that
+    /// handed work elsewhere (and held a connection's input with `Reactor.holdInput`) finishes
+    /// it and replies.
+    func turnEnded(_ reactor: Reactor)
 }
 
 extension MessageProcessor {
     public func connectionClosed(_ connection: Connection, _ reactor: Reactor) {}
     public var featureFlag: String? { nil }
+    public func turnEnded(_ reactor: Reactor) {}
 }
 
 /// Makes one processor for one reactor.

@@ -14,44 +14,51 @@ enum FrameEvent {
 /// buffer (no copy); only an unfinished tail is copied into `Connection.input`, which is freed
 /// again as soon as the frame completes.
 enum FrameSplitter {
-    /// Calls `emit` for each frame in `bytes`; stops early when `emit` returns false.
+    /// Calls `emit` for each frame in `bytes`; stops early when `emit` returns false and then
+    /// returns the bytes after the last frame it handed out (empty when it ran to the end; a
+    /// frame too large also ends it, with nothing returned: the connection is closing).
+    @discardableResult
     static func feed(_ c: Connection, _ bytes: UnsafeRawBufferPointer, maxFrame: Int,
-                     _ emit: (FrameEvent) -> Bool) {
+                     _ emit: (FrameEvent) -> Bool) -> UnsafeRawBufferPointer {
         switch c.framing {
-        case .jsonLines: feedLines(c, bytes, maxFrame: maxFrame, emit)
-        case .binary: feedBinary(c, bytes, maxFrame: maxFrame, emit)
-        case .undetermined, .http: break
+        case .jsonLines: return feedLines(c, bytes, maxFrame: maxFrame, emit)
+        case .binary: return feedBinary(c, bytes, maxFrame: maxFrame, emit)
+        case .undetermined, .http: return none
         }
     }
+
+    private static var none: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: nil, count: 0) }
 
     private static let newline = UInt8(ascii: "\n")
 
     private static func feedLines(_ c: Connection, _ bytes: UnsafeRawBufferPointer, maxFrame: Int,
-                                  _ emit: (FrameEvent) -> Bool) {
+                                  _ emit: (FrameEvent) -> Bool) -> UnsafeRawBufferPointer {
         var rest = bytes
         if !c.input.isEmpty {
             guard let nl = FrameScanner.firstIndex(of: newline, in: rest) else {
-                if c.input.readableCount + rest.count > maxFrame + 1 { _ = emit(.tooLarge); return }
+                if c.input.readableCount + rest.count > maxFrame + 1 { _ = emit(.tooLarge); return none }
                 c.input.append(rest)
-                return
+                return none
             }
-            if c.input.readableCount + nl > maxFrame + 1 { _ = emit(.tooLarge); return }
+            if c.input.readableCount + nl > maxFrame + 1 { _ = emit(.tooLarge); return none }
             c.input.append(UnsafeRawBufferPointer(rebasing: rest[..<nl]))
             let line = trimCR(c.input.readable)
             let go = line.count == 0 || emit(.frame(line))
             c.input.removeAll()
             c.input.releaseIfEmpty()
-            if !go { return }
             rest = UnsafeRawBufferPointer(rebasing: rest[(nl + 1)...])
+            if !go { return rest }
         }
         while let nl = FrameScanner.firstIndex(of: newline, in: rest) {
-            if nl > maxFrame + 1 { _ = emit(.tooLarge); return }
+            if nl > maxFrame + 1 { _ = emit(.tooLarge); return none }
             let line = trimCR(UnsafeRawBufferPointer(rebasing: rest[..<nl]))
-            if line.count > 0 && !emit(.frame(line)) { return }
-            rest = UnsafeRawBufferPointer(rebasing: rest[(nl + 1)...])
+            let after = UnsafeRawBufferPointer(rebasing: rest[(nl + 1)...])
+            if line.count > 0 && !emit(.frame(line)) { return after }
+            rest = after
         }
-        if rest.count > maxFrame + 1 { _ = emit(.tooLarge); return }
+        if rest.count > maxFrame + 1 { _ = emit(.tooLarge); return none }
         if rest.count > 0 { c.input.append(rest) }
+        return none
     }
 
     /// Drops one trailing "\r" (telnet/netcat clients); a short line of only spaces and tabs
@@ -74,51 +81,52 @@ enum FrameSplitter {
     }
 
     private static func feedBinary(_ c: Connection, _ bytes: UnsafeRawBufferPointer, maxFrame: Int,
-                                   _ emit: (FrameEvent) -> Bool) {
+                                   _ emit: (FrameEvent) -> Bool) -> UnsafeRawBufferPointer {
         var rest = bytes
         while rest.count > 0 {
             if c.input.isEmpty && rest.count >= 4 {
                 let n = be32(rest)
-                if n > maxFrame { _ = emit(.tooLarge); return }
+                if n > maxFrame { _ = emit(.tooLarge); return none }
                 if n == 0 {
                     rest = UnsafeRawBufferPointer(rebasing: rest[4...])
-                    if !emit(.badFrame("binary frame of length 0 (a frame needs its codec byte)")) { return }
+                    if !emit(.badFrame("binary frame of length 0 (a frame needs its codec byte)")) { return rest }
                     continue
                 }
                 if rest.count >= 4 + n {
                     let body = UnsafeRawBufferPointer(rebasing: rest[4..<(4 + n)])
                     rest = UnsafeRawBufferPointer(rebasing: rest[(4 + n)...])
-                    if !emit(.frame(body)) { return }
+                    if !emit(.frame(body)) { return rest }
                     continue
                 }
                 c.input.append(rest)
-                return
+                return none
             }
             // Slow path: the header or the body spans receives; accumulate in `input`.
             if c.input.readableCount < 4 {
                 let take = min(4 - c.input.readableCount, rest.count)
                 c.input.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
                 rest = UnsafeRawBufferPointer(rebasing: rest[take...])
-                if c.input.readableCount < 4 { return }
+                if c.input.readableCount < 4 { return none }
             }
             let n = be32(c.input.readable)
-            if n > maxFrame { _ = emit(.tooLarge); return }
+            if n > maxFrame { _ = emit(.tooLarge); return none }
             if n == 0 {
                 c.input.removeAll()
-                if !emit(.badFrame("binary frame of length 0 (a frame needs its codec byte)")) { return }
+                if !emit(.badFrame("binary frame of length 0 (a frame needs its codec byte)")) { return rest }
                 continue
             }
             let need = 4 + n - c.input.readableCount
             let take = min(need, rest.count)
             c.input.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
             rest = UnsafeRawBufferPointer(rebasing: rest[take...])
-            if take < need { return }
+            if take < need { return none }
             let body = UnsafeRawBufferPointer(rebasing: c.input.readable[4...])
             let go = emit(.frame(body))
             c.input.removeAll()
             c.input.releaseIfEmpty()
-            if !go { return }
+            if !go { return rest }
         }
+        return none
     }
 
     /// Decides the framing from the first non-whitespace byte. Returns false when the bytes

@@ -71,6 +71,13 @@ public final class Connection {
     var rateStrikes = 0
     /// When output first went over the soft cap (0: under it).
     var overSoftSince: UInt64 = 0
+    /// A plugin is finishing this connection's last message asynchronously: further input is
+    /// held, unprocessed, until it calls `Reactor.releaseInput` (so replies stay in order).
+    var inputHeld = false
+    var heldInput = ByteBuffer()
+    /// The ack owed for the message that caused the hold, sent on release.
+    var heldAckID: [UInt8]?
+
     /// Set when the connection is to be cut as a slow consumer at the end of the turn.
     var cutReason: String?
 

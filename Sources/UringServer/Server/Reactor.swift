@@ -150,6 +150,7 @@ public final class Reactor: IOEventHandler {
     /// End of a turn: one wakeup per reactor we handed messages to, one send per connection
     /// with queued output, then pending closes.
     private func endTurn() {
+        for p in plugins { p.turnEnded(self) }
         if !pendingCuts.isEmpty { performCuts() }
         if peersToWake != 0 {
             var mask = peersToWake
@@ -310,6 +311,10 @@ public final class Reactor: IOEventHandler {
 
     func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
         if c.closing { return }
+        if c.inputHeld {
+            holdBytes(c, bytes)
+            return
+        }
         counters.bytesIn &+= bytes.count
         c.lastReceiveAt = turnNanos
         c.idlePingSent = false
@@ -334,7 +339,7 @@ public final class Reactor: IOEventHandler {
             return
         }
         let maxFrame = config.maxFrameBytes
-        FrameSplitter.feed(c, rest, maxFrame: maxFrame) { event in
+        let unread = FrameSplitter.feed(c, rest, maxFrame: maxFrame) { event in
             switch event {
             case .frame(let body):
                 if c.framing == .binary {
@@ -358,8 +363,48 @@ public final class Reactor: IOEventHandler {
             case .badFrame(let why):
                 sendError(c, .badFrame, why, id: nil)
             }
-            return !c.closing
+            return !c.closing && !c.inputHeld
         }
+        if c.inputHeld && !c.closing && unread.count > 0 { holdBytes(c, unread) }
+    }
+
+    // MARK: held input (a plugin finishing a message later)
+
+    /// Stops processing `c`'s input after the current message; what arrives meanwhile is kept
+    /// (bounded) and processed, in order, by `releaseInput`.
+    public func holdInput(_ c: Connection) {
+        c.inputHeld = true
+    }
+
+    /// Sends the ack owed for the held message, then processes the input kept meanwhile.
+    public func releaseInput(_ c: Connection) {
+        guard c.inputHeld else { return }
+        c.inputHeld = false
+        if let id = c.heldAckID {
+            c.heldAckID = nil
+            id.withUnsafeBytes { id in
+                reply(to: c) { b in
+                    b.append("{\"type\":\"ack\",\"id\":")
+                    b.append(id)
+                    b.append("}")
+                }
+            }
+        }
+        if c.closing || c.heldInput.isEmpty { return }
+        let kept = Array(c.heldInput.readable)
+        c.heldInput.removeAll()
+        c.heldInput.releaseIfEmpty()
+        kept.withUnsafeBytes { connectionReceived(c, $0) }
+    }
+
+    private func holdBytes(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
+        if c.heldInput.readableCount + bytes.count > 4 * config.maxFrameBytes {
+            limitHit("max_frame_bytes")
+            sendError(c, .frameTooLarge, "too much input while a reply is pending", id: nil)
+            closeAfterFlush(c)
+            return
+        }
+        c.heldInput.append(bytes)
     }
 
     /// A client frame in lz4/zstd: inflated (bounded by max_frame_bytes) and handled as JSON.
@@ -535,8 +580,11 @@ public final class Reactor: IOEventHandler {
             sendError(c, error.code, error.message, id: id)
             if c.closing { return }
         }
-        // Every message with an id is acknowledged once handled, after its reply or error.
-        if let id {
+        // Every message with an id is acknowledged once handled, after its reply or error —
+        // for a message a plugin finishes later, when it releases the input.
+        if let id, c.inputHeld {
+            c.heldAckID = Array(id)
+        } else if let id {
             reply(to: c) { b in
                 b.append("{\"type\":\"ack\",\"id\":")
                 b.append(id)
