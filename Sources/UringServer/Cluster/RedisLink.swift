@@ -86,7 +86,7 @@ public final class RedisLink: @unchecked Sendable {
         case userOff(String)
     }
 
-    private let inbox = Mutex(Inbox())
+    private let inbox = Locked(Inbox())
     private let wakeFD: Int32
     private let connected = Atomic<Bool>(false)
     private let reconnects = Atomic<Int>(0)
@@ -97,10 +97,10 @@ public final class RedisLink: @unchecked Sendable {
     private let failuresLoggedAt = Atomic<Int>(Int.min / 2)
     private let failuresLogged = Atomic<Int>(0)
     /// room → cluster-wide member count as last fetched; empty while disconnected.
-    private let clusterCounts = Mutex<[String: Int]>([:])
+    private let clusterCounts = Locked<[String: Int]>([:])
     /// The other nodes' part of each total (total minus the count this node wrote with it).
-    private let remoteCounts = Mutex<[String: Int]>([:])
-    private let thread = Mutex<(started: Bool, tid: pthread_t?)>((false, nil))
+    private let remoteCounts = Locked<[String: Int]>([:])
+    private let thread = Locked<(started: Bool, tid: pthread_t?)>((false, nil))
 
     private let channelPrefix: [UInt8]  // "P:room:"
     private let origin: [UInt8]  // "<nodeId>\n"

@@ -13,7 +13,7 @@ final class MetricsExporter: Sendable {
     }
 
     private let registry = PrometheusCollectorRegistry()
-    private let last = Mutex(Last())
+    private let last = Locked(Last())
     private let messages, deliveries, errors, accepted, closed, bytesIn, bytesOut: Counter
     private let connections, memory, latencyP50, latencyP99, overloaded, uptime, rooms: Gauge
     private let msgRate, deliveryRate: Gauge

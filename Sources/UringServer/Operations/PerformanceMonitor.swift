@@ -28,7 +28,7 @@ final class PerformanceMonitor: Sendable {
         var restores = 0
     }
 
-    private let state = Mutex(State())
+    private let state = Locked(State())
     let overloaded = Atomic<Bool>(false)
     private let logger: Logger
 

@@ -43,12 +43,12 @@ public struct ReactorSnapshot: Sendable {
 
 /// The per-reactor publication point.
 final class SnapshotBox: Sendable {
-    private let value: Mutex<ReactorSnapshot>
+    private let value: Locked<ReactorSnapshot>
 
     init(index: Int) {
         var s = ReactorSnapshot()
         s.index = index
-        value = Mutex(s)
+        value = Locked(s)
     }
 
     func publish(_ s: ReactorSnapshot) { value.withLock { $0 = s } }

@@ -7,7 +7,7 @@ import Synchronization
 /// from empty to non-empty, so a burst costs one wakeup; the reactor swaps the whole batch out.
 final class Inbox: Sendable {
     let eventFD: Int32
-    private let items = Mutex<[RoomDelivery]>([])
+    private let items = Locked<[RoomDelivery]>([])
 
     init() throws(SyscallError) {
         eventFD = try syscall("eventfd") { eventfd(0, Int32(EFD_CLOEXEC) | Int32(EFD_NONBLOCK)) }

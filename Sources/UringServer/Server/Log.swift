@@ -125,7 +125,7 @@ final class LogSink: @unchecked Sendable {
     }
 
     private let file: FileSettings?
-    private let queue = Mutex<[String]>([])
+    private let queue = Locked<[String]>([])
     private let dropped = Atomic<Int>(0)
     private let stopping = Atomic<Bool>(false)
     private var mutex = pthread_mutex_t()

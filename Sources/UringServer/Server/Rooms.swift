@@ -79,7 +79,7 @@ public final class LocalRoom {
 
 /// name → SharedRoom, for all reactors. Only join and leave take its lock.
 public final class RoomDirectory: Sendable {
-    private let rooms = Mutex<[String: SharedRoom]>([:])
+    private let rooms = Locked<[String: SharedRoom]>([:])
     let reactorCount: Int
 
     init(reactorCount: Int) { self.reactorCount = reactorCount }

@@ -23,7 +23,7 @@ final class ServerShared: @unchecked Sendable {
     /// Open connections across reactors; touched only on accept and release.
     let connectionCount = Atomic<Int>(0)
     /// Open connections per source address; touched only on accept and release.
-    private let perAddress = Mutex<[UInt32: Int]>([:])
+    private let perAddress = Locked<[UInt32: Int]>([:])
     /// Filled before any reactor thread starts, read-only afterwards.
     var reactors: [Reactor] = []
     /// Cluster mode's link to the other nodes (nil when cluster=off).
@@ -197,7 +197,7 @@ public final class Server: @unchecked Sendable {
         self.shared = shared
 
         let ready = Latch(count: threadCount)
-        let setupErrors = Mutex<[String]>([])
+        let setupErrors = Locked<[String]>([])
         for r in shared.reactors {
             let t = spawnThread(name: "reactor-\(r.index)") {
                 do {
