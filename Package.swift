@@ -49,9 +49,11 @@ let package = Package(
         ),
         .executableTarget(name: "tcpserver", dependencies: ["UringServer"]),
         // Soak test tool: churning clients, delivery/ordering checks, server fd/RSS (scripts/soak.sh).
-        .executableTarget(name: "tcpserver-soak"),
+        .executableTarget(name: "tcpserver-soak", dependencies: ["LoadClient"]),
+        // Socket/clock/proc helpers shared by the two load tools.
+        .target(name: "LoadClient"),
         // The load tool: drives tcpserver, redis-server or nats-server over real sockets.
-        .executableTarget(name: "tcpserver-bench", dependencies: ["CURing", "Optimizers", .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        .executableTarget(name: "tcpserver-bench", dependencies: ["CURing", "LoadClient", "Optimizers", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "OptimizersTests", dependencies: ["Optimizers"]),
         .testTarget(name: "UringServerTests", dependencies: ["UringServer", "Optimizers"]),
     ]

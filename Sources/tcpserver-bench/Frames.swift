@@ -1,4 +1,5 @@
 import Glibc
+import LoadClient
 import Optimizers
 
 // tcpserver's binary frames, as a subscriber that asked for compression receives them:

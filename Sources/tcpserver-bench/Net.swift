@@ -1,5 +1,6 @@
 import CURing
 import Glibc
+import LoadClient
 
 func memchrOffset(_ p: UnsafeRawPointer, _ byte: UInt8, _ n: Int) -> Int? {
     guard let r = memchr(p, Int32(byte), n) else { return nil }
@@ -13,22 +14,9 @@ func die(_ msg: String) -> Never {
 }
 
 func connectTCP(_ host: String, _ port: Int) -> Int32 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = in_port_t(UInt16(port)).bigEndian
-    inet_pton(AF_INET, host, &addr.sin_addr)
-    let r = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    if r != 0 { die("connect \(host):\(port) failed: errno \(curing_errno())") }
-    var one: Int32 = 1
-    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    let fd = tryConnectTCP(host, port)
+    if fd < 0 { die("connect \(host):\(port) failed: errno \(curing_errno())") }
     return fd
-}
-
-func setNonBlocking(_ fd: Int32) {
-    _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
 }
 
 /// Blocking write of all bytes (used during set-up and by publishers with a closed window).
@@ -62,11 +50,6 @@ func awaitMarker(_ fd: Int32, _ marker: [UInt8], times: Int = 1, timeoutMs: Int3
     }
 }
 
-func monoNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
 
 /// utime+stime (seconds) and RSS (bytes) of a process, from /proc.
 struct ProcSample {
@@ -87,18 +70,6 @@ struct ProcSample {
     }
 }
 
-func readText(_ path: String) -> String? {
-    guard let f = fopen(path, "r") else { return nil }
-    defer { fclose(f) }
-    var out: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = fread(&buf, 1, buf.count, f)
-        if n <= 0 { break }
-        out.append(contentsOf: buf[0..<n])
-    }
-    return String(decoding: out, as: UTF8.self)
-}
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit (hold mode opens thousands of sockets).
 /// Returns the soft limit now in force.

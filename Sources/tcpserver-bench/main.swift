@@ -1,5 +1,6 @@
 import CURing
 import Glibc
+import LoadClient
 import Histogram
 import Optimizers
 

@@ -1,13 +1,8 @@
 import Glibc
+import LoadClient
 import Synchronization
 
 // Small Foundation-free helpers for the soak tool: time, sockets, /proc, a seeded RNG.
-
-func monoNanos() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}
 
 func errno_() -> Int32 { errno }
 
@@ -27,51 +22,13 @@ func die(_ s: String) -> Never {
 }
 
 /// Blocking connect to host:port; returns the fd or -1 (errno kept).
-func connectTCP(_ host: String, _ port: Int) -> Int32 {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    if fd < 0 { return -1 }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = in_port_t(UInt16(port)).bigEndian
-    inet_pton(AF_INET, host, &addr.sin_addr)
-    let r = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-        }
-    }
-    if r != 0 {
-        let e = errno
-        close(fd)
-        errno = e
-        return -1
-    }
-    var one: Int32 = 1
-    setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-    return fd
-}
-
-func setNonBlocking(_ fd: Int32) {
-    _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-}
+func connectTCP(_ host: String, _ port: Int) -> Int32 { tryConnectTCP(host, port) }
 
 /// close() with SO_LINGER {on, 0}: the kernel sends RST instead of FIN.
 func closeWithReset(_ fd: Int32) {
     var l = linger(l_onoff: 1, l_linger: 0)
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, socklen_t(MemoryLayout<linger>.size))
     close(fd)
-}
-
-func readText(_ path: String) -> String? {
-    guard let f = fopen(path, "r") else { return nil }
-    defer { fclose(f) }
-    var out: [UInt8] = []
-    var buf = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = fread(&buf, 1, buf.count, f)
-        if n <= 0 { break }
-        out.append(contentsOf: buf[0..<n])
-    }
-    return String(decoding: out, as: UTF8.self)
 }
 
 /// Open file descriptors of a process (entries of /proc/PID/fd), or -1.

@@ -1,4 +1,5 @@
 import Glibc
+import LoadClient
 
 // tcpserver-soak: many clients against a running tcpserver for N seconds, then checks.
 //
