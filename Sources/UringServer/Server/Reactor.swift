@@ -765,25 +765,26 @@ public final class Reactor: IOEventHandler {
     private func appendCompressedFrame(_ body: UnsafeRawBufferPointer, codec: CompressionCodec, to c: Connection) {
         switch codec {
         case .lz4:
-            if lz4Generation != renderGeneration {
-                compressedLZ4.removeAll()
-                compression.compress(.lz4, body, into: &compressedLZ4)
-                lz4Generation = renderGeneration
-            }
+            compressOnce(.lz4, body, into: &compressedLZ4, generation: &lz4Generation)
             appendFrameHeader(count: compressedLZ4.readableCount, codec: codec.rawValue, to: c)
             c.out.append(compressedLZ4.readable)
         case .zstd:
-            if zstdGeneration != renderGeneration {
-                compressedZstd.removeAll()
-                compression.compress(.zstd, body, into: &compressedZstd)
-                zstdGeneration = renderGeneration
-            }
+            compressOnce(.zstd, body, into: &compressedZstd, generation: &zstdGeneration)
             appendFrameHeader(count: compressedZstd.readableCount, codec: codec.rawValue, to: c)
             c.out.append(compressedZstd.readable)
         case .raw:
             appendFrameHeader(count: body.count, codec: 0, to: c)
             c.out.append(body)
         }
+    }
+
+    /// Fills `buffer` with `body` compressed by `codec` unless it already holds this message.
+    private func compressOnce(_ codec: CompressionCodec, _ body: UnsafeRawBufferPointer,
+                              into buffer: inout ByteBuffer, generation: inout UInt64) {
+        if generation == renderGeneration { return }
+        buffer.removeAll()
+        compression.compress(codec, body, into: &buffer)
+        generation = renderGeneration
     }
 
     // MARK: HTTP
