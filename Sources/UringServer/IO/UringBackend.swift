@@ -26,7 +26,6 @@ final class UringBackend: IOBackend {
     private var pendingRecycles: Int32 = 0
 
     private var listenFD: Int32 = -1
-    private var acceptArmed = false
     private var wakeFD: Int32 = -1
     private var wakeValue: UInt64 = 0
     /// Connections whose multishot recv ended with ENOBUFS: re-armed after the batch recycled.
@@ -93,7 +92,6 @@ final class UringBackend: IOBackend {
         let s = sqe()
         io_uring_prep_multishot_accept(s, listenFD, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
         io_uring_sqe_set_data64(s, Self.pack(nil, .accept))
-        acceptArmed = true
     }
 
     func addWakeup(fd: Int32) throws(SyscallError) {
@@ -208,7 +206,6 @@ final class UringBackend: IOBackend {
                 handler.connectionAccepted(fd: res)
             }
             if flags & UInt32(IORING_CQE_F_MORE) == 0 {
-                acceptArmed = false
                 if listenFD >= 0 { armAccept() }
             }
         case .wake:

@@ -58,7 +58,6 @@ public final class LocalRoom {
     /// its record.
     private(set) var memberRefs: [Unmanaged<Connection>] = []
 
-    public var members: [Connection] { memberRefs.map { $0.takeUnretainedValue() } }
     public var memberCount: Int { memberRefs.count }
 
     func add(_ c: Connection) { memberRefs.append(Unmanaged.passUnretained(c)) }
