@@ -100,7 +100,7 @@ public final class BufferPool {
     @usableFromInline var oversizeOutstanding = 0
     @usableFromInline var oversizeBytesOutstanding = 0
     /// Every slab, for deinit (appended only when a class refills: never in steady state).
-    private var slabs: [(base: UnsafeMutableRawPointer, bytes: Int)] = []
+    private var slabs: [(base: UnsafeMutableRawPointer, bytes: Int, sizeClass: Int)] = []
     private var slabBytesTotal = 0
 
     /// A pool whose slabs live on `node`. `node` defaults to the node of the CPU the calling
@@ -185,6 +185,32 @@ public final class BufferPool {
         }
     }
 
+    /// Gives the slabs of every size class with no chunk outstanding back to the system and
+    /// returns the bytes released. Call it when traffic stops (a burst's buffers would otherwise
+    /// stay resident for good); a class still in use keeps its slabs, so a busy reactor never
+    /// refills because of a trim.
+    @discardableResult
+    public func trim() -> Int {
+        var released = 0
+        var i = 0
+        while i < slabs.count {
+            let s = slabs[i]
+            if outstandingPerClass[s.sizeClass] == 0 {
+                Self.release(s.base, bytes: s.bytes, source: source)
+                released += s.bytes
+                slabs.swapAt(i, slabs.count - 1)
+                slabs.removeLast()
+            } else {
+                i += 1
+            }
+        }
+        if released > 0 {
+            slabBytesTotal -= released
+            for c in 0..<Self.sizeClassCount where outstandingPerClass[c] == 0 { freeHeads[c] = nil }
+        }
+        return released
+    }
+
     // MARK: stats
 
     /// Chunks taken and not yet given back (all classes, oversize included).
@@ -228,7 +254,7 @@ public final class BufferPool {
         let count = max(1, slabBytes / size)
         let bytes = count * size
         let slab = Self.obtain(bytes: bytes, source: source)
-        slabs.append((slab, bytes))
+        slabs.append((slab, bytes, c))
         slabBytesTotal += bytes
         // Link back to front so chunks are handed out in address order.
         var next = freeHeads[c]

@@ -23,6 +23,8 @@ final class EpollBackend: IOBackend {
         events = .allocate(capacity: maxEvents)
     }
 
+    func releaseIdleMemory() {}   // one small scratch buffer: nothing worth giving back
+
     func shutdown() {
         Glibc.close(epfd)
         scratch.deallocate()

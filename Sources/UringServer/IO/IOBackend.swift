@@ -22,6 +22,9 @@ protocol IOBackend: AnyObject {
     func poll(timeoutMillis: Int32, handler: IOEventHandler)
     /// Frees the backend's kernel resources; called on the reactor thread as it exits.
     func shutdown()
+    /// Called once a second: a backend that received nothing since the last call may give
+    /// idle receive memory back to the system.
+    func releaseIdleMemory()
     /// This backend's io_uring fd, for other rings' MSG_RING wakeups (-1 for epoll).
     var ringFD: Int32 { get }
     /// Wakes another reactor: a MSG_RING to its ring when both sides are io_uring (an SQE in

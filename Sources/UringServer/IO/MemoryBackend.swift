@@ -19,7 +19,6 @@ final class MemoryBackend: IOBackend {
     func send(_ c: Connection) {
         sent[c.slot, default: []].append(contentsOf: c.out.readable)
         c.out.removeAll()
-        c.out.releaseIfEmpty()
     }
 
     func close(_ c: Connection) {
@@ -35,6 +34,8 @@ final class MemoryBackend: IOBackend {
         released.removeAll()
         for c in r { handler.connectionReleased(c) }
     }
+
+    func releaseIdleMemory() {}   // one small scratch buffer: nothing worth giving back
 
     func shutdown() {}
 

@@ -24,6 +24,8 @@ public struct ServerConfig: Sendable {
     /// back at once, so idle connections hold no receive memory.
     public var recvBufferCount = 256
     public var recvBufferSize = 4096
+    /// Pin reactor i to CPU i (mod the CPU count), so its buffer pool stays on its NUMA node.
+    public var pinReactors = true
 
     // Operations (docs/deployment.md)
     /// Serve /stats and /metrics to non-loopback clients too.
@@ -124,6 +126,8 @@ public struct ServerConfig: Sendable {
             c.recvBufferCount = n },
         Key(name: "recv_buffer_size", help: "size of each receive buffer in bytes (default 4096)") { c, v throws(ConfigError) in
             c.recvBufferSize = try parseInt(v, key: "recv_buffer_size", range: 512...(1 << 20)) },
+        Key(name: "pin_reactors", help: "pin reactor i to CPU i so its buffer pool is NUMA-local (default true)") { c, v throws(ConfigError) in
+            c.pinReactors = try parseBool(v, key: "pin_reactors") },
         Key(name: "stats_public", help: "serve /stats and /metrics to non-loopback clients (default false)") { c, v throws(ConfigError) in
             c.statsPublic = try parseBool(v, key: "stats_public") },
         Key(name: "admin_token", help: "bearer token for /admin routes; empty disables them (default empty)") { c, v throws(ConfigError) in

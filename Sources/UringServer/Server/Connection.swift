@@ -25,10 +25,11 @@ public final class Connection {
 
     /// Bytes of a frame that did not fit in one receive (empty and storage-free otherwise).
     var input = ByteBuffer()
-    /// Output queued during this turn.
-    var out = ByteBuffer()
+    /// Output queued during this turn, in a chunk of the reactor's buffer pool (no chunk while
+    /// nothing is queued and the connection has been quiet for a second).
+    var out = PooledByteBuffer()
     /// Output the kernel is sending (io_uring backend only; stable while a send is in flight).
-    var sending = ByteBuffer()
+    var sending = PooledByteBuffer()
 
     var sendInFlight = false
     var recvArmed = false

@@ -22,6 +22,9 @@ public final class Reactor: IOEventHandler {
     /// other reactors' MSG_RING wakeups.
     let publishedRingFD = Atomic<Int32>(-1)
     private var backend: IOBackend!
+    /// Output buffers come from here: chunks on this reactor's NUMA node, reused across
+    /// messages, handed back when a connection goes quiet (only this thread touches it).
+    private(set) var pool = BufferPool()
     private var connections: [Connection?] = []
     private var freeSlots: [Int] = []
     private var flushList: [Connection] = []
@@ -83,6 +86,19 @@ public final class Reactor: IOEventHandler {
 
     /// Sets up the backend on this thread (io_uring rings are bound to their issuer thread).
     func setUp() throws(SyscallError) {
+        // Pin first, so the pool below is created on (and allocates from) this CPU's node.
+        if config.pinReactors {
+            let cpus = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+            let cpu = index % max(1, cpus)
+            let rc = NUMA.pinCurrentThread(toCPU: cpu)
+            pool = BufferPool()
+            shared.logger.info("reactor started", ["reactor": "\(index)", "cpu": rc == 0 ? "\(cpu)" : "unpinned (errno \(-rc))",
+                                                   "memory": BufferPool.describeNUMA()])
+        } else {
+            pool = BufferPool()
+            shared.logger.info("reactor started", ["reactor": "\(index)", "cpu": "unpinned (pin_reactors=false)",
+                                                   "memory": BufferPool.describeNUMA()])
+        }
         switch shared.ioMode {
         case .uring:
             backend = try UringBackend(entries: config.ringEntries, recvBufferCount: config.recvBufferCount,
@@ -138,6 +154,8 @@ public final class Reactor: IOEventHandler {
                 c.fdClosed = true
             }
             shared.connectionClosed(peerIP: c.peerIP)
+            c.out.release(to: pool)
+            c.sending.release(to: pool)
         }
         connections.removeAll()
         if listenFD >= 0 {
@@ -215,6 +233,9 @@ public final class Reactor: IOEventHandler {
             snap.backlogged = backloggedConnections(now)
             snapshots.publish(snap)
             if index == 0 { shared.monitor.evaluate(shared) }
+            // Size classes nobody uses any more go back to the system (after a burst).
+            pool.trim()
+            backend.releaseIdleMemory()
         }
     }
 
@@ -239,8 +260,8 @@ public final class Reactor: IOEventHandler {
             // Idle connections hold no buffers: give back output memory a second after the
             // last send (busy ones keep theirs, so steady traffic does not allocate).
             if !c.sendInFlight && c.out.isEmpty && c.sending.isEmpty && now &- c.lastOutputAt > 1_000_000_000 {
-                c.out.releaseIfEmpty()
-                c.sending.releaseIfEmpty()
+                if c.out.holdsChunk { c.out.release(to: pool) }
+                if c.sending.holdsChunk { c.sending.release(to: pool) }
             }
             if !c.isAuthenticated && c.framing != .http && now &- c.acceptedAt > helloNs {
                 limitHit("hello_timeout")
@@ -443,6 +464,8 @@ public final class Reactor: IOEventHandler {
     }
 
     func connectionReleased(_ c: Connection) {
+        c.out.release(to: pool)
+        c.sending.release(to: pool)
         connections[c.slot] = nil
         freeSlots.append(c.slot)
         liveConnections -= 1
@@ -734,12 +757,12 @@ public final class Reactor: IOEventHandler {
                 appendCompressedFrame(body, codec: c.outCodec, to: c)
             } else {
                 appendFrameHeader(count: body.count, codec: 0, to: c)
-                c.out.append(body)
+                c.out.appendReserved(body)
             }
         } else {
-            c.out.reserve(body.count + 1)
-            c.out.append(body)
-            c.out.append(UInt8(ascii: "\n"))
+            c.out.reserve(body.count + 1, pool: pool)
+            c.out.appendReserved(body)
+            c.out.appendReserved(UInt8(ascii: "\n"))
         }
         markForFlush(c)
         let pending = c.out.readableCount &+ c.sending.readableCount
@@ -753,12 +776,12 @@ public final class Reactor: IOEventHandler {
     @inline(__always)
     private func appendFrameHeader(count: Int, codec: UInt8, to c: Connection) {
         let n = UInt32(count + 1)
-        c.out.reserve(5 + count)
-        c.out.append(UInt8(truncatingIfNeeded: n >> 24))
-        c.out.append(UInt8(truncatingIfNeeded: n >> 16))
-        c.out.append(UInt8(truncatingIfNeeded: n >> 8))
-        c.out.append(UInt8(truncatingIfNeeded: n))
-        c.out.append(codec)
+        c.out.reserve(5 + count, pool: pool)   // the header and the body that follows it
+        c.out.appendReserved(UInt8(truncatingIfNeeded: n >> 24))
+        c.out.appendReserved(UInt8(truncatingIfNeeded: n >> 16))
+        c.out.appendReserved(UInt8(truncatingIfNeeded: n >> 8))
+        c.out.appendReserved(UInt8(truncatingIfNeeded: n))
+        c.out.appendReserved(codec)
     }
 
     /// Compresses the current message once per codec and frames the shared bytes for `c`.
@@ -767,14 +790,14 @@ public final class Reactor: IOEventHandler {
         case .lz4:
             compressOnce(.lz4, body, into: &compressedLZ4, generation: &lz4Generation)
             appendFrameHeader(count: compressedLZ4.readableCount, codec: codec.rawValue, to: c)
-            c.out.append(compressedLZ4.readable)
+            c.out.appendReserved(compressedLZ4.readable)
         case .zstd:
             compressOnce(.zstd, body, into: &compressedZstd, generation: &zstdGeneration)
             appendFrameHeader(count: compressedZstd.readableCount, codec: codec.rawValue, to: c)
-            c.out.append(compressedZstd.readable)
+            c.out.appendReserved(compressedZstd.readable)
         case .raw:
             appendFrameHeader(count: body.count, codec: 0, to: c)
-            c.out.append(body)
+            c.out.appendReserved(body)
         }
     }
 
@@ -795,7 +818,7 @@ public final class Reactor: IOEventHandler {
             return   // request incomplete
         }
         c.input.removeAll()
-        c.out.append(response.readable)
+        c.out.append(response.readable, pool: pool)
         if c.queuedSince == 0 { c.queuedSince = originNanos }
         closeAfterFlush(c)
     }
