@@ -295,7 +295,9 @@ def hold_metrics(steps):
     for n in steps:
         out.append((f"rss_{n}_mb", f"RSS, {n:,} connections (MB)", False, "mb"))
     for n in steps:
-        out.append((f"bytes_per_conn_{n}", f"bytes per extra connection ({n:,})", False, "int"))
+        out.append((f"bytes_per_conn_{n}", f"RSS above idle per connection ({n:,})", False, "int"))
+    for a, b in zip(steps, steps[1:]):
+        out.append((f"marginal_bytes_per_conn_{b}", f"bytes per extra connection ({a:,} → {b:,})", False, "int"))
     return out
 
 
@@ -522,8 +524,9 @@ def summary(key, s, r):
         return f"({key}) {s:6}: ERROR {r['error']}"
     if key == "f":
         steps = [k for k in r if k.startswith("bytes_per_conn_")]
+        marginal = [f"+{r[k]} B/extra conn to {k[24:]}" for k in r if k.startswith("marginal_bytes_per_conn_")]
         return f"({key}) {s:6}: rss0={r.get('rss_0_mb')} MB " + " ".join(
-            f"{k[15:]}:{r.get('rss_' + k[15:] + '_mb')} MB/{r[k]} B/conn" for k in steps)
+            f"{k[15:]}:{r.get('rss_' + k[15:] + '_mb')} MB/{r[k]} B/conn" for k in steps) + " " + " ".join(marginal)
     if key == "d":
         return f"({key}) {s:6}: {r.get('requests_per_sec', 0):,.0f} req/s, {r.get('requests_per_cpu_s', 0):,.0f}/CPU-s, p99 {r.get('p99_us')} µs"
     extra = f", missing {r['missing']:,}" if r.get("missing") else ""

@@ -599,6 +599,7 @@ func runHold(_ o: Options) {
         ("rss_0_mb", fmt(Double(base.rssBytes) / 1048576, 2)),
     ]
     let start = monoNanos()
+    var previous: (Int, Int)?
     for step in steps where step > fds.count {
         let t0 = monoNanos()
         fds += openSubscribers(o, count: step - fds.count, firstIndex: fds.count, ep: ep) { drain(timeoutNs: 0) }
@@ -614,6 +615,13 @@ func runHold(_ o: Options) {
             ("bytes_per_conn_\(step)", fmt(extra, 0)),
             ("connect_s_\(step)", fmt(connectSecs, 3)),
         ]
+        // The marginal cost: RSS added per connection since the previous step (the fixed
+        // start-up and first-traffic costs cancel out).
+        if let (prevStep, prevRSS) = previous {
+            fields.append(("marginal_bytes_per_conn_\(step)",
+                           fmt(Double(s.rssBytes - prevRSS) / Double(step - prevStep), 0)))
+        }
+        previous = (step, s.rssBytes)
     }
     endProgress(o)
     fields += [("unsolicited_bytes", "\(unsolicited)"), ("closed", "\(closed)"),

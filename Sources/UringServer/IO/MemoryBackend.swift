@@ -12,12 +12,12 @@ final class MemoryBackend: IOBackend {
 
     func startReceiving(_ c: Connection) {
         c.recvArmed = true
-        closedSlots.remove(c.slot)   // a reused slot is a new, open connection
-        sent[c.slot] = nil
+        closedSlots.remove(Int(c.slot))   // a reused slot is a new, open connection
+        sent[Int(c.slot)] = nil
     }
 
     func send(_ c: Connection) {
-        sent[c.slot, default: []].append(contentsOf: c.out.readable)
+        sent[Int(c.slot), default: []].append(contentsOf: c.out.readable)
         c.out.removeAll()
     }
 
@@ -25,7 +25,7 @@ final class MemoryBackend: IOBackend {
         c.closeStarted = true
         c.recvArmed = false
         c.fdClosed = true
-        closedSlots.insert(c.slot)
+        closedSlots.insert(Int(c.slot))
         released.append(c)
     }
 

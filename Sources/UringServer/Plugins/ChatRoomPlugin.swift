@@ -154,10 +154,9 @@ public final class ChatRoomPlugin: MessageProcessor {
     private func leave(_ m: IncomingMessage, _ reactor: Reactor) throws(ProtocolError) {
         let c = m.connection
         let roomName = try m.requireString("room")
-        guard let i = c.rooms.firstIndex(where: { $0.name == roomName }) else {
+        guard let local = c.rooms.remove(where: { $0.name == roomName }) else {
             throw ProtocolError(.notInRoom, "not a member of room '\(roomName)'")
         }
-        let local = c.rooms.remove(at: i)
         remove(c, from: local, reactor)
         reactor.reply(to: c) { b in
             b.append("{\"type\":\"left\",\"room\":")

@@ -2,7 +2,7 @@ import Optimizers
 
 /// The fallback at the end of the chain: session start (`hello`) and `ping`.
 final class CoreHandler: MessageProcessor {
-    private var sessionCounter = 0
+    private var sessionCounter: UInt32 = 0
     private var rng = SystemRandomNumberGenerator()
     private let config: ServerConfig
     private let compressionFlag: FeatureFlag?
@@ -57,10 +57,10 @@ final class CoreHandler: MessageProcessor {
                 granted = requested
             }
         }
-        sessionCounter += 1
-        let session = "\(reactor.index)-\(sessionCounter)-\(String(rng.next() as UInt32, radix: 16))"
+        sessionCounter &+= 1
         c.user = user
-        c.session = session
+        c.setSession(reactor: reactor.index, counter: sessionCounter, nonce: rng.next() as UInt32)
+        let session = c.session ?? ""
         cluster?.link.userConnected(user)   // user → node registry (with TTL)
         reactor.reply(to: c) { b in
             b.append("{\"type\":\"welcome\",\"user\":")

@@ -34,18 +34,19 @@ enum FrameSplitter {
     private static func feedLines(_ c: Connection, _ bytes: UnsafeRawBufferPointer, maxFrame: Int,
                                   _ emit: (FrameEvent) -> Bool) -> UnsafeRawBufferPointer {
         var rest = bytes
-        if !c.input.isEmpty {
+        if c.hasPartialInput {
+            let e = c.extras
             guard let nl = FrameScanner.firstIndex(of: newline, in: rest) else {
-                if c.input.readableCount + rest.count > maxFrame + 1 { _ = emit(.tooLarge); return none }
-                c.input.append(rest)
+                if e.input.readableCount + rest.count > maxFrame + 1 { _ = emit(.tooLarge); return none }
+                e.input.append(rest)
                 return none
             }
-            if c.input.readableCount + nl > maxFrame + 1 { _ = emit(.tooLarge); return none }
-            c.input.append(UnsafeRawBufferPointer(rebasing: rest[..<nl]))
-            let line = trimCR(c.input.readable)
+            if e.input.readableCount + nl > maxFrame + 1 { _ = emit(.tooLarge); return none }
+            e.input.append(UnsafeRawBufferPointer(rebasing: rest[..<nl]))
+            let line = trimCR(e.input.readable)
             let go = line.count == 0 || emit(.frame(line))
-            c.input.removeAll()
-            c.input.releaseIfEmpty()
+            e.input.removeAll()
+            e.input.releaseIfEmpty()
             rest = UnsafeRawBufferPointer(rebasing: rest[(nl + 1)...])
             if !go { return rest }
         }
@@ -57,7 +58,7 @@ enum FrameSplitter {
             rest = after
         }
         if rest.count > maxFrame + 1 { _ = emit(.tooLarge); return none }
-        if rest.count > 0 { c.input.append(rest) }
+        if rest.count > 0 { c.extras.input.append(rest) }
         return none
     }
 
@@ -84,7 +85,7 @@ enum FrameSplitter {
                                    _ emit: (FrameEvent) -> Bool) -> UnsafeRawBufferPointer {
         var rest = bytes
         while rest.count > 0 {
-            if c.input.isEmpty && rest.count >= 4 {
+            if !c.hasPartialInput && rest.count >= 4 {
                 let n = be32(rest)
                 if n > maxFrame { _ = emit(.tooLarge); return none }
                 if n == 0 {
@@ -98,32 +99,32 @@ enum FrameSplitter {
                     if !emit(.frame(body)) { return rest }
                     continue
                 }
-                c.input.append(rest)
+                c.extras.input.append(rest)
                 return none
             }
             // Slow path: the header or the body spans receives; accumulate in `input`.
-            if c.input.readableCount < 4 {
-                let take = min(4 - c.input.readableCount, rest.count)
-                c.input.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
+            if c.extras.input.readableCount < 4 {
+                let take = min(4 - c.extras.input.readableCount, rest.count)
+                c.extras.input.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
                 rest = UnsafeRawBufferPointer(rebasing: rest[take...])
-                if c.input.readableCount < 4 { return none }
+                if c.extras.input.readableCount < 4 { return none }
             }
-            let n = be32(c.input.readable)
+            let n = be32(c.extras.input.readable)
             if n > maxFrame { _ = emit(.tooLarge); return none }
             if n == 0 {
-                c.input.removeAll()
+                c.extras.input.removeAll()
                 if !emit(.badFrame("binary frame of length 0 (a frame needs its codec byte)")) { return rest }
                 continue
             }
-            let need = 4 + n - c.input.readableCount
+            let need = 4 + n - c.extras.input.readableCount
             let take = min(need, rest.count)
-            c.input.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
+            c.extras.input.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
             rest = UnsafeRawBufferPointer(rebasing: rest[take...])
             if take < need { return none }
-            let body = UnsafeRawBufferPointer(rebasing: c.input.readable[4...])
+            let body = UnsafeRawBufferPointer(rebasing: c.extras.input.readable[4...])
             let go = emit(.frame(body))
-            c.input.removeAll()
-            c.input.releaseIfEmpty()
+            c.extras.input.removeAll()
+            c.extras.input.releaseIfEmpty()
             if !go { return rest }
         }
         return none

@@ -9,49 +9,56 @@ enum Framing: UInt8 {
 }
 
 /// One client connection, owned by exactly one reactor and touched only on its thread.
+///
+/// Kept small on purpose (the target is ≤ 256 bytes per idle subscribed connection, all
+/// included): fields are grouped by size so Swift's in-order layout wastes no padding, state
+/// only a few connections ever need (a partial frame, held input, a pending cut) lives in
+/// `ConnectionExtras`, allocated on first use, and one joined room is stored inline.
 public final class Connection {
     let fd: Int32
     /// Index in the reactor's connection table.
-    let slot: Int
-    let reactorIndex: Int
+    let slot: Int32
+    /// IPv4 source address (host order), for loopback checks and per-address limits.
+    let peerIP: UInt32
+    var rateStrikes: Int32 = 0
+
+    // One byte each.
     var framing: Framing = .undetermined
-
-    // Session state, set by hello.
-    public internal(set) var user: String?
-    public internal(set) var session: String?
+    /// Codec granted at hello for what the server sends (raw: none). Any codec other than raw
+    /// switches the server's output to binary frames, whatever framing the client sends in.
+    public internal(set) var outCodec: CompressionCodec = .raw
     public internal(set) var echo = false
-    /// Per-plugin state hangs off the connection without the core knowing its type.
-    public var rooms: [LocalRoom] = []
-
-    /// Bytes of a frame that did not fit in one receive (empty and storage-free otherwise).
-    var input = ByteBuffer()
-    /// Output queued during this turn, in a chunk of the reactor's buffer pool (no chunk while
-    /// nothing is queued and the connection has been quiet for a second).
-    var out = PooledByteBuffer()
-    /// Output the kernel is sending (io_uring backend only; stable while a send is in flight).
-    var sending = PooledByteBuffer()
-
     var sendInFlight = false
     var recvArmed = false
     /// Set when the reactor decided to close: no more input is processed or output queued.
     var closing = false
     /// Close once `out` has drained (used after frame_too_large and HTTP replies).
     var closeAfterFlush = false
-    /// A close waiting for its output to flush is forced at this time (the peer may never read).
-    var forceCloseAt: UInt64 = 0
     /// Already in the reactor's list of connections with output to flush this turn.
     var inFlushList = false
     /// Backend has been told to close.
     var closeStarted = false
     /// The backend closed the fd (the number may already belong to someone else).
     var fdClosed = false
+    var idlePingSent = false
+    /// A plugin is finishing this connection's last message asynchronously: further input is
+    /// held, unprocessed, until it calls `Reactor.releaseInput` (so replies stay in order).
+    var inputHeld = false
+    private var sessionReactor: UInt8 = 0
 
-    /// IPv4 source address (host order), for loopback checks and per-address limits.
-    let peerIP: UInt32
-    /// Codec granted at hello for what the server sends (raw: none). Any codec other than raw
-    /// switches the server's output to binary frames, whatever framing the client sends in.
-    public internal(set) var outCodec: CompressionCodec = .raw
-    var sendsBinary: Bool { framing == .binary || outCodec != .raw }
+    // Session state, set by hello.
+    public internal(set) var user: String?
+    /// The session id is kept as numbers and spelled out on demand (no string per connection).
+    private var sessionCounter: UInt32 = 0
+    private var sessionNonce: UInt32 = 0
+    /// Rooms this connection joined (chat plugin state; the first one is stored inline).
+    public var rooms = RoomList()
+
+    /// Output queued during this turn, in a chunk of the reactor's buffer pool (no chunk while
+    /// nothing is queued and the connection has been quiet for a second).
+    var out = PooledByteBuffer()
+    /// Output the kernel is sending (io_uring backend only; stable while a send is in flight).
+    var sending = PooledByteBuffer()
 
     /// Stable hash of the user name (feature rollout), set by hello.
     public internal(set) var userHash: UInt64 = 0
@@ -66,26 +73,16 @@ public final class Connection {
     // Limits.
     let acceptedAt: UInt64
     var lastReceiveAt: UInt64
-    var idlePingSent = false
     var tokens: Double
     var tokensRefilledAt: UInt64
-    var rateStrikes = 0
     /// When output first went over the soft cap (0: under it).
     var overSoftSince: UInt64 = 0
-    /// A plugin is finishing this connection's last message asynchronously: further input is
-    /// held, unprocessed, until it calls `Reactor.releaseInput` (so replies stay in order).
-    var inputHeld = false
-    var heldInput = ByteBuffer()
-    /// The ack owed for the message that caused the hold, sent on release.
-    var heldAckID: [UInt8]?
 
-    /// Set when the connection is to be cut as a slow consumer at the end of the turn.
-    var cutReason: String?
+    private var _extras: ConnectionExtras?
 
-    init(fd: Int32, slot: Int, reactorIndex: Int, peerIP: UInt32, now: UInt64, burst: Int) {
+    init(fd: Int32, slot: Int, peerIP: UInt32, now: UInt64, burst: Int) {
         self.fd = fd
-        self.slot = slot
-        self.reactorIndex = reactorIndex
+        self.slot = Int32(slot)
         self.peerIP = peerIP
         acceptedAt = now
         lastReceiveAt = now
@@ -93,11 +90,104 @@ public final class Connection {
         tokensRefilledAt = now
     }
 
+    /// The rarely needed state, created on first use.
+    var extras: ConnectionExtras {
+        if let e = _extras { return e }
+        let e = ConnectionExtras()
+        _extras = e
+        return e
+    }
+
+    /// True when part of a frame is waiting for the rest (without creating `extras`).
+    var hasPartialInput: Bool { _extras.map { !$0.input.isEmpty } ?? false }
+    /// Bytes held while `inputHeld` (0 without `extras`).
+    var heldInputCount: Int { _extras?.heldInput.readableCount ?? 0 }
+    var cutReason: String? { _extras?.cutReason }
+    var forceCloseAt: UInt64 { _extras?.forceCloseAt ?? 0 }
+
+    /// Frees input storage (the connection is closing).
+    func dropInput() {
+        _extras?.input.removeAll()
+        _extras?.input.releaseIfEmpty()
+    }
+
     var isLoopback: Bool { peerIP >> 24 == 127 }
+    var sendsBinary: Bool { framing == .binary || outCodec != .raw }
 
     /// Output bytes queued or in flight.
     var pendingOutputBytes: Int { out.readableCount + sending.readableCount }
 
     /// True once the connection said hello.
     public var isAuthenticated: Bool { user != nil }
+
+    /// "reactor-counter-nonce", assigned at hello.
+    public var session: String? {
+        guard sessionCounter != 0 else { return nil }
+        return "\(sessionReactor)-\(sessionCounter)-\(String(sessionNonce, radix: 16))"
+    }
+
+    func setSession(reactor: Int, counter: UInt32, nonce: UInt32) {
+        sessionReactor = UInt8(truncatingIfNeeded: reactor)
+        sessionCounter = counter == 0 ? 1 : counter
+        sessionNonce = nonce
+    }
+}
+
+/// Per-connection state that few connections need, kept off the `Connection` record.
+final class ConnectionExtras {
+    /// Bytes of a frame that did not fit in one receive (empty and storage-free otherwise).
+    var input = ByteBuffer()
+    /// Input that arrived while a plugin held the connection's input.
+    var heldInput = ByteBuffer()
+    /// The ack owed for the message that caused the hold, sent on release.
+    var heldAckID: [UInt8]?
+    /// Set when the connection is to be cut as a slow consumer at the end of the turn.
+    var cutReason: String?
+    /// A close waiting for its output to flush is forced at this time (the peer may never read).
+    var forceCloseAt: UInt64 = 0
+}
+
+/// The rooms a connection joined: most connections join one, so the first is stored inline and
+/// only further ones take an array.
+public struct RoomList: Sequence {
+    private var first: LocalRoom?
+    private var more: [LocalRoom] = []
+
+    public init() {}
+
+    public var count: Int { first == nil ? 0 : 1 + more.count }
+    public var isEmpty: Bool { first == nil }
+
+    mutating func append(_ r: LocalRoom) {
+        if first == nil { first = r } else { more.append(r) }
+    }
+
+    /// Removes and returns the first room matching `predicate`.
+    mutating func remove(where predicate: (LocalRoom) -> Bool) -> LocalRoom? {
+        guard let f = first else { return nil }
+        if predicate(f) {
+            first = more.isEmpty ? nil : more.removeFirst()
+            return f
+        }
+        guard let i = more.firstIndex(where: predicate) else { return nil }
+        return more.remove(at: i)
+    }
+
+    mutating func removeAll() {
+        first = nil
+        more = []
+    }
+
+    public struct Iterator: IteratorProtocol {
+        fileprivate var list: RoomList
+        fileprivate var index = 0
+        public mutating func next() -> LocalRoom? {
+            defer { index += 1 }
+            if index == 0 { return list.first }
+            let i = index - 1
+            return i < list.more.count ? list.more[i] : nil
+        }
+    }
+
+    public func makeIterator() -> Iterator { Iterator(list: self) }
 }

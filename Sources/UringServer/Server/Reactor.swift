@@ -315,7 +315,7 @@ public final class Reactor: IOEventHandler {
             connections.append(nil)
             return connections.count - 1
         }()
-        let c = Connection(fd: fd, slot: slot, reactorIndex: index, peerIP: peer,
+        let c = Connection(fd: fd, slot: slot, peerIP: peer,
                            now: turnNanos == 0 ? Clock.monoNanos() : turnNanos, burst: config.rateLimitBurst)
         connections[slot] = c
         lastAcceptedSlot = slot
@@ -401,8 +401,8 @@ public final class Reactor: IOEventHandler {
     public func releaseInput(_ c: Connection) {
         guard c.inputHeld else { return }
         c.inputHeld = false
-        if let id = c.heldAckID {
-            c.heldAckID = nil
+        if let id = c.extras.heldAckID {
+            c.extras.heldAckID = nil
             id.withUnsafeBytes { id in
                 reply(to: c) { b in
                     b.append("{\"type\":\"ack\",\"id\":")
@@ -411,21 +411,21 @@ public final class Reactor: IOEventHandler {
                 }
             }
         }
-        if c.closing || c.heldInput.isEmpty { return }
-        let kept = Array(c.heldInput.readable)
-        c.heldInput.removeAll()
-        c.heldInput.releaseIfEmpty()
+        if c.closing || c.heldInputCount == 0 { return }
+        let kept = Array(c.extras.heldInput.readable)
+        c.extras.heldInput.removeAll()
+        c.extras.heldInput.releaseIfEmpty()
         kept.withUnsafeBytes { connectionReceived(c, $0) }
     }
 
     private func holdBytes(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
-        if c.heldInput.readableCount + bytes.count > 4 * config.maxFrameBytes {
+        if c.heldInputCount + bytes.count > 4 * config.maxFrameBytes {
             limitHit("max_frame_bytes")
             sendError(c, .frameTooLarge, "too much input while a reply is pending", id: nil)
             closeAfterFlush(c)
             return
         }
-        c.heldInput.append(bytes)
+        c.extras.heldInput.append(bytes)
     }
 
     /// A client frame in lz4/zstd: inflated (bounded by max_frame_bytes) and handled as JSON.
@@ -466,8 +466,8 @@ public final class Reactor: IOEventHandler {
     func connectionReleased(_ c: Connection) {
         c.out.release(to: pool)
         c.sending.release(to: pool)
-        connections[c.slot] = nil
-        freeSlots.append(c.slot)
+        connections[Int(c.slot)] = nil
+        freeSlots.append(Int(c.slot))
         liveConnections -= 1
         counters.closed += 1
         shared.connectionClosed(peerIP: c.peerIP)
@@ -522,7 +522,7 @@ public final class Reactor: IOEventHandler {
         c.closing = true
         let drainNanos: UInt64 = UInt64(config.drainTimeoutMs) * 1_000_000
         let wait: UInt64 = grace ?? drainNanos
-        c.forceCloseAt = turnNanos &+ wait
+        c.extras.forceCloseAt = turnNanos &+ wait
         c.closeAfterFlush = true
         notifyClosed(c)
         markForFlush(c)
@@ -547,8 +547,7 @@ public final class Reactor: IOEventHandler {
 
     private func startClose(_ c: Connection) {
         if c.closeStarted { return }
-        c.input.removeAll()
-        c.input.releaseIfEmpty()
+        c.dropInput()
         backend.close(c)
     }
 
@@ -557,7 +556,7 @@ public final class Reactor: IOEventHandler {
     /// announces user_left, which must not re-enter the fan-out in progress).
     private func cutSlowConsumer(_ c: Connection, _ why: String) {
         if c.cutReason != nil || c.closing { return }
-        c.cutReason = why
+        c.extras.cutReason = why
         pendingCuts.append(c)
     }
 
@@ -606,7 +605,7 @@ public final class Reactor: IOEventHandler {
         // Every message with an id is acknowledged once handled, after its reply or error —
         // for a message a plugin finishes later, when it releases the input.
         if let id, c.inputHeld {
-            c.heldAckID = Array(id)
+            c.extras.heldAckID = Array(id)
         } else if let id {
             reply(to: c) { b in
                 b.append("{\"type\":\"ack\",\"id\":")
@@ -813,11 +812,11 @@ public final class Reactor: IOEventHandler {
     // MARK: HTTP
 
     private func handleHTTP(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
-        c.input.append(bytes)
-        guard let response = HTTPRouter.route(c.input.readable, from: c, shared: shared) else {
+        c.extras.input.append(bytes)
+        guard let response = HTTPRouter.route(c.extras.input.readable, from: c, shared: shared) else {
             return   // request incomplete
         }
-        c.input.removeAll()
+        c.extras.input.removeAll()
         c.out.append(response.readable, pool: pool)
         if c.queuedSince == 0 { c.queuedSince = originNanos }
         closeAfterFlush(c)
