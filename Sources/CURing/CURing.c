@@ -105,3 +105,11 @@ int curing_probe(char *why, unsigned long why_len) {
     io_uring_queue_exit(&ring);
     return 0;
 }
+
+int curing_opcode_supported(struct io_uring *ring, int op) {
+    struct io_uring_probe *p = io_uring_get_probe_ring(ring);
+    if (!p) return 0;
+    int ok = io_uring_opcode_supported(p, op);
+    io_uring_free_probe(p);
+    return ok ? 1 : 0;
+}

@@ -51,6 +51,9 @@ void curing_prep_recv_multishot_select(struct io_uring_sqe *sqe, int fd, unsigne
 /// Returns 0 when usable; otherwise -1 and writes a reason into `why`.
 int curing_probe(char *why, unsigned long why_len);
 
+/// 1 when this ring's kernel supports opcode `op` (IORING_REGISTER_PROBE), else 0.
+int curing_opcode_supported(struct io_uring *ring, int op);
+
 /// accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC): accept4 is a GNU extension that
 /// Swift's Glibc module (built without _GNU_SOURCE) does not declare.
 int curing_accept_nonblock(int fd);

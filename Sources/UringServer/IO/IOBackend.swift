@@ -42,5 +42,8 @@ protocol IOEventHandler: AnyObject {
     /// All queued output was written (no more send in flight); `error != 0` when a send failed.
     func connectionSendCompleted(_ c: Connection, error: Int32)
     func connectionReleased(_ c: Connection)
+    /// A zero-copy send's buffer came back; `copied` when the kernel copied the bytes anyway
+    /// (it does for loopback peers, so SEND_ZC saves nothing there).
+    func zeroCopySendFinished(copied: Bool)
     func wakeup()
 }

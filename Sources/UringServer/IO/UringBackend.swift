@@ -13,7 +13,14 @@ final class UringBackend: IOBackend {
         case accept = 1, recv = 2, send = 3, wake = 4
         /// A MSG_RING from another reactor (arrives on this ring) / our own MSG_RING's completion.
         case peerWake = 5, peerWakeSent = 6
+        /// IORING_OP_SEND_ZC: a result CQE, then (flagged F_NOTIF) the buffer-release CQE.
+        case sendZC = 7
     }
+
+    // Not in liburing 2.3's headers (kernel 6.2+): ask the notification to say whether the
+    // kernel had to copy after all.
+    private static let sendZCReportUsage: UInt16 = 1 << 3
+    private static let notifUsageZCCopied: UInt32 = 1 << 31
 
     private var ring = io_uring()
     private var bufRing: UnsafeMutablePointer<io_uring_buf_ring>
@@ -35,11 +42,15 @@ final class UringBackend: IOBackend {
     /// Connections whose multishot recv ended with ENOBUFS: re-armed after the batch recycled.
     private var rearmRecv: [Connection] = []
     let setupFlags: UInt32
+    /// Sends of at least this many bytes use IORING_OP_SEND_ZC (0: never, or unsupported here).
+    let zeroCopyThreshold: Int
 
-    init(entries: Int, recvBufferCount: Int, recvBufferSize: Int) throws(SyscallError) {
+    init(entries: Int, recvBufferCount: Int, recvBufferSize: Int, zeroCopyThreshold: Int) throws(SyscallError) {
         var flags: UInt32 = 0
         _ = try uringCall("io_uring_queue_init", curing_queue_init(&ring, UInt32(entries), &flags))
         setupFlags = flags
+        self.zeroCopyThreshold = zeroCopyThreshold > 0 && curing_opcode_supported(&ring, Int32(IORING_OP_SEND_ZC.rawValue)) != 0
+            ? zeroCopyThreshold : 0
         var err: Int32 = 0
         guard let br = curing_buf_ring_setup(&ring, UInt32(recvBufferCount), Self.bufGroup, &err) else {
             io_uring_queue_exit(&ring)
@@ -155,8 +166,14 @@ final class UringBackend: IOBackend {
         }
         let r = c.sending.readable
         let s = sqe()
-        io_uring_prep_send(s, c.fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL))
-        io_uring_sqe_set_data64(s, Self.pack(c, .send))
+        if zeroCopyThreshold > 0 && r.count >= zeroCopyThreshold && !c.zcCopies {
+            // The kernel sends from our pages; `sending` stays untouched until the notification.
+            io_uring_prep_send_zc(s, c.fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL), UInt32(Self.sendZCReportUsage))
+            io_uring_sqe_set_data64(s, Self.pack(c, .sendZC))
+        } else {
+            io_uring_prep_send(s, c.fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL))
+            io_uring_sqe_set_data64(s, Self.pack(c, .send))
+        }
         c.sendInFlight = true
     }
 
@@ -259,26 +276,49 @@ final class UringBackend: IOBackend {
             }
             if c.closeStarted { releaseIfIdle(c) }
         case .send:
+            sendCompleted(connection(data), res: res, handler: handler)
+        case .sendZC:
             let c = connection(data)
-            c.sendInFlight = false
-            if c.closeStarted {
-                releaseIfIdle(c)
-                return
-            }
-            if res < 0 {
-                c.sending.removeAll()
-                handler.connectionSendCompleted(c, error: -res)
-                return
-            }
-            c.sending.consume(Int(res))
-            if !c.sending.isEmpty {
-                send(c)   // a partial send continues where it stopped
+            if flags & UInt32(IORING_CQE_F_NOTIF) != 0 {
+                // The kernel let go of our pages: only now may `sending` be reused.
+                c.zcNotifPending = false
+                let copied = UInt32(bitPattern: res) & Self.notifUsageZCCopied != 0
+                if copied { c.zcCopies = true }   // pinning pages for a copy only costs more
+                handler.zeroCopySendFinished(copied: copied)
+                let failed = c.zcFailed
+                c.zcFailed = false
+                sendCompleted(c, res: failed ? -EPIPE : 0, handler: handler, accounted: true)
+            } else if flags & UInt32(IORING_CQE_F_MORE) != 0 {
+                // The result; a notification follows. Account the bytes now, finish then.
+                c.zcNotifPending = true
+                if res < 0 { c.zcFailed = true; c.sending.removeAll() } else { c.sending.consume(Int(res)) }
             } else {
-                // The reactor sends what was queued meanwhile at the end of this turn. The
-                // buffer keeps its memory while the connection is busy (the reactor frees it
-                // after a second without output), so steady traffic does not malloc.
-                handler.connectionSendCompleted(c, error: 0)
+                sendCompleted(c, res: res, handler: handler)   // failed before any page was used
             }
+        }
+    }
+
+    /// A send's result (`accounted`: the bytes were already consumed, `res` only says whether
+    /// any are left). One place for plain sends and zero-copy ones.
+    private func sendCompleted(_ c: Connection, res: Int32, handler: IOEventHandler, accounted: Bool = false) {
+        c.sendInFlight = false
+        if c.closeStarted {
+            releaseIfIdle(c)
+            return
+        }
+        if res < 0 {
+            c.sending.removeAll()
+            handler.connectionSendCompleted(c, error: -res)
+            return
+        }
+        if !accounted { c.sending.consume(Int(res)) }
+        if !c.sending.isEmpty {
+            send(c)   // a partial send continues where it stopped
+        } else {
+            // The reactor sends what was queued meanwhile at the end of this turn. The
+            // buffer keeps its memory while the connection is busy (the reactor frees it
+            // after a second without output), so steady traffic does not malloc.
+            handler.connectionSendCompleted(c, error: 0)
         }
     }
 

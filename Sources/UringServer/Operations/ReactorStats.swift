@@ -9,6 +9,9 @@ struct ReactorCounters {
     var errorsSent = 0
     var bytesIn = 0
     var bytesOut = 0
+    /// IORING_OP_SEND_ZC sends whose buffer came back, and how many of those the kernel copied.
+    var zeroCopySends = 0
+    var zeroCopyCopied = 0
     var accepted = 0
     var closed = 0
     var limitHits: [String: Int] = [:]
@@ -34,6 +37,8 @@ public struct ReactorSnapshot: Sendable {
     public var totalClosed = 0
     public var bytesIn = 0
     public var bytesOut = 0
+    public var zeroCopySends = 0
+    public var zeroCopyCopied = 0
     public var limitHits: [String: Int] = [:]
     /// Connections whose output waited over 50 ms at the last tick.
     public var backlogged = 0
@@ -84,6 +89,8 @@ struct SecondWindow {
         s.totalClosed = c.closed
         s.bytesIn = c.bytesIn
         s.bytesOut = c.bytesOut
+        s.zeroCopySends = c.zeroCopySends
+        s.zeroCopyCopied = c.zeroCopyCopied
         s.limitHits = c.limitHits
         s.latencyLastSecond = c.latency
         s.latencyTotal = c.latencyTotal

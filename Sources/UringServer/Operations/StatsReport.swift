@@ -73,6 +73,8 @@ enum StatsReport {
             ("closed", snaps.reduce(0) { $0 + $1.totalClosed }),
             ("bytes_in", snaps.reduce(0) { $0 + $1.bytesIn }),
             ("bytes_out", snaps.reduce(0) { $0 + $1.bytesOut }),
+            ("zero_copy_sends", snaps.reduce(0) { $0 + $1.zeroCopySends }),
+            ("zero_copy_copied", snaps.reduce(0) { $0 + $1.zeroCopyCopied }),
         ]
         for (i, (k, v)) in totals.enumerated() {
             if i > 0 { b.append(",") }

@@ -26,6 +26,9 @@ public struct ServerConfig: Sendable {
     public var recvBufferSize = 4096
     /// Pin reactor i to CPU i (mod the CPU count), so its buffer pool stays on its NUMA node.
     public var pinReactors = true
+    /// io_uring mode: sends of at least this many bytes go out with IORING_OP_SEND_ZC (the kernel
+    /// reads our pages instead of copying them; 0 disables). See docs/performance.md.
+    public var sendZCThreshold = 16384
 
     // Operations (docs/deployment.md)
     /// Serve /stats and /metrics to non-loopback clients too.
@@ -128,6 +131,8 @@ public struct ServerConfig: Sendable {
             c.recvBufferSize = try parseInt(v, key: "recv_buffer_size", range: 512...(1 << 20)) },
         Key(name: "pin_reactors", help: "pin reactor i to CPU i so its buffer pool is NUMA-local (default true)") { c, v throws(ConfigError) in
             c.pinReactors = try parseBool(v, key: "pin_reactors") },
+        Key(name: "send_zc_threshold", help: "io_uring: sends of at least this many bytes use SEND_ZC; 0 disables (default 16384)") { c, v throws(ConfigError) in
+            c.sendZCThreshold = try parseInt(v, key: "send_zc_threshold", range: 0...(1 << 30)) },
         Key(name: "stats_public", help: "serve /stats and /metrics to non-loopback clients (default false)") { c, v throws(ConfigError) in
             c.statsPublic = try parseBool(v, key: "stats_public") },
         Key(name: "admin_token", help: "bearer token for /admin routes; empty disables them (default empty)") { c, v throws(ConfigError) in

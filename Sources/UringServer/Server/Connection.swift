@@ -45,6 +45,13 @@ public final class Connection {
     /// held, unprocessed, until it calls `Reactor.releaseInput` (so replies stay in order).
     var inputHeld = false
     private var sessionReactor: UInt8 = 0
+    /// A SEND_ZC completed but the kernel still references `sending` until its notification
+    /// CQE (io_uring backend); `zcFailed` carries a failure of that send to the notification.
+    var zcNotifPending = false
+    var zcFailed = false
+    /// The kernel reported copying a zero-copy send to this peer (loopback, or a device without
+    /// scatter-gather): later sends to it are plain ones, which are cheaper then.
+    var zcCopies = false
 
     // Session state, set by hello.
     public internal(set) var user: String?

@@ -101,8 +101,12 @@ public final class Reactor: IOEventHandler {
         }
         switch shared.ioMode {
         case .uring:
-            backend = try UringBackend(entries: config.ringEntries, recvBufferCount: config.recvBufferCount,
-                                       recvBufferSize: config.recvBufferSize)
+            let uring = try UringBackend(entries: config.ringEntries, recvBufferCount: config.recvBufferCount,
+                                         recvBufferSize: config.recvBufferSize, zeroCopyThreshold: config.sendZCThreshold)
+            if config.sendZCThreshold > 0 && uring.zeroCopyThreshold == 0 {
+                shared.logger.warning("IORING_OP_SEND_ZC unsupported by this kernel: plain sends only", ["reactor": "\(index)"])
+            }
+            backend = uring
         case .epoll:
             backend = try EpollBackend(recvBufferSize: config.recvBufferSize)
         }
@@ -461,6 +465,11 @@ public final class Reactor: IOEventHandler {
             sendFinished(c)
         }
         if c.closeAfterFlush || !c.out.isEmpty { markForFlush(c) }
+    }
+
+    func zeroCopySendFinished(copied: Bool) {
+        counters.zeroCopySends &+= 1
+        if copied { counters.zeroCopyCopied &+= 1 }
     }
 
     func connectionReleased(_ c: Connection) {
