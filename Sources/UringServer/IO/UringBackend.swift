@@ -49,6 +49,10 @@ final class UringBackend: IOBackend {
         var flags: UInt32 = 0
         _ = try uringCall("io_uring_queue_init", curing_queue_init(&ring, UInt32(entries), &flags))
         setupFlags = flags
+        // Registered ring fd: every io_uring_enter skips the fd table lookup (fdget/fdput);
+        // liburing then enters with IORING_ENTER_REGISTERED_RING. Optional (kernel 5.18+);
+        // other rings still reach this one through its real fd (MSG_RING).
+        _ = io_uring_register_ring_fd(&ring)
         self.zeroCopyThreshold = zeroCopyThreshold > 0 && curing_opcode_supported(&ring, Int32(IORING_OP_SEND_ZC.rawValue)) != 0
             ? zeroCopyThreshold : 0
         var err: Int32 = 0
