@@ -194,10 +194,27 @@ final class UringBackend: IOBackend {
     private var released: [Connection] = []
 
     private func releaseIfIdle(_ c: Connection) {
-        guard c.closeStarted, !c.recvArmed, !c.sendInFlight, !c.fdClosed else { return }
-        Glibc.close(c.fd)
-        c.fdClosed = true
-        released.append(c)
+        guard c.closeStarted, !c.recvArmed else { return }
+        // A zero-copy send whose result is in but whose notification is not: the kernel lets
+        // go of our pages only when the socket's queued data is freed, which for a peer that
+        // stopped reading means when the socket is gone. So the fd is closed now, and the
+        // record (owner of the buffer, and what user_data points at) is released after the
+        // notification.
+        if !c.fdClosed && (!c.sendInFlight || c.zcNotifPending) {
+            if c.zcNotifPending {
+                // Data still queued for a peer that does not read would keep our pages (and
+                // the notification) until TCP gives up, minutes later: abort with a reset,
+                // which frees the queue at once. (Only forced closes get here; a graceful one
+                // waits for its sends to finish.)
+                var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+                _ = setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+            }
+            Glibc.close(c.fd)
+            c.fdClosed = true
+            if !c.sendInFlight { released.append(c) }
+        } else if c.fdClosed && !c.sendInFlight {
+            released.append(c)   // the notification that held the release has arrived
+        }
     }
 
     // MARK: completion
@@ -296,6 +313,7 @@ final class UringBackend: IOBackend {
                 // The result; a notification follows. Account the bytes now, finish then.
                 c.zcNotifPending = true
                 if res < 0 { c.zcFailed = true; c.sending.removeAll() } else { c.sending.consume(Int(res)) }
+                if c.closeStarted { releaseIfIdle(c) }   // close the fd: that frees the queued data
             } else {
                 sendCompleted(c, res: res, handler: handler)   // failed before any page was used
             }
