@@ -42,6 +42,17 @@ let package = Package(
             swiftSettings: [.swiftLanguageMode(.v5)],
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
         ),
+        // The server's message path over the in-memory backend: 0 mallocs per message.
+        .executableTarget(
+            name: "ServerBenchmarks",
+            dependencies: [
+                .product(name: "Benchmark", package: "package-benchmark"),
+                .product(name: "UringServer", package: "tcpserver"),
+            ],
+            path: "Benchmarks/ServerBenchmarks",
+            swiftSettings: [.swiftLanguageMode(.v5)],
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
+        ),
         // CompressionContext (lz4, zstd -1/-3) compress/decompress throughput and ratio.
         .executableTarget(
             name: "CompressionBenchmarks",

@@ -12,7 +12,8 @@ Reports medians over the rounds:
   (d) ping: 100 connections x 8 in flight
   (e) latency: fan-out 50 x 64 B paced at half the lowest (a) rate of the four servers
       (measured in round 1, then fixed), publish->deliver p50/p99/p999
-  (f) hold: 500 and 10,000 idle subscribed connections -> RSS, bytes per extra connection
+  (f) hold: 500 and 10,000 idle subscribed connections (3 s settle: idle means no traffic for
+      over a second, when the server gives output buffers back) -> RSS, bytes per extra connection
   (g) compressed fan-out: 50 subscribers x 4 KiB of English-like text, subscribers ask for lz4
   (h) the same with zstd (g, h: tcpserver only, binary frames; Redis and NATS have no
       equivalent and show n/a) -> deliveries/s, bytes on the wire per delivery, wire ratio
@@ -440,7 +441,7 @@ def main():
                 ", ".join(f"{s}={servers[s].port}" for s in order))
             plan = []
             if "f" in args.loads:  # fresh servers: memory first
-                plan.append(("f", ["hold", "--conns", args.hold, "--settle", "1"]))
+                plan.append(("f", ["hold", "--conns", args.hold, "--settle", "3"]))
             for key, _, targs in LOADS:
                 if key in args.loads:
                     plan.append((key, targs))

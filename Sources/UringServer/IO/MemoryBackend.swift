@@ -16,7 +16,14 @@ final class MemoryBackend: IOBackend {
         sent[Int(c.slot)] = nil
     }
 
+    /// Drop output instead of collecting it (for allocation benchmarks of the message path).
+    var discardOutput = false
+
     func send(_ c: Connection) {
+        if discardOutput {
+            c.out.removeAll()
+            return
+        }
         sent[Int(c.slot), default: []].append(contentsOf: c.out.readable)
         c.out.removeAll()
     }
@@ -96,6 +103,21 @@ public final class ProtocolHarness {
     public func isClosed(_ id: Int) -> Bool { backend.closedSlots.contains(id) }
 
     public var openConnections: Int { reactor.liveConnections }
+
+    /// When true, output is counted as sent and dropped, not collected per connection (so a
+    /// benchmark sees only the server's own allocations).
+    public var discardsOutput: Bool {
+        get { backend.discardOutput }
+        set { backend.discardOutput = newValue }
+    }
+
+    /// Feeds `bytes` to connection `id` as one receive and runs the end of the turn, without
+    /// creating an array.
+    public func feed(_ id: Int, _ bytes: UnsafeRawBufferPointer) {
+        guard let c = reactor.connection(id), !c.closeStarted else { return }
+        reactor.connectionReceived(c, bytes)
+        step()
+    }
 
     private func step() {
         reactor.endTurnForTesting()
