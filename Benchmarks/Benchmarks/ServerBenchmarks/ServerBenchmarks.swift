@@ -9,6 +9,25 @@
 import Benchmark
 import UringServer
 
+/// A harness with `members` connections that said hello and joined room "bench"; the setup is
+/// checked (a benchmark of the error path would measure nothing useful).
+func roomHarness(members: Int) -> (ProtocolHarness, [Int]) {
+    var config = ServerConfig()
+    config.presence = false
+    config.rateLimitPerSec = 0
+    let h = ProtocolHarness(config: config)
+    var ids: [Int] = []
+    for i in 0..<members {
+        let id = h.connect()
+        h.feed(id, Array("{\"type\":\"hello\",\"user\":\"m\(i)\"}\n{\"type\":\"join_room\",\"room\":\"bench\"}\n".utf8))
+        let out = String(decoding: h.takeOutput(id), as: UTF8.self)
+        precondition(out.contains("\"type\":\"joined\""), "setup failed for member \(i): \(out)")
+        ids.append(id)
+    }
+    h.discardsOutput = true
+    return (h, ids)
+}
+
 let benchmarks: @Sendable () -> Void = {
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock, .mallocCountTotal, .throughput],
@@ -19,19 +38,35 @@ let benchmarks: @Sendable () -> Void = {
         thresholds: [.mallocCountTotal: .init(absolute: [.p100: 0])]
     )
 
+    // The same loop with no server call: what the harness and the measurement itself allocate
+    // per sample (the message benchmarks must not exceed it).
+    Benchmark("empty_loop_baseline") { benchmark in
+        let line = Array("{\"type\":\"send_chat\"}\n".utf8)
+        var n = 0
+        benchmark.startMeasurement()
+        line.withUnsafeBytes { bytes in
+            for _ in benchmark.scaledIterations { n &+= bytes.count }
+        }
+        benchmark.stopMeasurement()
+        blackHole(n)
+    }
+
+    // Ten send_chat lines in one receive (one turn): a batch.
+    Benchmark("send_chat_x10_per_receive_fanout_50_members") { benchmark in
+        let (h, ids) = roomHarness(members: 50)
+        let one = "{\"type\":\"send_chat\",\"room\":\"bench\",\"text\":\"hello everyone, 64 bytes or so of chat text\"}\n"
+        let line = Array(String(repeating: one, count: 10).utf8)
+        benchmark.startMeasurement()
+        line.withUnsafeBytes { bytes in
+            for _ in benchmark.scaledIterations { h.feed(ids[0], bytes) }
+        }
+        benchmark.stopMeasurement()
+        precondition(h.errorsSent == 0, "the message path answered with errors: nothing was measured")
+    }
+
     for members in [1, 50] {
         Benchmark("send_chat_fanout_\(members)_members") { benchmark in
-            var config = ServerConfig()
-            config.presence = false
-            config.rateLimitPerSec = 0
-            let h = ProtocolHarness(config: config)
-            h.discardsOutput = true
-            var ids: [Int] = []
-            for i in 0..<members {
-                let id = h.connect()
-                h.feed(id, Array("{\"type\":\"hello\",\"user\":\"m\(i)\"}\n{\"type\":\"join\",\"room\":\"bench\"}\n".utf8))
-                ids.append(id)
-            }
+            let (h, ids) = roomHarness(members: members)
             let line = Array("{\"type\":\"send_chat\",\"room\":\"bench\",\"text\":\"hello everyone, 64 bytes or so of chat text\"}\n".utf8)
             let pub = ids[0]
             benchmark.startMeasurement()
@@ -41,6 +76,8 @@ let benchmarks: @Sendable () -> Void = {
                 }
             }
             benchmark.stopMeasurement()
+            precondition(h.errorsSent == 0 && h.deliveries >= benchmark.scaledIterations.count * (members - 1),
+                         "expected every message delivered to the other members: \(h.deliveries) deliveries, \(h.errorsSent) errors")
         }
     }
 }

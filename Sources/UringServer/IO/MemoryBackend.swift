@@ -104,6 +104,10 @@ public final class ProtocolHarness {
 
     public var openConnections: Int { reactor.liveConnections }
 
+    /// Messages queued to connections so far, and error replies among everything sent.
+    public var deliveries: Int { reactor.counters.deliveries }
+    public var errorsSent: Int { reactor.counters.errorsSent }
+
     /// When true, output is counted as sent and dropped, not collected per connection (so a
     /// benchmark sees only the server's own allocations).
     public var discardsOutput: Bool {
