@@ -5,15 +5,15 @@ import Synchronization
 ///
 /// A room's members may live on several reactors. Each reactor keeps its own `LocalRoom`
 /// (touched only by that reactor's thread, no locks); the `SharedRoom` ties them together:
-/// the total member count (changed under the directory lock on join/leave, which are rare) and
+/// the total member count (changed under the directory's stripe lock on join/leave, which are rare) and
 /// a bit mask of the reactors that have local members, read lock-free with one acquire load per
 /// message. A message is rendered once, delivered to local members, and handed to each other
 /// reactor in the mask once (not once per member).
 public final class SharedRoom: @unchecked Sendable {
     public let name: String
-    /// Reactors with local members (bit i = reactor i). Written under the directory lock.
+    /// Reactors with local members (bit i = reactor i). Written under the directory stripe's lock.
     let reactorMask = Atomic<UInt64>(0)
-    /// Guarded by the directory lock.
+    /// Guarded by the directory's stripe lock for this room.
     var memberCount = 0
     var perReactorCount: [Int]
     /// Slot i belongs to reactor i's thread and is only ever touched by it.
@@ -78,7 +78,10 @@ public final class LocalRoom {
 
 /// name → SharedRoom, for all reactors. Only join and leave take its lock.
 public final class RoomDirectory: Sendable {
-    private let rooms = Locked<[String: SharedRoom]>([:])
+    /// Room name → room, in a lock-striped map (16 stripes): reactors joining or leaving
+    /// different rooms take different locks. A room's counts change only under its stripe's
+    /// lock. Nothing here is touched per message: fan-out reads the room's reactor mask.
+    private let rooms = StripedMap<String, SharedRoom>(stripes: 16)
     let reactorCount: Int
 
     init(reactorCount: Int) { self.reactorCount = reactorCount }
@@ -86,14 +89,14 @@ public final class RoomDirectory: Sendable {
     /// Adds one member on `reactor`; returns the room and its total member count, or nil when
     /// the room already has `limit` members.
     func join(_ name: String, reactor: Int, limit: Int = .max) -> (SharedRoom, Int)? {
-        rooms.withLock { rooms in
+        rooms.update(key: name) { slot -> (SharedRoom, Int)? in
             let room: SharedRoom
-            if let r = rooms[name] {
+            if let r = slot {
                 if r.memberCount >= limit { return nil }
                 room = r
             } else {
                 room = SharedRoom(name: name, reactorCount: reactorCount)
-                rooms[name] = room
+                slot = room
             }
             room.memberCount += 1
             room.perReactorCount[reactor] += 1
@@ -108,29 +111,29 @@ public final class RoomDirectory: Sendable {
     /// Removes one member on `reactor`; returns the remaining total.
     @discardableResult
     func leave(_ room: SharedRoom, reactor: Int) -> Int {
-        rooms.withLock { rooms in
+        rooms.update(key: room.name) { slot -> Int in
             room.memberCount -= 1
             room.perReactorCount[reactor] -= 1
             if room.perReactorCount[reactor] == 0 {
                 room.reactorMask.store(room.reactorMask.load(ordering: .relaxed) & ~(1 << UInt64(reactor)),
                                        ordering: .releasing)
             }
-            if room.memberCount == 0, rooms[room.name] === room {
-                rooms[room.name] = nil
+            if room.memberCount == 0, slot === room {
+                slot = nil
             }
             return room.memberCount
         }
     }
 
     func lookup(_ name: String) -> SharedRoom? {
-        rooms.withLock { $0[name] }
+        rooms.value(forKey: name)
     }
 
     public func memberCount(_ name: String) -> Int {
-        rooms.withLock { $0[name]?.memberCount ?? 0 }
+        rooms.withValue(forKey: name) { $0?.memberCount ?? 0 }
     }
 
-    public var roomCount: Int { rooms.withLock { $0.count } }
+    public var roomCount: Int { rooms.count }
 }
 
 /// A message rendered once (JSON body, no framing) and shared by the reactors it is handed to.
