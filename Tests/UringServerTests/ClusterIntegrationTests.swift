@@ -130,10 +130,15 @@ struct ClusterIntegrationTests {
         let sender = clients[0], local = clients[1], remote = clients[2]
         try sender.send(["type": "send_chat", "room": "count", "text": "while redis is down"])
         #expect(try local.read(until: "chat", timeout: 5)["text"] as? String == "while redis is down")
-        let stats = try httpRequest(port: a.port, "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").body
-        let obj = try J.parse(Array(stats.utf8))
-        let cluster = try #require(obj["cluster"] as? [String: Any], "cluster section in /stats")
-        #expect((cluster["publish_failures"] as? Int ?? 0) >= 1, "failed publishes counted: \(cluster)")
+        // The link thread counts the failure when it finds the connection gone (asynchronously
+        // to the send above), so poll for it.
+        var cluster: [String: Any] = [:]
+        let counted = try Self.eventually(5) {
+            let stats = try httpRequest(port: a.port, "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").body
+            cluster = try J.parse(Array(stats.utf8))["cluster"] as? [String: Any] ?? [:]
+            return (cluster["publish_failures"] as? Int ?? 0) >= 1
+        }
+        #expect(counted, "failed publishes counted: \(cluster)")
 
         // Redis back on the same port: the links reconnect and resubscribe.
         try redis.restart()
