@@ -31,9 +31,9 @@ final class UringBackend: IOBackend {
     private static let bufGroup: UInt16 = 0
     /// Buffers handed back this batch; made visible to the kernel in one advance.
     private var pendingRecycles: Int32 = 0
-    /// Receive completions since the last `releaseIdleMemory`, and whether the buffers' pages
-    /// have been given back since the last receive.
-    private var recvsSinceIdleCheck = 0
+    /// A receive completed since the last `releaseIdleMemory`; the buffers' pages have been
+    /// given back since the last receive.
+    private var receivedSinceIdleCheck = false
     private var buffersReleased = true
 
     private var listenFD: Int32 = -1
@@ -93,8 +93,8 @@ final class UringBackend: IOBackend {
     /// this thread is inside io_uring_enter, and every buffer it filled has a CQE. With the CQ
     /// empty and no enter in progress, no buffer holds data and none is being written.
     func releaseIdleMemory() {
-        defer { recvsSinceIdleCheck = 0 }
-        guard recvsSinceIdleCheck == 0, !buffersReleased,
+        defer { receivedSinceIdleCheck = false }
+        guard !receivedSinceIdleCheck, !buffersReleased,
               setupFlags & UInt32(IORING_SETUP_DEFER_TASKRUN) != 0,
               io_uring_cq_ready(&ring) == 0 else { return }
         _ = madvise(bufBase, bufCount * bufSize, MADV_DONTNEED)
@@ -274,7 +274,7 @@ final class UringBackend: IOBackend {
         case .peerWakeSent:
             break   // a failed MSG_RING (the peer is gone at shutdown) needs no handling
         case .recv:
-            recvsSinceIdleCheck &+= 1
+            receivedSinceIdleCheck = true
             buffersReleased = false
             let c = connection(data)
             let more = flags & UInt32(IORING_CQE_F_MORE) != 0

@@ -103,28 +103,29 @@ enum FrameSplitter {
                 return none
             }
             // Slow path: the header or the body spans receives; accumulate in `input`.
-            if c.extras.input.readableCount < 4 {
-                let take = min(4 - c.extras.input.readableCount, rest.count)
-                c.extras.input.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
+            let e = c.extras
+            if e.input.readableCount < 4 {
+                let take = min(4 - e.input.readableCount, rest.count)
+                e.input.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
                 rest = UnsafeRawBufferPointer(rebasing: rest[take...])
-                if c.extras.input.readableCount < 4 { return none }
+                if e.input.readableCount < 4 { return none }
             }
-            let n = be32(c.extras.input.readable)
+            let n = be32(e.input.readable)
             if n > maxFrame { _ = emit(.tooLarge); return none }
             if n == 0 {
-                c.extras.input.removeAll()
+                e.input.removeAll()
                 if !emit(.badFrame("binary frame of length 0 (a frame needs its codec byte)")) { return rest }
                 continue
             }
-            let need = 4 + n - c.extras.input.readableCount
+            let need = 4 + n - e.input.readableCount
             let take = min(need, rest.count)
-            c.extras.input.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
+            e.input.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
             rest = UnsafeRawBufferPointer(rebasing: rest[take...])
             if take < need { return none }
-            let body = UnsafeRawBufferPointer(rebasing: c.extras.input.readable[4...])
+            let body = UnsafeRawBufferPointer(rebasing: e.input.readable[4...])
             let go = emit(.frame(body))
-            c.extras.input.removeAll()
-            c.extras.input.releaseIfEmpty()
+            e.input.removeAll()
+            e.input.releaseIfEmpty()
             if !go { return rest }
         }
         return none

@@ -87,18 +87,14 @@ public final class Reactor: IOEventHandler {
     /// Sets up the backend on this thread (io_uring rings are bound to their issuer thread).
     func setUp() throws(SyscallError) {
         // Pin first, so the pool below is created on (and allocates from) this CPU's node.
+        var cpuNote = "unpinned (pin_reactors=false)"
         if config.pinReactors {
-            let cpus = Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))
-            let cpu = index % max(1, cpus)
+            let cpu = index % max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
             let rc = NUMA.pinCurrentThread(toCPU: cpu)
-            pool = BufferPool()
-            shared.logger.info("reactor started", ["reactor": "\(index)", "cpu": rc == 0 ? "\(cpu)" : "unpinned (errno \(-rc))",
-                                                   "memory": BufferPool.describeNUMA()])
-        } else {
-            pool = BufferPool()
-            shared.logger.info("reactor started", ["reactor": "\(index)", "cpu": "unpinned (pin_reactors=false)",
-                                                   "memory": BufferPool.describeNUMA()])
+            cpuNote = rc == 0 ? "\(cpu)" : "unpinned (errno \(-rc))"
         }
+        pool = BufferPool()
+        shared.logger.info("reactor started", ["reactor": "\(index)", "cpu": cpuNote, "memory": BufferPool.describeNUMA()])
         switch shared.ioMode {
         case .uring:
             let uring = try UringBackend(entries: config.ringEntries, recvBufferCount: config.recvBufferCount,
@@ -264,8 +260,8 @@ public final class Reactor: IOEventHandler {
             // Idle connections hold no buffers: give back output memory a second after the
             // last send (busy ones keep theirs, so steady traffic does not allocate).
             if !c.sendInFlight && c.out.isEmpty && c.sending.isEmpty && now &- c.lastOutputAt > 1_000_000_000 {
-                if c.out.holdsChunk { c.out.release(to: pool) }
-                if c.sending.holdsChunk { c.sending.release(to: pool) }
+                c.out.release(to: pool)
+                c.sending.release(to: pool)
             }
             if !c.isAuthenticated && c.framing != .http && now &- c.acceptedAt > helloNs {
                 limitHit("hello_timeout")
