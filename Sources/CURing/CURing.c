@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 int curing_errno(void) { return errno; }
 
@@ -112,4 +114,52 @@ int curing_opcode_supported(struct io_uring *ring, int op) {
     int ok = io_uring_opcode_supported(p, op);
     io_uring_free_probe(p);
     return ok ? 1 : 0;
+}
+
+// Not in liburing 2.3's headers (kernel 6.12+): io_uring_getevents_arg's `pad` became
+// `min_wait_usec`, honoured when the ring reports this feature.
+#ifndef IORING_FEAT_MIN_TIMEOUT
+#define IORING_FEAT_MIN_TIMEOUT (1U << 15)
+#endif
+// liburing's internal flag (int_flags.h) for "the ring fd is registered": then
+// io_uring_enter takes the registered index and IORING_ENTER_REGISTERED_RING.
+#define CURING_INT_FLAG_REG_RING 1
+
+int curing_min_wait_supported(struct io_uring *ring) {
+    return (ring->features & IORING_FEAT_MIN_TIMEOUT) != 0;
+}
+
+// liburing 2.3's __io_uring_flush_sq (not exported): publish the SQEs queued since the last
+// submit and return how many the kernel has yet to consume.
+static unsigned curing_flush_sq(struct io_uring *ring) {
+    struct io_uring_sq *sq = &ring->sq;
+    unsigned tail = sq->sqe_tail;
+    if (sq->sqe_head != tail) {
+        sq->sqe_head = tail;
+        io_uring_smp_store_release(sq->ktail, tail);
+    }
+    return tail - IO_URING_READ_ONCE(*sq->khead);
+}
+
+int curing_submit_and_wait_batch(struct io_uring *ring, unsigned wait_nr, unsigned min_wait_usec,
+                                 long long timeout_ns) {
+    struct __kernel_timespec ts;
+    struct io_uring_getevents_arg arg;
+    memset(&arg, 0, sizeof(arg));
+    arg.sigmask_sz = _NSIG / 8;
+    arg.pad = min_wait_usec;   // min_wait_usec on 6.12+
+    if (timeout_ns >= 0) {
+        ts.tv_sec = timeout_ns / 1000000000LL;
+        ts.tv_nsec = timeout_ns % 1000000000LL;
+        arg.ts = (uint64_t)(uintptr_t)&ts;
+    }
+    unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+    int fd = ring->ring_fd;
+    if (ring->int_flags & CURING_INT_FLAG_REG_RING) {
+        flags |= IORING_ENTER_REGISTERED_RING;
+        fd = ring->enter_ring_fd;
+    }
+    unsigned submit = curing_flush_sq(ring);
+    int ret = (int)syscall(__NR_io_uring_enter, fd, submit, wait_nr, flags, &arg, sizeof(arg));
+    return ret < 0 ? -errno : ret;
 }

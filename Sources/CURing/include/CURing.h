@@ -54,6 +54,17 @@ int curing_probe(char *why, unsigned long why_len);
 /// 1 when this ring's kernel supports opcode `op` (IORING_REGISTER_PROBE), else 0.
 int curing_opcode_supported(struct io_uring *ring, int op);
 
+/// 1 when the kernel honours a minimum wait in io_uring_getevents_arg (IORING_FEAT_MIN_TIMEOUT,
+/// kernel 6.12+), else 0.
+int curing_min_wait_supported(struct io_uring *ring);
+
+/// Submits what is queued and waits in one io_uring_enter: until `wait_nr` completions are
+/// ready, or — once `min_wait_usec` has passed — until at least one is, or until `timeout_ns`
+/// (< 0: no limit). Needs curing_min_wait_supported. Returns the number submitted or -errno
+/// (-ETIME when the timeout passed).
+int curing_submit_and_wait_batch(struct io_uring *ring, unsigned wait_nr, unsigned min_wait_usec,
+                                 long long timeout_ns);
+
 /// accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC): accept4 is a GNU extension that
 /// Swift's Glibc module (built without _GNU_SOURCE) does not declare.
 int curing_accept_nonblock(int fd);

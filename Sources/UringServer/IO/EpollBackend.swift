@@ -1,5 +1,6 @@
 import CURing
 import Glibc
+import Optimizers
 
 /// epoll backend: level-triggered readiness, reads into one scratch buffer per reactor (idle
 /// connections hold no receive memory, as with the io_uring buffer ring), writes straight from
@@ -17,7 +18,11 @@ final class EpollBackend: IOBackend {
     private static let listenTag: UInt64 = 1
     private static let wakeTag: UInt64 = 2
 
-    init(recvBufferSize: Int) throws(SyscallError) {
+    /// The reactor's pool: shared message blocks go back to it once written.
+    private let pool: BufferPool
+
+    init(recvBufferSize: Int, pool: BufferPool) throws(SyscallError) {
+        self.pool = pool
         epfd = try syscall("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
         scratch = .allocate(byteCount: max(recvBufferSize, 65536), alignment: 64)
         events = .allocate(capacity: maxEvents)
@@ -83,19 +88,29 @@ final class EpollBackend: IOBackend {
 
     private enum WriteResult { case drained, blocked, failed }
 
-    /// Writes as much of `c.out` as the socket takes.
+    /// Writes as much of `c.out` (and its shared blocks) as the socket takes.
     private func writeOut(_ c: Connection) -> WriteResult {
-        while !c.out.isEmpty {
+        while c.hasQueuedOutput {
             let r = c.out.readable
-            let n = Glibc.send(c.fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+            let n: Int
+            if let b = c.blocks, !b.pointee.out.isEmpty {
+                // Own bytes and shared blocks in one sendmsg (see UringBackend.send).
+                let count = b.pointee.out.fill(b.pointee.iov, max: OutputBlocks.iovCapacity, own: r).count
+                b.pointee.msg = msghdr()
+                b.pointee.msg.msg_iov = b.pointee.iov
+                b.pointee.msg.msg_iovlen = count
+                n = sendmsg(c.fd, &b.pointee.msg, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+            } else {
+                n = Glibc.send(c.fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+            }
             if n > 0 {
-                c.out.consume(n)
+                c.consumeQueued(n, pool: pool)
                 continue
             }
             let e = currentErrno()
             if n < 0 && e == EINTR { continue }
             if n < 0 && (e == EAGAIN || e == EWOULDBLOCK) { return .blocked }
-            c.out.removeAll()
+            c.dropQueuedOutput(pool: pool)
             pendingSendErrors.append((c, e == 0 ? EPIPE : e))
             return .failed
         }

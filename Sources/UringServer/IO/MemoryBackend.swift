@@ -1,6 +1,9 @@
 /// A backend with no kernel behind it: tests and the fuzzer hand bytes to the reactor as if
 /// they had been received, and read back what it sent. Sends complete at once; closes release
 /// at once. (TigerBeetle's approach: the same reactor code, driven one step at a time.)
+import Glibc
+import Optimizers
+
 final class MemoryBackend: IOBackend {
     /// What each connection was sent, by connection slot.
     var sent: [Int: [UInt8]] = [:]
@@ -19,9 +22,24 @@ final class MemoryBackend: IOBackend {
     /// Drop output instead of collecting it (for allocation benchmarks of the message path).
     var discardOutput = false
 
+    /// The reactor's pool, which shared message blocks go back to.
+    var pool: BufferPool!
+
     func send(_ c: Connection) {
         if discardOutput {
-            c.out.removeAll()
+            c.dropQueuedOutput(pool: pool)
+            return
+        }
+        if let b = c.blocks, !b.pointee.out.isEmpty {
+            // Gather own bytes and shared blocks in queue order, as sendmsg would.
+            while c.hasQueuedOutput {
+                let (n, total) = b.pointee.out.fill(b.pointee.iov, max: OutputBlocks.iovCapacity, own: c.out.readable)
+                for i in 0..<n {
+                    let v = b.pointee.iov[i]
+                    sent[Int(c.slot), default: []].append(contentsOf: UnsafeRawBufferPointer(start: v.iov_base, count: v.iov_len))
+                }
+                c.consumeQueued(total, pool: pool)
+            }
             return
         }
         sent[Int(c.slot), default: []].append(contentsOf: c.out.readable)
@@ -68,6 +86,7 @@ public final class ProtocolHarness {
         reactor = try! Reactor(index: 0, shared: shared, listenFD: -1)
         shared.reactors = [reactor]
         reactor.attach(backend: backend)
+        backend.pool = reactor.pool
     }
 
     /// ServerShared and the reactor point at each other; the server breaks that at stop(),

@@ -1,5 +1,6 @@
 import CURing
 import Glibc
+import Optimizers
 
 /// io_uring backend: multishot accept, multishot recv into a provided-buffer ring, one send in
 /// flight per socket, everything a turn queued submitted by one io_uring_submit_and_wait.
@@ -37,6 +38,9 @@ final class UringBackend: IOBackend {
     private var buffersReleased = true
 
     private var listenFD: Int32 = -1
+    /// CQE pointers of the batch being reaped.
+    private static let cqeBatchSize = 256
+    private let cqeBatch = UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>.allocate(capacity: UringBackend.cqeBatchSize)
     private var wakeFD: Int32 = -1
     private var wakeValue: UInt64 = 0
     /// Connections whose multishot recv ended with ENOBUFS: re-armed after the batch recycled.
@@ -45,10 +49,24 @@ final class UringBackend: IOBackend {
     /// Sends of at least this many bytes use IORING_OP_SEND_ZC (0: never, or unsupported here).
     let zeroCopyThreshold: Int
 
-    init(entries: Int, recvBufferCount: Int, recvBufferSize: Int, zeroCopyThreshold: Int) throws(SyscallError) {
+    /// Batched waiting (kernel 6.12+, IORING_FEAT_MIN_TIMEOUT): wake when this many completions
+    /// are ready, or `waitBatchMicros` after the wait began if at least one is. 0: unsupported
+    /// here or disabled; then every completion wakes the reactor.
+    let waitBatch: UInt32
+    let waitBatchMicros: UInt32
+
+    /// The reactor's pool: shared message blocks go back to it once sent.
+    private let pool: BufferPool
+
+    init(entries: Int, recvBufferCount: Int, recvBufferSize: Int, zeroCopyThreshold: Int,
+         waitBatch: Int = 0, waitBatchMicros: Int = 0, pool: BufferPool) throws(SyscallError) {
+        self.pool = pool
         var flags: UInt32 = 0
         _ = try uringCall("io_uring_queue_init", curing_queue_init(&ring, UInt32(entries), &flags))
         setupFlags = flags
+        let batching = waitBatch > 1 && waitBatchMicros > 0 && curing_min_wait_supported(&ring) != 0
+        self.waitBatch = batching ? UInt32(waitBatch) : 0
+        self.waitBatchMicros = batching ? UInt32(waitBatchMicros) : 0
         // Registered ring fd: every io_uring_enter skips the fd table lookup (fdget/fdput);
         // liburing then enters with IORING_ENTER_REGISTERED_RING. Optional (kernel 5.18+);
         // other rings still reach this one through its real fd (MSG_RING).
@@ -80,6 +98,7 @@ final class UringBackend: IOBackend {
     }
 
     func shutdown() {
+        cqeBatch.deallocate()
         curing_buf_ring_free(&ring, bufRing, UInt32(bufCount), Self.bufGroup)
         munmap(bufBase, bufCount * bufSize)
         io_uring_queue_exit(&ring)
@@ -164,13 +183,25 @@ final class UringBackend: IOBackend {
 
     func send(_ c: Connection) {
         precondition(!c.sendInFlight)
-        if c.sending.isEmpty {
+        if c.sendingIsEmpty {
             // The queue becomes the in-flight buffer; new output goes to a fresh queue.
             swap(&c.sending, &c.out)
+            if let b = c.blocks { swap(&b.pointee.sending, &b.pointee.out) }
         }
         let r = c.sending.readable
         let s = sqe()
-        if zeroCopyThreshold > 0 && r.count >= zeroCopyThreshold && !c.zcCopies {
+        if let b = c.blocks, !b.pointee.sending.isEmpty {
+            // Shared blocks: one sendmsg whose iovecs interleave our own bytes and the blocks
+            // (the kernel reads each block once per socket; nothing is copied per recipient).
+            let n = b.pointee.sending.fill(b.pointee.iov, max: OutputBlocks.iovCapacity, own: r).count
+            b.pointee.msg = msghdr()
+            b.pointee.msg.msg_iov = b.pointee.iov
+            b.pointee.msg.msg_iovlen = n
+            withUnsafeMutablePointer(to: &b.pointee.msg) { m in
+                io_uring_prep_sendmsg(s, c.fd, m, UInt32(MSG_NOSIGNAL))
+            }
+            io_uring_sqe_set_data64(s, Self.pack(c, .send))
+        } else if zeroCopyThreshold > 0 && r.count >= zeroCopyThreshold && !c.zcCopies {
             // The kernel sends from our pages; `sending` stays untouched until the notification.
             io_uring_prep_send_zc(s, c.fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL), UInt32(Self.sendZCReportUsage))
             io_uring_sqe_set_data64(s, Self.pack(c, .sendZC))
@@ -224,7 +255,11 @@ final class UringBackend: IOBackend {
             for c in rearmRecv where !c.closeStarted { startReceiving(c) }
             rearmRecv.removeAll(keepingCapacity: true)
         }
-        if timeoutMillis < 0 {
+        if waitBatch > 0 {
+            // One enter submits the turn's SQEs and waits for a batch (see `waitBatch`).
+            _ = curing_submit_and_wait_batch(&ring, waitBatch, waitBatchMicros,
+                                             timeoutMillis < 0 ? -1 : Int64(timeoutMillis) * 1_000_000)
+        } else if timeoutMillis < 0 {
             _ = io_uring_submit_and_wait(&ring, 1)
         } else {
             var ts = __kernel_timespec(tv_sec: Int64(timeoutMillis / 1000),
@@ -233,18 +268,17 @@ final class UringBackend: IOBackend {
             _ = io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &ts, nil)
         }
         var seen: UInt32 = 0
-        // Reap in a loop: handlers may queue more SQEs but never wait, so this terminates.
-        while true {
-            var cqePtr: UnsafeMutablePointer<io_uring_cqe>?
-            if io_uring_peek_cqe(&ring, &cqePtr) != 0 { break }
-            guard let cqe = cqePtr else { break }
-            let data = cqe.pointee.user_data
-            let res = cqe.pointee.res
-            let flags = cqe.pointee.flags
-            io_uring_cqe_seen(&ring, cqe)
-            seen &+= 1
-            dispatch(data: data, res: res, flags: flags, handler: handler)
-            if seen >= 4096 { break }   // bound one batch; the rest waits for the next turn
+        // Reap in batches (one read of the CQ tail, one head update per batch, not per CQE).
+        // Handlers may queue more SQEs but never wait, so this terminates.
+        while seen < 4096 {   // bound one turn; the rest waits for the next
+            let n = io_uring_peek_batch_cqe(&ring, cqeBatch, UInt32(Self.cqeBatchSize))
+            if n == 0 { break }
+            for i in 0..<Int(n) {
+                let cqe = cqeBatch[i].unsafelyUnwrapped
+                dispatch(data: cqe.pointee.user_data, res: cqe.pointee.res, flags: cqe.pointee.flags, handler: handler)
+            }
+            io_uring_cq_advance(&ring, n)
+            seen &+= n
         }
         if pendingRecycles > 0 {
             io_uring_buf_ring_advance(bufRing, pendingRecycles)
@@ -312,7 +346,7 @@ final class UringBackend: IOBackend {
             } else if flags & UInt32(IORING_CQE_F_MORE) != 0 {
                 // The result; a notification follows. Account the bytes now, finish then.
                 c.zcNotifPending = true
-                if res < 0 { c.zcFailed = true; c.sending.removeAll() } else { c.sending.consume(Int(res)) }
+                if res < 0 { c.zcFailed = true; c.dropSending(pool: pool) } else { c.consumeSending(Int(res), pool: pool) }
                 if c.closeStarted { releaseIfIdle(c) }   // close the fd: that frees the queued data
             } else {
                 sendCompleted(c, res: res, handler: handler)   // failed before any page was used
@@ -329,12 +363,12 @@ final class UringBackend: IOBackend {
             return
         }
         if res < 0 {
-            c.sending.removeAll()
+            c.dropSending(pool: pool)
             handler.connectionSendCompleted(c, error: -res)
             return
         }
-        if !accounted { c.sending.consume(Int(res)) }
-        if !c.sending.isEmpty {
+        if !accounted { c.consumeSending(Int(res), pool: pool) }
+        if !c.sendingIsEmpty {
             send(c)   // a partial send continues where it stopped
         } else {
             // The reactor sends what was queued meanwhile at the end of this turn. The

@@ -29,6 +29,17 @@ public struct ServerConfig: Sendable {
     /// io_uring mode: sends of at least this many bytes go out with IORING_OP_SEND_ZC (the kernel
     /// reads our pages instead of copying them; 0 disables). See docs/performance.md.
     public var sendZCThreshold = 16384
+    /// Fan-out messages of at least this many bytes are rendered once into a shared block that
+    /// every recipient's queue references (sendmsg with iovecs) instead of being copied into
+    /// each recipient's buffer; 0 copies always. See docs/performance.md.
+    public var sharedBlockThreshold = 1024
+    /// io_uring mode (kernel 6.12+, IORING_FEAT_MIN_TIMEOUT): each wait returns once
+    /// `waitBatch` completions are ready, or after `waitBatchMicros` if at least one is, so a
+    /// busy reactor wakes once per batch instead of once per packet. Off by default (0): it
+    /// halves context switches but showed no gain that held across rounds here (see
+    /// docs/performance.md, "Batched waiting").
+    public var waitBatch = 0
+    public var waitBatchMicros = 50
 
     // Operations (docs/deployment.md)
     /// Serve /stats and /metrics to non-loopback clients too.
@@ -133,6 +144,12 @@ public struct ServerConfig: Sendable {
             c.pinReactors = try parseBool(v, key: "pin_reactors") },
         Key(name: "send_zc_threshold", help: "io_uring: sends of at least this many bytes use SEND_ZC; 0 disables (default 16384)") { c, v throws(ConfigError) in
             c.sendZCThreshold = try parseInt(v, key: "send_zc_threshold", range: 0...(1 << 30)) },
+        Key(name: "shared_block_threshold", help: "fan-out messages of at least this many bytes are queued by reference, not copied per recipient; 0 disables (default 1024)") { c, v throws(ConfigError) in
+            c.sharedBlockThreshold = try parseInt(v, key: "shared_block_threshold", range: 0...(1 << 30)) },
+        Key(name: "wait_batch", help: "io_uring (kernel 6.12+): completions a reactor waits for before waking; 0 or 1 wakes on each (default 0)") { c, v throws(ConfigError) in
+            c.waitBatch = try parseInt(v, key: "wait_batch", range: 0...4096) },
+        Key(name: "wait_batch_us", help: "io_uring: longest a reactor holds a ready completion back while waiting for wait_batch (default 50)") { c, v throws(ConfigError) in
+            c.waitBatchMicros = try parseInt(v, key: "wait_batch_us", range: 0...10_000) },
         Key(name: "stats_public", help: "serve /stats and /metrics to non-loopback clients (default false)") { c, v throws(ConfigError) in
             c.statsPublic = try parseBool(v, key: "stats_public") },
         Key(name: "admin_token", help: "bearer token for /admin routes; empty disables them (default empty)") { c, v throws(ConfigError) in

@@ -66,6 +66,9 @@ public final class Connection {
     var out = PooledByteBuffer()
     /// Output the kernel is sending (io_uring backend only; stable while a send is in flight).
     var sending = PooledByteBuffer()
+    /// Shared message blocks queued in order with `out` and `sending` (large fan-out messages
+    /// are referenced, not copied); nil unless some were queued lately.
+    var blocks: UnsafeMutablePointer<OutputBlocks>?
 
     /// Stable hash of the user name (feature rollout), set by hello.
     public internal(set) var userHash: UInt64 = 0
@@ -119,10 +122,66 @@ public final class Connection {
     }
 
     var isLoopback: Bool { peerIP >> 24 == 127 }
+    @inline(__always)
     var sendsBinary: Bool { framing == .binary || outCodec != .raw }
 
-    /// Output bytes queued or in flight.
-    var pendingOutputBytes: Int { out.readableCount + sending.readableCount }
+    /// Output bytes queued or in flight, shared blocks included.
+    @inline(__always)
+    var pendingOutputBytes: Int {
+        out.readableCount + sending.readableCount
+            + (blocks.map { $0.pointee.out.byteCount + $0.pointee.sending.byteCount } ?? 0)
+    }
+
+    /// Output queued and not yet handed to a send.
+    @inline(__always)
+    var hasQueuedOutput: Bool { !out.isEmpty || !(blocks?.pointee.out.isEmpty ?? true) }
+    @inline(__always)
+    var queuedOutputBytes: Int { out.readableCount + (blocks?.pointee.out.byteCount ?? 0) }
+    /// Nothing is being sent (io_uring: the in-flight buffer and its blocks are done).
+    @inline(__always)
+    var sendingIsEmpty: Bool { sending.isEmpty && (blocks?.pointee.sending.isEmpty ?? true) }
+
+    /// Forgets the queued output (not what is in flight).
+    func dropQueuedOutput(pool: BufferPool) {
+        out.removeAll()
+        blocks?.pointee.out.removeAll(pool: pool)
+    }
+
+    /// Forgets what was being sent (the send failed).
+    func dropSending(pool: BufferPool) {
+        sending.removeAll()
+        blocks?.pointee.sending.removeAll(pool: pool)
+    }
+
+    /// Accounts `n` bytes of `sending` as sent (own bytes and blocks, in queue order).
+    func consumeSending(_ n: Int, pool: BufferPool) {
+        if let b = blocks, !b.pointee.sending.isEmpty {
+            b.pointee.sending.consume(n, own: &sending, pool: pool)
+        } else {
+            sending.consume(n)
+        }
+    }
+
+    /// Accounts `n` bytes of `out` as written (epoll writes straight from the queue).
+    func consumeQueued(_ n: Int, pool: BufferPool) {
+        if let b = blocks, !b.pointee.out.isEmpty {
+            b.pointee.out.consume(n, own: &out, pool: pool)
+        } else {
+            out.consume(n)
+        }
+    }
+
+    /// Gives every output buffer back (the connection is idle or gone).
+    func releaseOutput(pool: BufferPool, blocksPool: OutputBlocksPool) {
+        dropQueuedOutput(pool: pool)
+        dropSending(pool: pool)
+        out.release(to: pool)
+        sending.release(to: pool)
+        if let b = blocks {
+            blocks = nil
+            blocksPool.give(b)
+        }
+    }
 
     /// True once the connection said hello.
     public var isAuthenticated: Bool { user != nil }

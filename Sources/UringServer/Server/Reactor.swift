@@ -25,6 +25,8 @@ public final class Reactor: IOEventHandler {
     /// Output buffers come from here: chunks on this reactor's NUMA node, reused across
     /// messages, handed back when a connection goes quiet (only this thread touches it).
     private(set) var pool = BufferPool()
+    /// Recycled `OutputBlocks` (shared-block queues) for this reactor's connections.
+    let blocksPool = OutputBlocksPool()
     private var connections: [Connection?] = []
     private var freeSlots: [Int] = []
     private var flushList: [Connection] = []
@@ -98,13 +100,14 @@ public final class Reactor: IOEventHandler {
         switch shared.ioMode {
         case .uring:
             let uring = try UringBackend(entries: config.ringEntries, recvBufferCount: config.recvBufferCount,
-                                         recvBufferSize: config.recvBufferSize, zeroCopyThreshold: config.sendZCThreshold)
+                                         recvBufferSize: config.recvBufferSize, zeroCopyThreshold: config.sendZCThreshold,
+                                         waitBatch: config.waitBatch, waitBatchMicros: config.waitBatchMicros, pool: pool)
             if config.sendZCThreshold > 0 && uring.zeroCopyThreshold == 0 {
                 shared.logger.warning("IORING_OP_SEND_ZC unsupported by this kernel: plain sends only", ["reactor": "\(index)"])
             }
             backend = uring
         case .epoll:
-            backend = try EpollBackend(recvBufferSize: config.recvBufferSize)
+            backend = try EpollBackend(recvBufferSize: config.recvBufferSize, pool: pool)
         }
         try backend.addListener(fd: listenFD)
         try backend.addWakeup(fd: inbox.eventFD)
@@ -154,8 +157,7 @@ public final class Reactor: IOEventHandler {
                 c.fdClosed = true
             }
             shared.connectionClosed(peerIP: c.peerIP)
-            c.out.release(to: pool)
-            c.sending.release(to: pool)
+            c.releaseOutput(pool: pool, blocksPool: blocksPool)
         }
         connections.removeAll()
         if listenFD >= 0 {
@@ -186,15 +188,15 @@ public final class Reactor: IOEventHandler {
             i += 1
             c.inFlushList = false
             if c.closeStarted { continue }
-            if !c.out.isEmpty && !c.sendInFlight {
+            if !c.sendInFlight && c.hasQueuedOutput {
                 c.lastOutputAt = turnNanos
                 c.sendStartedFor = c.queuedSince
                 c.queuedSince = 0
-                counters.bytesOut &+= c.out.readableCount
+                counters.bytesOut &+= c.queuedOutputBytes
                 backend.send(c)
                 if !c.sendInFlight { sendFinished(c) }   // epoll wrote it all at once
             }
-            if c.closeAfterFlush && !c.sendInFlight && c.out.isEmpty && c.sending.isEmpty {
+            if c.closeAfterFlush && !c.sendInFlight && !c.hasQueuedOutput && c.sendingIsEmpty {
                 startClose(c)
             }
         }
@@ -259,9 +261,8 @@ public final class Reactor: IOEventHandler {
         for case let c? in connections where !c.closing {
             // Idle connections hold no buffers: give back output memory a second after the
             // last send (busy ones keep theirs, so steady traffic does not allocate).
-            if !c.sendInFlight && c.out.isEmpty && c.sending.isEmpty && now &- c.lastOutputAt > 1_000_000_000 {
-                c.out.release(to: pool)
-                c.sending.release(to: pool)
+            if !c.sendInFlight && !c.hasQueuedOutput && c.sendingIsEmpty && now &- c.lastOutputAt > 1_000_000_000 {
+                c.releaseOutput(pool: pool, blocksPool: blocksPool)
             }
             if !c.isAuthenticated && c.framing != .http && now &- c.acceptedAt > helloNs {
                 limitHit("hello_timeout")
@@ -449,18 +450,18 @@ public final class Reactor: IOEventHandler {
 
     func connectionReceiveEnded(_ c: Connection, error: Int32) {
         // Peer closed or reset: flush what is queued (if the socket still takes it), then close.
-        if error != 0 { c.out.removeAll() }
+        if error != 0 { c.dropQueuedOutput(pool: pool) }
         closeAfterFlush(c)
     }
 
     func connectionSendCompleted(_ c: Connection, error: Int32) {
         if error != 0 {
-            c.out.removeAll()
+            c.dropQueuedOutput(pool: pool)
             closeAfterFlush(c)
         } else {
             sendFinished(c)
         }
-        if c.closeAfterFlush || !c.out.isEmpty { markForFlush(c) }
+        if c.closeAfterFlush || c.hasQueuedOutput { markForFlush(c) }
     }
 
     func zeroCopySendFinished(copied: Bool) {
@@ -469,8 +470,7 @@ public final class Reactor: IOEventHandler {
     }
 
     func connectionReleased(_ c: Connection) {
-        c.out.release(to: pool)
-        c.sending.release(to: pool)
+        c.releaseOutput(pool: pool, blocksPool: blocksPool)
         connections[Int(c.slot)] = nil
         freeSlots.append(Int(c.slot))
         liveConnections -= 1
@@ -546,7 +546,7 @@ public final class Reactor: IOEventHandler {
             notifyClosed(c)
         }
         c.closeAfterFlush = true
-        c.out.removeAll()
+        c.dropQueuedOutput(pool: pool)
         startClose(c)
     }
 
@@ -572,7 +572,7 @@ public final class Reactor: IOEventHandler {
             limitHit("slow_consumer")
             // Drop what the consumer has not read and queue the error. It is not reading, so
             // the flush gets a short grace period before the close is forced.
-            c.out.removeAll()
+            c.dropQueuedOutput(pool: pool)
             c.overSoftSince = 0
             sendError(c, .slowConsumer, c.cutReason ?? "slow consumer", id: nil)
             closeAfterFlush(c, grace: 250_000_000)
@@ -745,31 +745,48 @@ public final class Reactor: IOEventHandler {
 
     private func deliverLocal(_ room: LocalRoom, _ bytes: UnsafeRawBufferPointer, excluding excluded: Connection?) {
         let skip = excluded.map { Unmanaged.passUnretained($0).toOpaque() }
+        let threshold = config.sharedBlockThreshold
+        if threshold > 0 && bytes.count >= threshold {
+            // Large message: rendered once into a shared block that every member's queue
+            // references (the kernel reads it once per socket; no copy per recipient here).
+            let block = MessageBlock.make(copying: bytes, trailer: UInt8(ascii: "\n"), pool: pool)
+            for m in room.memberRefs where m.toOpaque() != skip {
+                m._withUnsafeGuaranteedRef { enqueue(bytes, block: block, to: $0) }
+            }
+            block.release(to: pool)
+            return
+        }
         for m in room.memberRefs where m.toOpaque() != skip {
             m._withUnsafeGuaranteedRef { enqueue(bytes, to: $0) }
         }
     }
 
-    /// Appends one message to `c`'s output with its connection's framing (and codec).
+    /// Appends one message to `c`'s output with its connection's framing (and codec). With
+    /// `block` (holding `body` and a line end), the message is queued by reference.
     @inline(__always)
-    private func enqueue(_ body: UnsafeRawBufferPointer, to c: Connection) {
+    private func enqueue(_ body: UnsafeRawBufferPointer, block: MessageBlock? = nil, to c: Connection) {
         if c.closeStarted { return }
         counters.deliveries &+= 1
         if c.queuedSince == 0 { c.queuedSince = originNanos == 0 ? Clock.monoNanos() : originNanos }
         if c.sendsBinary {
             if c.outCodec != .raw && body.count >= config.compressionThreshold {
                 appendCompressedFrame(body, codec: c.outCodec, to: c)
+            } else if let block {
+                appendFrameHeader(count: body.count, codec: 0, reserveBody: false, to: c)
+                queueBlock(block, length: body.count, to: c)   // the body without the line end
             } else {
                 appendFrameHeader(count: body.count, codec: 0, to: c)
                 c.out.appendReserved(body)
             }
+        } else if let block {
+            queueBlock(block, length: block.count, to: c)
         } else {
             c.out.reserve(body.count + 1, pool: pool)
             c.out.appendReserved(body)
             c.out.appendReserved(UInt8(ascii: "\n"))
         }
         markForFlush(c)
-        let pending = c.out.readableCount &+ c.sending.readableCount
+        let pending = c.pendingOutputBytes
         if pending > config.outboundHardBytes && !c.closing {
             cutSlowConsumer(c, "output over outbound_hard_bytes (\(config.outboundHardBytes))")
         } else if pending > config.outboundSoftBytes && c.overSoftSince == 0 {
@@ -778,9 +795,15 @@ public final class Reactor: IOEventHandler {
     }
 
     @inline(__always)
-    private func appendFrameHeader(count: Int, codec: UInt8, to c: Connection) {
+    private func queueBlock(_ block: MessageBlock, length: Int, to c: Connection) {
+        if c.blocks == nil { c.blocks = blocksPool.take() }
+        c.blocks.unsafelyUnwrapped.pointee.out.append(block, length: length, ownQueued: c.out.readableCount)
+    }
+
+    @inline(__always)
+    private func appendFrameHeader(count: Int, codec: UInt8, reserveBody: Bool = true, to c: Connection) {
         let n = UInt32(count + 1)
-        c.out.reserve(5 + count, pool: pool)   // the header and the body that follows it
+        c.out.reserve(reserveBody ? 5 + count : 5, pool: pool)   // the header (and the body that follows it)
         c.out.appendReserved(UInt8(truncatingIfNeeded: n >> 24))
         c.out.appendReserved(UInt8(truncatingIfNeeded: n >> 16))
         c.out.appendReserved(UInt8(truncatingIfNeeded: n >> 8))

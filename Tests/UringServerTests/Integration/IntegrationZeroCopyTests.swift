@@ -14,6 +14,7 @@ struct IntegrationZeroCopyTests {
     func bigMessages(mode: IOModeSetting) throws {
         try withOpsServer(mode, configure: { c in
             c.sendZCThreshold = 1024
+            c.sharedBlockThreshold = 0   // plain buffers: sends of shared blocks are never SEND_ZC
             c.rateLimitPerSec = 0
             c.presence = false
         }) { server in

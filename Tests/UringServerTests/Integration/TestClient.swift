@@ -51,11 +51,17 @@ final class TestClient: @unchecked Sendable {
     /// Every message decoded so far (for diagnostics).
     private(set) var received: [JSONObject] = []
 
-    init(port: Int, host: String = "127.0.0.1", framing: Framing = .jsonLines, timeout: Double = 5) throws {
+    /// `receiveBuffer`: SO_RCVBUF set before connecting (a small window makes the server's
+    /// sends to this client go out in pieces).
+    init(port: Int, host: String = "127.0.0.1", framing: Framing = .jsonLines, timeout: Double = 5,
+         receiveBuffer: Int32? = nil) throws {
         self.framing = framing
         self.timeout = timeout
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ClientError.io("socket", errno) }
+        if var size = receiveBuffer {
+            _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port).bigEndian)

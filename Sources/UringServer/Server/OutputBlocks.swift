@@ -1,0 +1,54 @@
+import Glibc
+import Optimizers
+
+/// A connection's queued references to shared message blocks (see `MessageBlock`), for the
+/// output buffer being filled (`out`) and the one being sent (`sending`, io_uring), plus the
+/// iovec list and msghdr of the sendmsg in flight (the kernel may read them until it completes).
+///
+/// Attached to a connection only while it has blocks queued or sent recently, and recycled
+/// through the reactor's free list (`OutputBlocksPool`): a connection that only ever gets small
+/// messages never has one, and steady traffic allocates nothing.
+struct OutputBlocks {
+    /// iovecs per sendmsg: enough to coalesce a turn's worth of messages per socket; the rest
+    /// goes in the next send (IOV_MAX is 1024).
+    static let iovCapacity = 64
+
+    var out = BlockQueue()
+    var sending = BlockQueue()
+    let iov: UnsafeMutablePointer<iovec>
+    var msg = msghdr()
+
+    init() {
+        iov = .allocate(capacity: Self.iovCapacity)
+    }
+
+    var isEmpty: Bool { out.isEmpty && sending.isEmpty }
+}
+
+/// Per-reactor free list of `OutputBlocks` (allocated on first need, kept for reuse).
+final class OutputBlocksPool {
+    private var free: [UnsafeMutablePointer<OutputBlocks>] = []
+
+    func take() -> UnsafeMutablePointer<OutputBlocks> {
+        if let p = free.popLast() { return p }
+        let p = UnsafeMutablePointer<OutputBlocks>.allocate(capacity: 1)
+        p.initialize(to: OutputBlocks())
+        return p
+    }
+
+    /// Takes back an empty `OutputBlocks`.
+    func give(_ p: UnsafeMutablePointer<OutputBlocks>) {
+        precondition(p.pointee.isEmpty, "OutputBlocksPool.give with blocks queued")
+        free.append(p)
+    }
+
+    deinit {
+        for p in free {
+            p.pointee.out.deallocate()
+            p.pointee.sending.deallocate()
+            p.pointee.iov.deallocate()
+            p.deinitialize(count: 1)
+            p.deallocate()
+        }
+    }
+}
