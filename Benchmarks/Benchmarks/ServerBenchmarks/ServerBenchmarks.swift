@@ -64,6 +64,21 @@ let benchmarks: @Sendable () -> Void = {
         precondition(h.errorsSent == 0, "the message path answered with errors: nothing was measured")
     }
 
+    // A 4 KiB chat: over shared_block_threshold, so it is rendered once into a shared block
+    // and every member's queue takes a reference (no per-member copy, still no malloc).
+    Benchmark("send_chat_4KiB_fanout_50_members_shared_block") { benchmark in
+        let (h, ids) = roomHarness(members: 50)
+        let text = String(repeating: "x", count: 4096)
+        let line = Array("{\"type\":\"send_chat\",\"room\":\"bench\",\"text\":\"\(text)\"}\n".utf8)
+        benchmark.startMeasurement()
+        line.withUnsafeBytes { bytes in
+            for _ in benchmark.scaledIterations { h.feed(ids[0], bytes) }
+        }
+        benchmark.stopMeasurement()
+        precondition(h.errorsSent == 0 && h.deliveries >= benchmark.scaledIterations.count * 49,
+                     "expected every message delivered: \(h.deliveries) deliveries, \(h.errorsSent) errors")
+    }
+
     for members in [1, 50] {
         Benchmark("send_chat_fanout_\(members)_members") { benchmark in
             let (h, ids) = roomHarness(members: members)

@@ -85,8 +85,6 @@ public final class Connection {
     var lastReceiveAt: UInt64
     var tokens: Double
     var tokensRefilledAt: UInt64
-    /// When output first went over the soft cap (0: under it).
-    var overSoftSince: UInt64 = 0
 
     private var _extras: ConnectionExtras?
 
@@ -113,6 +111,12 @@ public final class Connection {
     /// Bytes held while `inputHeld` (0 without `extras`).
     var heldInputCount: Int { _extras?.heldInput.readableCount ?? 0 }
     var cutReason: String? { _extras?.cutReason }
+    /// When output first went over the soft cap (0: under it). Kept in `extras`: only slow
+    /// consumers ever set it.
+    var overSoftSince: UInt64 {
+        get { _extras?.overSoftSince ?? 0 }
+        set { if newValue != 0 || _extras != nil { extras.overSoftSince = newValue } }
+    }
     var forceCloseAt: UInt64 { _extras?.forceCloseAt ?? 0 }
 
     /// Frees input storage (the connection is closing).
@@ -211,6 +215,8 @@ final class ConnectionExtras {
     var cutReason: String?
     /// A close waiting for its output to flush is forced at this time (the peer may never read).
     var forceCloseAt: UInt64 = 0
+    /// See `Connection.overSoftSince`.
+    var overSoftSince: UInt64 = 0
 }
 
 /// The rooms a connection joined: most connections join one, so the first is stored inline and
