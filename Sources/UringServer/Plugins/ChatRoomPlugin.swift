@@ -70,7 +70,7 @@ public final class ChatRoomPlugin: MessageProcessor {
             b.append(",\"text\":")
             b.appendJSONStringRaw(escapedContents: text)
             b.append(",\"ts\":")
-            b.appendDecimal(Clock.wallMillis())
+            b.appendDecimal(reactor.wallMillis())
             b.append("}")
         }
     }

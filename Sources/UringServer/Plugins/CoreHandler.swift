@@ -26,7 +26,7 @@ final class CoreHandler: MessageProcessor {
         if m.type == "ping" {
             reactor.reply(to: c) { b in
                 b.append("{\"type\":\"pong\",\"ts\":")
-                b.appendDecimal(Clock.wallMillis())
+                b.appendDecimal(reactor.wallMillis())
                 b.append("}")
             }
             return

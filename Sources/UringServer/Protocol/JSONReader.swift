@@ -105,18 +105,26 @@ public struct JSONFieldTable: Sendable {
     }
 
     /// The top-level field whose (unescaped) key equals `key`; the last one wins on duplicates.
+    ///
+    /// Reads the fields in place: going through `field(i)` made the compiler copy the whole
+    /// 640-byte table to the stack on every call (perf annotate on the ping load: `find` at
+    /// 5.6 % of server CPU for one or two fields).
     public func find(_ key: StaticString, in bytes: UnsafeRawBufferPointer) -> JSONField? {
         let k = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
-        var i = count
-        while i > 0 {
-            i &-= 1
-            let f = field(i)
-            if JSONReader.rawStringEquals(start: f.keyStart, end: f.keyEnd, escaped: f.keyEscaped,
-                                          literal: k, in: bytes) {
-                return f
+        let n = count
+        return withUnsafeBytes(of: storage) { raw -> JSONField? in
+            let fields = raw.baseAddress.unsafelyUnwrapped.assumingMemoryBound(to: JSONField.self)
+            var i = n
+            while i > 0 {
+                i &-= 1
+                let f = fields[i]
+                if JSONReader.rawStringEquals(start: f.keyStart, end: f.keyEnd, escaped: f.keyEscaped,
+                                              literal: k, in: bytes) {
+                    return f
+                }
             }
+            return nil
         }
-        return nil
     }
 }
 

@@ -35,6 +35,12 @@ public final class Reactor: IOEventHandler {
     private var pluginFlags: [FeatureFlag?] = []
     private let core: CoreHandler
     private var fields = JSONFieldTable()
+    /// Monotonic time of the current batch of completions, read on first use after the wait
+    /// returned (0: not read yet): one clock_gettime per turn, not one per reply or send.
+    private var batchNanos: UInt64 = 0
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC in ms, refreshed every second (so `wallMillis`
+    /// follows clock adjustments within a second).
+    private var wallOffsetMillis = Clock.wallMillis() - Int(Clock.monoNanos() / 1_000_000)
     /// Messages are rendered here once, then framed into each recipient's output.
     private var render = ByteBuffer()
     private var deliveries: [RoomDelivery] = []
@@ -129,15 +135,18 @@ public final class Reactor: IOEventHandler {
     func endTurnForTesting() {
         endTurn()
         turnNanos = Clock.monoNanos()
+        batchNanos = 0
     }
 
     func run() {
         let start = Clock.monoNanos()
         nextTickNanos = start + 100_000_000
         nextSecondNanos = start + 1_000_000_000
+        turnNanos = start
         while !shared.stopping.load(ordering: .acquiring) {
-            let now = Clock.monoNanos()
+            let now = turnNanos   // read just now, at the end of the previous turn
             let wait = nextTickNanos > now ? Int32((nextTickNanos - now) / 1_000_000) + 1 : 0
+            batchNanos = 0
             backend.poll(timeoutMillis: wait, handler: self)
             endTurn()
             turnNanos = Clock.monoNanos()
@@ -215,13 +224,24 @@ public final class Reactor: IOEventHandler {
     @inline(__always)
     private func sendFinished(_ c: Connection) {
         if c.sendStartedFor != 0 {
-            let now = Clock.monoNanos()
+            let now = batchNow()
             counters.latency.record(micros: (now &- c.sendStartedFor) / 1000)
             counters.latencyTotal.record(micros: (now &- c.sendStartedFor) / 1000)
             c.sendStartedFor = 0
         }
         if c.overSoftSince != 0 && c.pendingOutputBytes <= config.outboundSoftBytes { c.overSoftSince = 0 }
     }
+
+    /// Monotonic nanoseconds for this batch of completions (see `batchNanos`).
+    @inline(__always)
+    func batchNow() -> UInt64 {
+        if batchNanos == 0 { batchNanos = Clock.monoNanos() }
+        return batchNanos
+    }
+
+    /// Wall-clock milliseconds for `ts` fields: this batch's monotonic time plus the offset
+    /// refreshed once a second (no clock_gettime per message).
+    public func wallMillis() -> Int { wallOffsetMillis + Int(batchNow() / 1_000_000) }
 
     // MARK: timers
 
@@ -230,6 +250,7 @@ public final class Reactor: IOEventHandler {
         checkTimeouts(now)
         if now >= nextSecondNanos {
             nextSecondNanos += 1_000_000_000
+            wallOffsetMillis = Clock.wallMillis() - Int(Clock.monoNanos() / 1_000_000)
             if nextSecondNanos < now { nextSecondNanos = now + 1_000_000_000 }
             var snap = window.roll(&counters, index: index, connections: liveConnections)
             snap.backlogged = backloggedConnections(now)
@@ -283,7 +304,7 @@ public final class Reactor: IOEventHandler {
                     c.idlePingSent = true
                     reply(to: c) { b in
                         b.append("{\"type\":\"ping\",\"ts\":")
-                        b.appendDecimal(Clock.wallMillis())
+                        b.appendDecimal(wallMillis())
                         b.append("}")
                     }
                 }
