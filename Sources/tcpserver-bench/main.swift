@@ -482,23 +482,31 @@ func runPing(_ o: Options) {
         fds.append(fd)
     }
     let ping = o.wire.ping
-    var sendTimes = [Int32: [UInt64]]()
-    var heads = [Int32: Int]()
-    var counters = [Int32: PatternCounter]()
+    // Per connection, indexed by fd (no dictionary lookups per pong): a ring of the send
+    // times of the pings in flight (answers come back in order), and the pong counter.
+    let maxFd = Int(fds.max() ?? 0)
+    let slots = max(1, o.inflight)
+    var sendTimes = [UInt64](repeating: 0, count: (maxFd + 1) * slots)
+    var heads = [Int](repeating: 0, count: maxFd + 1)
+    var inFlight = [Int](repeating: 0, count: maxFd + 1)
+    var counters = [PatternCounter](repeating: PatternCounter(o.wire.pong), count: maxFd + 1)
     var hist = newHistogram()
     let toolCPU0 = selfCPUSeconds()
     let before = o.serverPid > 0 ? ProcSample.read(pid: o.serverPid) : nil
     let start = monoNanos()
     let end = start + UInt64(o.duration * 1e9)
-    for fd in fds {
-        var burst: [UInt8] = []
-        for _ in 0..<o.inflight { burst += ping }
-        let t = monoNanos()
-        burst.withUnsafeBytes { writeAll(fd, $0) }
-        sendTimes[fd] = Array(repeating: t, count: o.inflight)
-        heads[fd] = 0
-        counters[fd] = PatternCounter(o.wire.pong)
+    // Up to `inflight` pings back to back, written from one prebuilt buffer.
+    var burst: [UInt8] = []
+    for _ in 0..<slots { burst += ping }
+    func issue(_ fd: Int32, _ count: Int, at t: UInt64) {
+        let f = Int(fd)
+        for _ in 0..<count {
+            sendTimes[f * slots + (heads[f] + inFlight[f]) % slots] = t
+            inFlight[f] += 1
+        }
+        burst.withUnsafeBytes { writeAll(fd, UnsafeRawBufferPointer(rebasing: $0[0..<(count * ping.count)])) }
     }
+    for fd in fds { issue(fd, o.inflight, at: monoNanos()) }
     var events = [epoll_event](repeating: epoll_event(), count: 256)
     var buf = [UInt8](repeating: 0, count: 65536)
     var outstanding = o.conns * o.inflight
@@ -510,31 +518,24 @@ func runPing(_ o: Options) {
         if n <= 0 { continue }
         for i in 0..<Int(n) {
             let fd = events[i].data.fd
+            let f = Int(fd)
             let r = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
             if r == 0 { die("server closed a connection") }
             if r < 0 { continue }
-            let got = buf.withUnsafeBytes { counters[fd]!.count(UnsafeRawBufferPointer(rebasing: $0[0..<r])) }
+            let got = buf.withUnsafeBytes { counters[f].count(UnsafeRawBufferPointer(rebasing: $0[0..<r])) }
             if got == 0 { continue }
+            guard got <= inFlight[f] else { die("more pongs than pings on a connection") }
             let t = monoNanos()
-            var reissue = 0
             for _ in 0..<got {
-                let h = heads[fd]!
-                hist.record(t - sendTimes[fd]![h])
-                heads[fd] = h + 1
+                hist.record(t - sendTimes[f * slots + heads[f]])
+                heads[f] = (heads[f] + 1) % slots
+                inFlight[f] -= 1
                 outstanding -= 1
-                if t < end { reissue += 1 }
             }
-            // Compact the FIFO of send times, then send as many pings as came back.
-            if heads[fd]! > 1024 {
-                sendTimes[fd]!.removeFirst(heads[fd]!)
-                heads[fd] = 0
-            }
-            if reissue > 0 {
-                var burst: [UInt8] = []
-                for _ in 0..<reissue { burst += ping }
-                burst.withUnsafeBytes { writeAll(fd, $0) }
-                sendTimes[fd]! += Array(repeating: t, count: reissue)
-                outstanding += reissue
+            // Send as many pings as came back.
+            if t < end {
+                issue(fd, got, at: t)
+                outstanding += got
             }
         }
         if now - lastProgress > 1_000_000_000 {
