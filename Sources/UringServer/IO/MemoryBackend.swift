@@ -142,6 +142,16 @@ public final class ProtocolHarness {
         step()
     }
 
+    /// Hands `bytes` to connection `id` as one receive without ending the turn: several
+    /// receives from different connections can then share one turn (`endTurn()`).
+    public func receive(_ id: Int, _ bytes: [UInt8]) {
+        guard let c = reactor.connection(id), !c.closeStarted else { return }
+        bytes.withUnsafeBytes { reactor.connectionReceived(c, $0) }
+    }
+
+    /// Ends the turn: queued output is "sent".
+    public func endTurn() { step() }
+
     private func step() {
         reactor.endTurnForTesting()
         backend.poll(timeoutMillis: 0, handler: reactor)

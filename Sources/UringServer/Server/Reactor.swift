@@ -35,6 +35,8 @@ public final class Reactor: IOEventHandler {
     private var pluginFlags: [FeatureFlag?] = []
     private let core: CoreHandler
     private var fields = JSONFieldTable()
+    /// Small room messages waiting to be delivered together (see `flushBatch`).
+    private let batch = RoomBatch()
     /// Monotonic time of the current batch of completions, read on first use after the wait
     /// returned (0: not read yet): one clock_gettime per turn, not one per reply or send.
     private var batchNanos: UInt64 = 0
@@ -179,7 +181,9 @@ public final class Reactor: IOEventHandler {
     /// End of a turn: one wakeup per reactor we handed messages to, one send per connection
     /// with queued output, then pending closes.
     private func endTurn() {
+        flushBatch()
         for p in plugins { p.turnEnded(self) }
+        flushBatch()   // plugins may have broadcast
         if !pendingCuts.isEmpty { performCuts() }
         if peersToWake != 0 {
             var mask = peersToWake
@@ -702,6 +706,8 @@ public final class Reactor: IOEventHandler {
 
     /// Renders one message with `body` and queues it for `c`, framed for its connection.
     public func reply(to c: Connection, _ body: (inout ByteBuffer) -> Void) {
+        // A batched room message `c` is to receive must not be overtaken by this reply.
+        if batch.room != nil && !batch.onlyFrom(Unmanaged.passUnretained(c).toOpaque()) { flushBatch() }
         renderGeneration &+= 1
         render.removeAll()
         body(&render)
@@ -770,6 +776,7 @@ public final class Reactor: IOEventHandler {
         if threshold > 0 && bytes.count >= threshold {
             // Large message: rendered once into a shared block that every member's queue
             // references (the kernel reads it once per socket; no copy per recipient here).
+            flushBatch()
             let block = MessageBlock.make(copying: bytes, trailer: UInt8(ascii: "\n"), pool: pool)
             for m in room.memberRefs where m.toOpaque() != skip {
                 m._withUnsafeGuaranteedRef { enqueue(bytes, block: block, to: $0) }
@@ -777,9 +784,75 @@ public final class Reactor: IOEventHandler {
             block.release(to: pool)
             return
         }
-        for m in room.memberRefs where m.toOpaque() != skip {
-            m._withUnsafeGuaranteedRef { enqueue(bytes, to: $0) }
+        // Small message: batched per room for the rest of the turn (see `RoomBatch`). Rooms
+        // of a few members take the copy straight away (the batch would cost more than it saves).
+        if room.memberRefs.count < RoomBatch.minMembers {
+            flushBatch()
+            for m in room.memberRefs where m.toOpaque() != skip {
+                m._withUnsafeGuaranteedRef { enqueue(bytes, to: $0) }
+            }
+            return
         }
+        if batch.room !== room {
+            flushBatch()
+            batch.begin(room, reactor: self)
+        }
+        batch.add(bytes, excluded: skip, origin: originNanos)
+    }
+
+    /// Delivers the turn's batched small messages of one room: every member that gets all of
+    /// them as JSON lines takes the whole batch at once (one reference to a shared block, or
+    /// one copy when the batch is small) instead of one copy per message; members using binary
+    /// frames or excluded from some message (their own, without echo) get them one by one.
+    /// Called before anything else is queued that could overtake the batch: another room's
+    /// message, a reply, a membership change, a big message, the end of the turn.
+    func flushBatch() {
+        guard let room = batch.room else { return }
+        batch.room = nil
+        room.batchingReactor = nil
+        let all = batch.bytes.readable
+        let count = batch.messages.count
+        let threshold = config.sharedBlockThreshold
+        let block = threshold > 0 && all.count >= threshold
+            ? MessageBlock.make(copying: all, trailer: nil, pool: pool) : nil
+        let cap = min(config.outboundSoftBytes, config.outboundHardBytes)
+        let origin = batch.messages[0].origin
+        var delivered = 0
+        batch.oneByOne.removeAll(keepingCapacity: true)
+        for m in room.memberRefs {
+            m._withUnsafeGuaranteedRef { c in
+                if c.closeStarted { return }
+                if c.sendsBinary || batch.excludes(m.toOpaque())
+                    || c.pendingOutputBytes &+ all.count >= cap {
+                    batch.oneByOne.append(m)
+                    return
+                }
+                delivered &+= count
+                if c.queuedSince == 0 { c.queuedSince = origin == 0 ? Clock.monoNanos() : origin }
+                if let block {
+                    queueBlock(block, length: all.count, to: c)
+                } else {
+                    c.out.reserve(all.count, pool: pool)
+                    c.out.appendReserved(all)
+                }
+                markForFlush(c)
+            }
+        }
+        counters.deliveries &+= delivered
+        block?.release(to: pool)
+        if !batch.oneByOne.isEmpty {
+            // Message by message (the compression cache is per message), member by member.
+            for msg in batch.messages {
+                renderGeneration &+= 1
+                originNanos = msg.origin
+                let body = UnsafeRawBufferPointer(rebasing: all[msg.start..<(msg.start + msg.count)])
+                for m in batch.oneByOne where m.toOpaque() != msg.excluded {
+                    m._withUnsafeGuaranteedRef { enqueue(body, to: $0) }
+                }
+            }
+            batch.oneByOne.removeAll(keepingCapacity: true)
+        }
+        batch.reset()
     }
 
     /// Appends one message to `c`'s output with its connection's framing (and codec). With

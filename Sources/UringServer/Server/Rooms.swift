@@ -60,10 +60,18 @@ public final class LocalRoom {
 
     public var memberCount: Int { memberRefs.count }
 
-    func add(_ c: Connection) { memberRefs.append(Unmanaged.passUnretained(c)) }
+    /// Set while this reactor holds a batch of this room's messages: a membership change
+    /// delivers it first (members get exactly the messages sent while they were members).
+    weak var batchingReactor: Reactor?
+
+    func add(_ c: Connection) {
+        batchingReactor?.flushBatch()
+        memberRefs.append(Unmanaged.passUnretained(c))
+    }
 
     /// Removes `c` (order is not kept: the last member takes its place).
     func remove(_ c: Connection) {
+        batchingReactor?.flushBatch()
         let target = Unmanaged.passUnretained(c).toOpaque()
         if let j = memberRefs.firstIndex(where: { $0.toOpaque() == target }) {
             memberRefs.swapAt(j, memberRefs.count - 1)
