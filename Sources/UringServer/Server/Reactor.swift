@@ -54,6 +54,11 @@ public final class Reactor: IOEventHandler {
     private var compressedLZ4 = ByteBuffer()
     private var compressedZstd = ByteBuffer()
     private var lz4Generation: UInt64 = .max
+    /// The current message's compressed bytes as shared blocks (see `appendCompressed`).
+    private var lz4Block: MessageBlock?
+    private var lz4BlockGeneration: UInt64 = .max
+    private var zstdBlock: MessageBlock?
+    private var zstdBlockGeneration: UInt64 = .max
     private var zstdGeneration: UInt64 = .max
     /// Decompressed client frames land here.
     private var inflated = ByteBuffer()
@@ -910,16 +915,35 @@ public final class Reactor: IOEventHandler {
         switch codec {
         case .lz4:
             compressOnce(.lz4, body, into: &compressedLZ4, generation: &lz4Generation)
-            appendFrameHeader(count: compressedLZ4.readableCount, codec: codec.rawValue, to: c)
-            c.out.appendReserved(compressedLZ4.readable)
+            appendCompressed(compressedLZ4.readable, codec: codec, block: &lz4Block, blockGeneration: &lz4BlockGeneration, to: c)
         case .zstd:
             compressOnce(.zstd, body, into: &compressedZstd, generation: &zstdGeneration)
-            appendFrameHeader(count: compressedZstd.readableCount, codec: codec.rawValue, to: c)
-            c.out.appendReserved(compressedZstd.readable)
+            appendCompressed(compressedZstd.readable, codec: codec, block: &zstdBlock, blockGeneration: &zstdBlockGeneration, to: c)
         case .raw:
             appendFrameHeader(count: body.count, codec: 0, to: c)
             c.out.appendReserved(body)
         }
+    }
+
+    /// Frames this message's compressed bytes for `c`: a header in its own bytes and, at or
+    /// over `shared_block_threshold`, a reference to one shared block per message and codec
+    /// (made on first use, kept until the next message) instead of a copy per member.
+    private func appendCompressed(_ compressed: UnsafeRawBufferPointer, codec: CompressionCodec,
+                                  block: inout MessageBlock?, blockGeneration: inout UInt64, to c: Connection) {
+        let n = compressed.count
+        let threshold = config.sharedBlockThreshold
+        guard threshold > 0 && n >= threshold else {
+            appendFrameHeader(count: n, codec: codec.rawValue, to: c)
+            c.out.appendReserved(compressed)
+            return
+        }
+        if blockGeneration != renderGeneration || block == nil {
+            block?.release(to: pool)
+            block = MessageBlock.make(copying: compressed, pool: pool)
+            blockGeneration = renderGeneration
+        }
+        appendFrameHeader(count: n, codec: codec.rawValue, reserveBody: false, to: c)
+        queueBlock(block!, length: n, to: c)
     }
 
     /// Fills `buffer` with `body` compressed by `codec` unless it already holds this message.
