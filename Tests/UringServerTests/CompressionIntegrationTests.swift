@@ -65,6 +65,52 @@ struct CompressionIntegrationTests {
         }
     }
 
+    /// Text that compresses only about 1.5–2×, so a 6 KB message stays over 1 KiB compressed.
+    static func wordy(_ seed: Int, _ count: Int) -> String {
+        let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+                     "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo"]
+        var rng = UInt64(seed) &* 0x9E37_79B9_7F4A_7C15 | 1
+        var out = ""
+        while out.utf8.count < count {
+            rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17
+            out += words[Int(rng % UInt64(words.count))] + String(rng % 997) + " "
+        }
+        return out
+    }
+
+    @Test("compressed payloads over shared_block_threshold are shared: several readers, both codecs, in order",
+          arguments: allIOModes)
+    func sharedCompressedBlocks(mode: IOModeSetting) throws {
+        try withServer(mode, configure: { c in
+            c.presence = false
+            c.rateLimitPerSec = 0
+            c.sharedBlockThreshold = 1024
+        }) { port in
+            var readers: [(TestClient, UInt8)] = []
+            for (i, codec) in ["lz4", "zstd", "lz4", "zstd"].enumerated() {
+                let r = try Self.compressedClient(port, "sb\(i)", codec)
+                try r.send(J.obj(["type": "join_room", "room": "sb"]) + "\n")
+                var seen: [UInt8] = []
+                #expect(try Self.readDecoded(r, codecSeen: &seen).type == "joined")
+                readers.append((r, codec == "lz4" ? 1 : 2))
+            }
+            let s = try TestClient(port: port)
+            _ = try s.hello("sb-sender")
+            _ = try s.join("sb")
+            // Big ones (compressed well over 1 KiB) between small ones (sent raw).
+            let texts = (0..<12).map { i in i % 3 == 2 ? "small \(i)" : Self.wordy(i, 6000) }
+            for t in texts { try s.send(["type": "send_chat", "room": "sb", "text": t]) }
+            for (r, codec) in readers {
+                var seen: [UInt8] = []
+                for (i, t) in texts.enumerated() {
+                    let m = try Self.readDecoded(r, codecSeen: &seen)
+                    #expect(m.type == "chat" && m["text"] as? String == t, "delivery \(i)")
+                }
+                #expect(seen == texts.map { $0.hasPrefix("small") ? 0 : codec }, "codec bytes: \(seen)")
+            }
+        }
+    }
+
     @Test("threshold edge: a frame of exactly the threshold is compressed, one byte less is not", arguments: allIOModes)
     func thresholdEdge(mode: IOModeSetting) throws {
         try withServer(mode, configure: { $0.presence = false }) { port in
