@@ -96,10 +96,7 @@ final class EpollBackend: IOBackend {
             if let b = c.blocks, !b.pointee.out.isEmpty {
                 // Own bytes and shared blocks in one sendmsg (see UringBackend.send).
                 let count = b.pointee.out.fill(b.pointee.iov, max: OutputBlocks.iovCapacity, own: r).count
-                b.pointee.msg = msghdr()
-                b.pointee.msg.msg_iov = b.pointee.iov
-                b.pointee.msg.msg_iovlen = count
-                n = sendmsg(c.fd, &b.pointee.msg, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+                n = sendmsg(c.fd, b.pointee.prepareMessage(iovecs: count), Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
             } else {
                 n = Glibc.send(c.fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
             }

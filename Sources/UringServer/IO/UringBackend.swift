@@ -42,7 +42,10 @@ final class UringBackend: IOBackend {
     private static let cqeBatchSize = 256
     private let cqeBatch = UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>.allocate(capacity: UringBackend.cqeBatchSize)
     private var wakeFD: Int32 = -1
-    private var wakeValue: UInt64 = 0
+    /// Where the eventfd read lands. Allocated: the kernel writes it after the call that
+    /// prepared the read has returned, so it needs a fixed address (a pointer from
+    /// withUnsafeMutablePointer is only valid inside the closure).
+    private let wakeValue = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     /// Connections whose multishot recv ended with ENOBUFS: re-armed after the batch recycled.
     private var rearmRecv: [Connection] = []
     let setupFlags: UInt32
@@ -102,6 +105,7 @@ final class UringBackend: IOBackend {
         curing_buf_ring_free(&ring, bufRing, UInt32(bufCount), Self.bufGroup)
         munmap(bufBase, bufCount * bufSize)
         io_uring_queue_exit(&ring)
+        wakeValue.deallocate()   // after the exit: the ring's pending read is gone with it
     }
 
     /// The provided buffers are used round-robin, so even light traffic over many connections
@@ -155,9 +159,7 @@ final class UringBackend: IOBackend {
 
     private func armWake() {
         let s = sqe()
-        withUnsafeMutablePointer(to: &wakeValue) { p in
-            io_uring_prep_read(s, wakeFD, p, 8, 0)
-        }
+        io_uring_prep_read(s, wakeFD, wakeValue, 8, 0)
         io_uring_sqe_set_data64(s, Self.pack(nil, .wake))
     }
 
@@ -194,12 +196,7 @@ final class UringBackend: IOBackend {
             // Shared blocks: one sendmsg whose iovecs interleave our own bytes and the blocks
             // (the kernel reads each block once per socket; nothing is copied per recipient).
             let n = b.pointee.sending.fill(b.pointee.iov, max: OutputBlocks.iovCapacity, own: r).count
-            b.pointee.msg = msghdr()
-            b.pointee.msg.msg_iov = b.pointee.iov
-            b.pointee.msg.msg_iovlen = n
-            withUnsafeMutablePointer(to: &b.pointee.msg) { m in
-                io_uring_prep_sendmsg(s, c.fd, m, UInt32(MSG_NOSIGNAL))
-            }
+            io_uring_prep_sendmsg(s, c.fd, b.pointee.prepareMessage(iovecs: n), UInt32(MSG_NOSIGNAL))
             io_uring_sqe_set_data64(s, Self.pack(c, .send))
         } else if zeroCopyThreshold > 0 && r.count >= zeroCopyThreshold && !c.zcCopies {
             // The kernel sends from our pages; `sending` stays untouched until the notification.

@@ -19,10 +19,23 @@ struct OutputBlocks {
     var out = BlockQueue()
     var sending = BlockQueue()
     let iov: UnsafeMutablePointer<iovec>
-    var msg = msghdr()
+    /// Allocated, not stored inline: the kernel reads it when the SQE is submitted, after the
+    /// call that prepared it has returned, so its address must be fixed (an inout projection
+    /// of an inline field is not guaranteed to be).
+    let msg: UnsafeMutablePointer<msghdr>
 
     init() {
         iov = .allocate(capacity: Self.iovCapacity)
+        msg = .allocate(capacity: 1)
+        msg.initialize(to: msghdr())
+    }
+
+    /// Points `msg` at the first `count` iovecs.
+    func prepareMessage(iovecs count: Int) -> UnsafeMutablePointer<msghdr> {
+        msg.pointee = msghdr()
+        msg.pointee.msg_iov = iov
+        msg.pointee.msg_iovlen = count
+        return msg
     }
 
     var isEmpty: Bool { out.isEmpty && sending.isEmpty }
@@ -50,6 +63,7 @@ final class OutputBlocksPool {
             p.pointee.out.deallocate()
             p.pointee.sending.deallocate()
             p.pointee.iov.deallocate()
+            p.pointee.msg.deallocate()
             p.deinitialize(count: 1)
             p.deallocate()
         }

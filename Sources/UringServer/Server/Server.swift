@@ -1,6 +1,7 @@
 import CURing
 import Glibc
 import Synchronization
+import Optimizers
 
 public enum IOMode: String, Sendable {
     case uring, epoll
@@ -198,6 +199,7 @@ public final class Server: @unchecked Sendable {
 
         let ready = Latch(count: threadCount)
         let setupErrors = Locked<[String]>([])
+        NUMA.warmUp()   // before the reactors look up their nodes concurrently
         for r in shared.reactors {
             let t = spawnThread(name: "reactor-\(r.index)") {
                 do {
