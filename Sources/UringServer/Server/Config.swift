@@ -144,7 +144,7 @@ public struct ServerConfig: Sendable {
             c.pinReactors = try parseBool(v, key: "pin_reactors") },
         Key(name: "send_zc_threshold", help: "io_uring: sends of at least this many bytes use SEND_ZC; 0 disables (default 16384)") { c, v throws(ConfigError) in
             c.sendZCThreshold = try parseInt(v, key: "send_zc_threshold", range: 0...(1 << 30)) },
-        Key(name: "shared_block_threshold", help: "fan-out messages of at least this many bytes are queued by reference, not copied per recipient; 0 disables (default 1024)") { c, v throws(ConfigError) in
+        Key(name: "shared_block_threshold", help: "fan-out messages (a turn's batch of small room messages, compressed payloads) of at least this many bytes are queued by reference, not copied per recipient; 0 disables (default 1024)") { c, v throws(ConfigError) in
             c.sharedBlockThreshold = try parseInt(v, key: "shared_block_threshold", range: 0...(1 << 30)) },
         Key(name: "wait_batch", help: "io_uring (kernel 6.12+): completions a reactor waits for before waking; 0 or 1 wakes on each (default 0)") { c, v throws(ConfigError) in
             c.waitBatch = try parseInt(v, key: "wait_batch", range: 0...4096) },
