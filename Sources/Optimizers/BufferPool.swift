@@ -32,9 +32,9 @@ public enum NUMA {
 
     /// Fills libnuma's per-node CPU-mask cache from one thread. libnuma fills it lazily and
     /// without a lock: reactors asking for their node at the same moment both allocate it, and
-    /// one allocation leaks (LeakSanitizer saw 8 KB from `numa_node_to_cpus`). Call before
-    /// starting reactor threads; `node(ofCPU:)` calls it too. Runs once per process (a static
-    /// initializer: Swift runs it exactly once even when threads race to it).
+    /// one allocation leaks (LeakSanitizer saw 8 KB from `numa_node_to_cpus`). `node(ofCPU:)`
+    /// calls it first, so no caller needs to. Runs once per process (a static initializer:
+    /// Swift runs it exactly once even when threads race to it).
     public static func warmUp() { _ = cacheFilled }
 
     private static let cacheFilled: Bool = {

@@ -95,8 +95,7 @@ final class EpollBackend: IOBackend {
             let n: Int
             if let b = c.blocks, !b.pointee.out.isEmpty {
                 // Own bytes and shared blocks in one sendmsg (see UringBackend.send).
-                let count = b.pointee.out.fill(b.pointee.iov, max: OutputBlocks.iovCapacity, own: r).count
-                n = sendmsg(c.fd, b.pointee.prepareMessage(iovecs: count), Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
+                n = sendmsg(c.fd, b.pointee.message(b.pointee.out, own: r), Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
             } else {
                 n = Glibc.send(c.fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL) | Int32(MSG_DONTWAIT))
             }

@@ -42,6 +42,8 @@ enum Clock {
         clock_gettime(CLOCK_REALTIME, &ts)
         return ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
     }
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC, in milliseconds: wall time = this + monotonic.
+    static func wallOffsetMillis() -> Int { wallMillis() - Int(monoNanos() / 1_000_000) }
     /// Monotonic nanoseconds (for durations).
     static func monoNanos() -> UInt64 {
         var ts = timespec()

@@ -195,8 +195,7 @@ final class UringBackend: IOBackend {
         if let b = c.blocks, !b.pointee.sending.isEmpty {
             // Shared blocks: one sendmsg whose iovecs interleave our own bytes and the blocks
             // (the kernel reads each block once per socket; nothing is copied per recipient).
-            let n = b.pointee.sending.fill(b.pointee.iov, max: OutputBlocks.iovCapacity, own: r).count
-            io_uring_prep_sendmsg(s, c.fd, b.pointee.prepareMessage(iovecs: n), UInt32(MSG_NOSIGNAL))
+            io_uring_prep_sendmsg(s, c.fd, b.pointee.message(b.pointee.sending, own: r), UInt32(MSG_NOSIGNAL))
             io_uring_sqe_set_data64(s, Self.pack(c, .send))
         } else if zeroCopyThreshold > 0 && r.count >= zeroCopyThreshold && !c.zcCopies {
             // The kernel sends from our pages; `sending` stays untouched until the notification.

@@ -30,11 +30,12 @@ struct OutputBlocks {
         msg.initialize(to: msghdr())
     }
 
-    /// Points `msg` at the first `count` iovecs.
-    func prepareMessage(iovecs count: Int) -> UnsafeMutablePointer<msghdr> {
+    /// The msghdr for one sendmsg of `queue` with its own bytes `own` (as many pieces as
+    /// `iovCapacity` allows; the rest goes in the next send).
+    func message(_ queue: BlockQueue, own: UnsafeRawBufferPointer) -> UnsafeMutablePointer<msghdr> {
         msg.pointee = msghdr()
         msg.pointee.msg_iov = iov
-        msg.pointee.msg_iovlen = count
+        msg.pointee.msg_iovlen = queue.fill(iov, max: Self.iovCapacity, own: own).count
         return msg
     }
 

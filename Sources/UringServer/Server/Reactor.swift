@@ -42,7 +42,7 @@ public final class Reactor: IOEventHandler {
     private var batchNanos: UInt64 = 0
     /// CLOCK_REALTIME minus CLOCK_MONOTONIC in ms, refreshed every second (so `wallMillis`
     /// follows clock adjustments within a second).
-    private var wallOffsetMillis = Clock.wallMillis() - Int(Clock.monoNanos() / 1_000_000)
+    private var wallOffsetMillis = Clock.wallOffsetMillis()
     /// Messages are rendered here once, then framed into each recipient's output.
     private var render = ByteBuffer()
     private var deliveries: [RoomDelivery] = []
@@ -259,7 +259,7 @@ public final class Reactor: IOEventHandler {
         checkTimeouts(now)
         if now >= nextSecondNanos {
             nextSecondNanos += 1_000_000_000
-            wallOffsetMillis = Clock.wallMillis() - Int(Clock.monoNanos() / 1_000_000)
+            wallOffsetMillis = Clock.wallOffsetMillis()
             if nextSecondNanos < now { nextSecondNanos = now + 1_000_000_000 }
             var snap = window.roll(&counters, index: index, connections: liveConnections)
             snap.backlogged = backloggedConnections(now)

@@ -1,7 +1,6 @@
 import CURing
 import Glibc
 import Synchronization
-import Optimizers
 
 public enum IOMode: String, Sendable {
     case uring, epoll
@@ -199,7 +198,6 @@ public final class Server: @unchecked Sendable {
 
         let ready = Latch(count: threadCount)
         let setupErrors = Locked<[String]>([])
-        NUMA.warmUp()   // before the reactors look up their nodes concurrently
         for r in shared.reactors {
             let t = spawnThread(name: "reactor-\(r.index)") {
                 do {
