@@ -163,3 +163,25 @@ int curing_submit_and_wait_batch(struct io_uring *ring, unsigned wait_nr, unsign
     int ret = (int)syscall(__NR_io_uring_enter, fd, submit, wait_nr, flags, &arg, sizeof(arg));
     return ret < 0 ? -errno : ret;
 }
+
+long curing_pipe_open(int fds[2], long capacity) {
+    if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return -errno;
+    long got = fcntl(fds[1], F_SETPIPE_SZ, (int)capacity);
+    if (got < capacity) {
+        int e = got < 0 ? errno : ENOSPC;
+        close(fds[0]);
+        close(fds[1]);
+        return -e;
+    }
+    return got;
+}
+
+long curing_tee(int in, int out, size_t len) {
+    ssize_t n = tee(in, out, len, SPLICE_F_NONBLOCK);
+    return n < 0 ? -errno : n;
+}
+
+long curing_splice(int in, int out, size_t len) {
+    ssize_t n = splice(in, NULL, out, NULL, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+    return n < 0 ? -errno : n;
+}

@@ -69,6 +69,21 @@ int curing_submit_and_wait_batch(struct io_uring *ring, unsigned wait_nr, unsign
 /// Swift's Glibc module (built without _GNU_SOURCE) does not declare.
 int curing_accept_nonblock(int fd);
 
+/// pipe2(O_NONBLOCK | O_CLOEXEC) into fds[0] (read end) and fds[1] (write end), then
+/// F_SETPIPE_SZ to at least `capacity` bytes. Returns the pipe's capacity in bytes, or -errno
+/// (the pipe is closed again when it cannot be made that large: unprivileged users have a
+/// per-user budget of pipe pages, fs/pipe-user-pages-soft).
+long curing_pipe_open(int fds[2], long capacity);
+
+/// tee(in, out, len, SPLICE_F_NONBLOCK): duplicates up to `len` bytes at the head of pipe `in`
+/// into pipe `out` by reference (no copy, `in` keeps them). Returns bytes or -errno.
+long curing_tee(int in, int out, size_t len);
+
+/// splice(in, NULL, out, NULL, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE): moves up to `len`
+/// bytes from pipe `in` to `out` (a socket: its pages are attached to the socket buffer, not
+/// copied; it must be O_NONBLOCK for the call not to wait for room). Returns bytes or -errno.
+long curing_splice(int in, int out, size_t len);
+
 /// errno of the calling thread (Swift's errno accessor is Glibc-specific; keep one place).
 int curing_errno(void);
 

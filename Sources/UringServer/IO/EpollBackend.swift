@@ -20,9 +20,12 @@ final class EpollBackend: IOBackend {
 
     /// The reactor's pool: shared message blocks go back to it once written.
     private let pool: BufferPool
+    /// The reactor's pipes for spliced room batches (nil: it does not splice).
+    private let pipes: SplicePipes?
 
-    init(recvBufferSize: Int, pool: BufferPool) throws(SyscallError) {
+    init(recvBufferSize: Int, pool: BufferPool, pipes: SplicePipes? = nil) throws(SyscallError) {
         self.pool = pool
+        self.pipes = pipes
         epfd = try syscall("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
         scratch = .allocate(byteCount: max(recvBufferSize, 65536), alignment: 64)
         events = .allocate(capacity: maxEvents)
@@ -90,6 +93,18 @@ final class EpollBackend: IOBackend {
 
     /// Writes as much of `c.out` (and its shared blocks) as the socket takes.
     private func writeOut(_ c: Connection) -> WriteResult {
+        if let pipes, let b = c.blocks, b.pointee.pipeBytes > 0 {
+            // Spliced bytes go first (they were queued before anything else; see OutputBlocks).
+            switch pipes.drain(&b.pointee, to: c.fd) {
+            case .drained: break
+            case .blocked: return .blocked
+            case .failed(let e):
+                pipes.discard(&b.pointee)
+                c.dropQueuedOutput(pool: pool)
+                pendingSendErrors.append((c, e))
+                return .failed
+            }
+        }
         while c.hasQueuedOutput {
             let r = c.out.readable
             let n: Int

@@ -5,7 +5,7 @@ import Optimizers
 /// io_uring backend: multishot accept, multishot recv into a provided-buffer ring, one send in
 /// flight per socket, everything a turn queued submitted by one io_uring_submit_and_wait.
 ///
-/// user_data packing (as liburing's examples/proxy.c): the low 3 bits are the operation, the
+/// user_data packing (as liburing's examples/proxy.c): the low 4 bits are the operation, the
 /// rest is the Connection's object address (objects are 16-byte aligned). The connection
 /// record stays alive in the reactor's table until its last completion is reaped, so the
 /// pointer in user_data is always valid when the CQE arrives.
@@ -16,6 +16,8 @@ final class UringBackend: IOBackend {
         case peerWake = 5, peerWakeSent = 6
         /// IORING_OP_SEND_ZC: a result CQE, then (flagged F_NOTIF) the buffer-release CQE.
         case sendZC = 7
+        /// IORING_OP_POLL_ADD (POLLOUT): the socket has room again for spliced bytes.
+        case spliceReady = 8
     }
 
     // Not in liburing 2.3's headers (kernel 6.2+): ask the notification to say whether the
@@ -60,10 +62,13 @@ final class UringBackend: IOBackend {
 
     /// The reactor's pool: shared message blocks go back to it once sent.
     private let pool: BufferPool
+    /// The reactor's pipes for spliced room batches (nil: it does not splice).
+    private let pipes: SplicePipes?
 
     init(entries: Int, recvBufferCount: Int, recvBufferSize: Int, zeroCopyThreshold: Int,
-         waitBatch: Int = 0, waitBatchMicros: Int = 0, pool: BufferPool) throws(SyscallError) {
+         waitBatch: Int = 0, waitBatchMicros: Int = 0, pool: BufferPool, pipes: SplicePipes? = nil) throws(SyscallError) {
         self.pool = pool
+        self.pipes = pipes
         var flags: UInt32 = 0
         _ = try uringCall("io_uring_queue_init", curing_queue_init(&ring, UInt32(entries), &flags))
         setupFlags = flags
@@ -148,7 +153,9 @@ final class UringBackend: IOBackend {
 
     private func armAccept() {
         let s = sqe()
-        io_uring_prep_multishot_accept(s, listenFD, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+        // Non-blocking sockets: io_uring's own operations do not care, and the direct splice
+        // calls (see `SplicePipes`) must never wait for room in a socket.
+        io_uring_prep_multishot_accept(s, listenFD, nil, nil, Int32(SOCK_CLOEXEC.rawValue | SOCK_NONBLOCK.rawValue))
         io_uring_sqe_set_data64(s, Self.pack(nil, .accept))
     }
 
@@ -185,6 +192,22 @@ final class UringBackend: IOBackend {
 
     func send(_ c: Connection) {
         precondition(!c.sendInFlight)
+        if let pipes, let b = c.blocks, b.pointee.pipeBytes > 0 {
+            // Spliced bytes go first (they were queued before anything else; see OutputBlocks).
+            switch pipes.drain(&b.pointee, to: c.fd) {
+            case .drained:
+                if !c.hasQueuedOutput && c.sendingIsEmpty { return }   // the caller finishes it
+            case .blocked:
+                waitForRoom(c)
+                return
+            case .failed:
+                // The socket is broken: the poll reports it at once (POLLERR), and the
+                // completion tells the reactor.
+                pipes.discard(&b.pointee)
+                waitForRoom(c)
+                return
+            }
+        }
         if c.sendingIsEmpty {
             // The queue becomes the in-flight buffer; new output goes to a fresh queue.
             swap(&c.sending, &c.out)
@@ -206,6 +229,37 @@ final class UringBackend: IOBackend {
             io_uring_sqe_set_data64(s, Self.pack(c, .send))
         }
         c.sendInFlight = true
+    }
+
+    /// One-shot POLLOUT for a socket that did not take all its spliced bytes; the send stays
+    /// "in flight" until it completes.
+    private func waitForRoom(_ c: Connection) {
+        let s = sqe()
+        io_uring_prep_poll_add(s, c.fd, UInt32(POLLOUT) | UInt32(POLLERR) | UInt32(POLLHUP))
+        io_uring_sqe_set_data64(s, Self.pack(c, .spliceReady))
+        c.sendInFlight = true
+    }
+
+    /// The socket has room (or an error): splice the rest, then report like a send.
+    private func spliceReady(_ c: Connection, res: Int32, handler: IOEventHandler) {
+        c.sendInFlight = false
+        if c.closeStarted {
+            releaseIfIdle(c)
+            return
+        }
+        guard let pipes, let b = c.blocks, b.pointee.pipeBytes > 0 else {
+            // Nothing left to splice: it failed in `send` (and was dropped), or the poll says so.
+            let broken = res < 0 || Int16(truncatingIfNeeded: res) & Int16(POLLERR | POLLHUP) != 0
+            handler.connectionSendCompleted(c, error: broken ? EPIPE : 0)
+            return
+        }
+        switch pipes.drain(&b.pointee, to: c.fd) {
+        case .drained: handler.connectionSendCompleted(c, error: 0)
+        case .blocked: waitForRoom(c)
+        case .failed(let e):
+            pipes.discard(&b.pointee)
+            handler.connectionSendCompleted(c, error: e)
+        }
     }
 
     func close(_ c: Connection) {
@@ -287,7 +341,7 @@ final class UringBackend: IOBackend {
     }
 
     private func dispatch(data: UInt64, res: Int32, flags: UInt32, handler: IOEventHandler) {
-        guard let op = Op(rawValue: data & 7) else { return }
+        guard let op = Op(rawValue: data & 15) else { return }
         switch op {
         case .accept:
             if res >= 0 {
@@ -328,6 +382,8 @@ final class UringBackend: IOBackend {
             if c.closeStarted { releaseIfIdle(c) }
         case .send:
             sendCompleted(connection(data), res: res, handler: handler)
+        case .spliceReady:
+            spliceReady(connection(data), res: res, handler: handler)
         case .sendZC:
             let c = connection(data)
             if flags & UInt32(IORING_CQE_F_NOTIF) != 0 {
@@ -376,7 +432,7 @@ final class UringBackend: IOBackend {
 
     @inline(__always)
     private func connection(_ data: UInt64) -> Connection {
-        let p = UnsafeRawPointer(bitPattern: UInt(data & ~7))!
+        let p = UnsafeRawPointer(bitPattern: UInt(data & ~15))!
         return Unmanaged<Connection>.fromOpaque(p).takeUnretainedValue()
     }
 

@@ -12,6 +12,8 @@ struct ReactorCounters {
     /// IORING_OP_SEND_ZC sends whose buffer came back, and how many of those the kernel copied.
     var zeroCopySends = 0
     var zeroCopyCopied = 0
+    /// Room-batch deliveries that went by tee + splice (one per member per batch).
+    var splicedBatches = 0
     var accepted = 0
     var closed = 0
     var limitHits: [String: Int] = [:]
@@ -39,6 +41,7 @@ public struct ReactorSnapshot: Sendable {
     public var bytesOut = 0
     public var zeroCopySends = 0
     public var zeroCopyCopied = 0
+    public var splicedBatches = 0
     public var limitHits: [String: Int] = [:]
     /// Connections whose output waited over 50 ms at the last tick.
     public var backlogged = 0
@@ -91,6 +94,7 @@ struct SecondWindow {
         s.bytesOut = c.bytesOut
         s.zeroCopySends = c.zeroCopySends
         s.zeroCopyCopied = c.zeroCopyCopied
+        s.splicedBatches = c.splicedBatches
         s.limitHits = c.limitHits
         s.latencyLastSecond = c.latency
         s.latencyTotal = c.latencyTotal

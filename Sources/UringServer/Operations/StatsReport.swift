@@ -75,6 +75,7 @@ enum StatsReport {
             ("bytes_out", snaps.reduce(0) { $0 + $1.bytesOut }),
             ("zero_copy_sends", snaps.reduce(0) { $0 + $1.zeroCopySends }),
             ("zero_copy_copied", snaps.reduce(0) { $0 + $1.zeroCopyCopied }),
+            ("spliced_batches", snaps.reduce(0) { $0 + $1.splicedBatches }),
         ]
         for (i, (k, v)) in totals.enumerated() {
             if i > 0 { b.append(",") }

@@ -33,6 +33,8 @@ public struct ServerConfig: Sendable {
     /// every recipient's queue references (sendmsg with iovecs) instead of being copied into
     /// each recipient's buffer; 0 copies always. See docs/performance.md.
     public var sharedBlockThreshold = 1024
+    /// Room batches of at least this many bytes reach members by tee + splice (0: never).
+    public var spliceThreshold = 0
     /// io_uring mode (kernel 6.12+, IORING_FEAT_MIN_TIMEOUT): each wait returns once
     /// `waitBatch` completions are ready, or after `waitBatchMicros` if at least one is, so a
     /// busy reactor wakes once per batch instead of once per packet. Off by default (0): it
@@ -146,6 +148,8 @@ public struct ServerConfig: Sendable {
             c.sendZCThreshold = try parseInt(v, key: "send_zc_threshold", range: 0...(1 << 30)) },
         Key(name: "shared_block_threshold", help: "fan-out messages (a turn's batch of small room messages, compressed payloads) of at least this many bytes are queued by reference, not copied per recipient; 0 disables (default 1024)") { c, v throws(ConfigError) in
             c.sharedBlockThreshold = try parseInt(v, key: "shared_block_threshold", range: 0...(1 << 30)) },
+        Key(name: "splice_threshold", help: "a turn's room batch of at least this many bytes reaches each member by tee + splice through pipes (the kernel copies nothing per recipient); 0 disables (default 0)") { c, v throws(ConfigError) in
+            c.spliceThreshold = try parseInt(v, key: "splice_threshold", range: 0...SplicePipes.capacity) },
         Key(name: "wait_batch", help: "io_uring (kernel 6.12+): completions a reactor waits for before waking; 0 or 1 wakes on each (default 0)") { c, v throws(ConfigError) in
             c.waitBatch = try parseInt(v, key: "wait_batch", range: 0...4096) },
         Key(name: "wait_batch_us", help: "io_uring: longest a reactor holds a ready completion back while waiting for wait_batch (default 50)") { c, v throws(ConfigError) in

@@ -133,12 +133,14 @@ public final class Connection {
     @inline(__always)
     var pendingOutputBytes: Int {
         out.readableCount + sending.readableCount
-            + (blocks.map { $0.pointee.out.byteCount + $0.pointee.sending.byteCount } ?? 0)
+            + (blocks.map { $0.pointee.out.byteCount + $0.pointee.sending.byteCount + $0.pointee.pipeBytes } ?? 0)
     }
 
     /// Output queued and not yet handed to a send.
     @inline(__always)
-    var hasQueuedOutput: Bool { !out.isEmpty || !(blocks?.pointee.out.isEmpty ?? true) }
+    var hasQueuedOutput: Bool {
+        !out.isEmpty || blocks.map { !$0.pointee.out.isEmpty || $0.pointee.pipeBytes > 0 } ?? false
+    }
     @inline(__always)
     var queuedOutputBytes: Int { out.readableCount + (blocks?.pointee.out.byteCount ?? 0) }
     /// Nothing is being sent (io_uring: the in-flight buffer and its blocks are done).

@@ -18,6 +18,13 @@ struct OutputBlocks {
 
     var out = BlockQueue()
     var sending = BlockQueue()
+    /// A pipe holding room batches by page reference (see `SplicePipes`), and how many of its
+    /// bytes the socket has not taken yet. They go out before anything in `out`/`sending`: a
+    /// batch is only spliced to a connection with nothing else queued or being sent.
+    var pipe: SplicePipe?
+    var layout = PipeLayout()
+    @inline(__always)
+    var pipeBytes: Int { layout.bytes }
     let iov: UnsafeMutablePointer<iovec>
     /// Allocated, not stored inline: the kernel reads it when the SQE is submitted, after the
     /// call that prepared it has returned, so its address must be fixed (an inout projection
@@ -39,12 +46,16 @@ struct OutputBlocks {
         return msg
     }
 
-    var isEmpty: Bool { out.isEmpty && sending.isEmpty }
+    var isEmpty: Bool { out.isEmpty && sending.isEmpty && pipe == nil }
 }
 
 /// Per-reactor free list of `OutputBlocks` (allocated on first need, kept for reuse).
 final class OutputBlocksPool {
     private var free: [UnsafeMutablePointer<OutputBlocks>] = []
+    /// Where pipes go back (nil: this reactor does not splice).
+    let pipes: SplicePipes?
+
+    init(pipes: SplicePipes? = nil) { self.pipes = pipes }
 
     func take() -> UnsafeMutablePointer<OutputBlocks> {
         if let p = free.popLast() { return p }
@@ -53,8 +64,10 @@ final class OutputBlocksPool {
         return p
     }
 
-    /// Takes back an empty `OutputBlocks`.
+    /// Takes back an `OutputBlocks` with no blocks queued (a pipe it holds is given back, or
+    /// closed with whatever it still held: the connection is idle or gone).
     func give(_ p: UnsafeMutablePointer<OutputBlocks>) {
+        pipes?.discard(&p.pointee)
         precondition(p.pointee.isEmpty, "OutputBlocksPool.give with blocks queued")
         free.append(p)
     }
@@ -65,6 +78,7 @@ final class OutputBlocksPool {
             p.pointee.sending.deallocate()
             p.pointee.iov.deallocate()
             p.pointee.msg.deallocate()
+            p.pointee.layout.deallocate()
             p.deinitialize(count: 1)
             p.deallocate()
         }

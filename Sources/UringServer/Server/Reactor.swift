@@ -26,7 +26,9 @@ public final class Reactor: IOEventHandler {
     /// messages, handed back when a connection goes quiet (only this thread touches it).
     private(set) var pool = BufferPool()
     /// Recycled `OutputBlocks` (shared-block queues) for this reactor's connections.
-    let blocksPool = OutputBlocksPool()
+    private(set) var blocksPool = OutputBlocksPool()
+    /// Pipes for room batches sent by tee + splice (nil: `splice_threshold` is 0).
+    private var pipes: SplicePipes?
     private var connections: [Connection?] = []
     private var freeSlots: [Int] = []
     private var flushList: [Connection] = []
@@ -109,18 +111,22 @@ public final class Reactor: IOEventHandler {
             cpuNote = rc == 0 ? "\(cpu)" : "unpinned (errno \(-rc))"
         }
         pool = BufferPool()
+        if config.spliceThreshold > 0 {
+            pipes = SplicePipes()
+            blocksPool = OutputBlocksPool(pipes: pipes)
+        }
         shared.logger.info("reactor started", ["reactor": "\(index)", "cpu": cpuNote, "memory": BufferPool.describeNUMA()])
         switch shared.ioMode {
         case .uring:
             let uring = try UringBackend(entries: config.ringEntries, recvBufferCount: config.recvBufferCount,
                                          recvBufferSize: config.recvBufferSize, zeroCopyThreshold: config.sendZCThreshold,
-                                         waitBatch: config.waitBatch, waitBatchMicros: config.waitBatchMicros, pool: pool)
+                                         waitBatch: config.waitBatch, waitBatchMicros: config.waitBatchMicros, pool: pool, pipes: pipes)
             if config.sendZCThreshold > 0 && uring.zeroCopyThreshold == 0 {
                 shared.logger.warning("IORING_OP_SEND_ZC unsupported by this kernel: plain sends only", ["reactor": "\(index)"])
             }
             backend = uring
         case .epoll:
-            backend = try EpollBackend(recvBufferSize: config.recvBufferSize, pool: pool)
+            backend = try EpollBackend(recvBufferSize: config.recvBufferSize, pool: pool, pipes: pipes)
         }
         try backend.addListener(fd: listenFD)
         try backend.addWakeup(fd: inbox.eventFD)
@@ -778,7 +784,9 @@ public final class Reactor: IOEventHandler {
     private func deliverLocal(_ room: LocalRoom, _ bytes: UnsafeRawBufferPointer, excluding excluded: Connection?) {
         let skip = excluded.map { Unmanaged.passUnretained($0).toOpaque() }
         let threshold = config.sharedBlockThreshold
-        if threshold > 0 && bytes.count >= threshold {
+        let spliceable = pipes != nil && room.memberRefs.count >= RoomBatch.minMembers
+            && bytes.count < SplicePipes.capacity
+        if threshold > 0 && bytes.count >= threshold && !spliceable {
             // Large message: rendered once into a shared block that every member's queue
             // references (the kernel reads it once per socket; no copy per recipient here).
             flushBatch()
@@ -798,8 +806,8 @@ public final class Reactor: IOEventHandler {
             }
             return
         }
-        if batch.room !== room {
-            flushBatch()
+        if batch.room !== room || (pipes != nil && batch.bytes.readableCount + bytes.count >= SplicePipes.capacity) {
+            flushBatch()   // another room, or a batch that would not fit one pipe
             batch.begin(room, reactor: self)
         }
         batch.add(bytes, excluded: skip, origin: originNanos)
@@ -818,8 +826,11 @@ public final class Reactor: IOEventHandler {
         let all = batch.bytes.readable
         let count = batch.messages.count
         let threshold = config.sharedBlockThreshold
-        let block = threshold > 0 && all.count >= threshold
-            ? MessageBlock.make(copying: all, trailer: nil, pool: pool) : nil
+        // Members take the batch by tee + splice when it is big enough (loaded into the source
+        // pipe on first use), else by a shared block (made on first use), else by a copy.
+        var splicing = pipes != nil && all.count >= config.spliceThreshold
+        var loaded = false
+        var block: MessageBlock?
         let cap = min(config.outboundSoftBytes, config.outboundHardBytes)
         let origin = batch.messages[0].origin
         var delivered = 0
@@ -834,8 +845,27 @@ public final class Reactor: IOEventHandler {
                 }
                 delivered &+= count
                 if c.queuedSince == 0 { c.queuedSince = origin == 0 ? Clock.monoNanos() : origin }
-                if let block {
-                    queueBlock(block, length: all.count, to: c)
+                // Into a pipe only behind nothing but earlier spliced batches: spliced bytes
+                // always go out first (see OutputBlocks.pipe). A send in flight with nothing
+                // being sent is a wait for room for those.
+                if splicing && c.out.isEmpty && c.sendingIsEmpty && (c.blocks?.pointee.out.isEmpty ?? true) {
+                    if !loaded {
+                        loaded = pipes.unsafelyUnwrapped.load(all)
+                        splicing = loaded
+                    }
+                    if loaded {
+                        if c.blocks == nil { c.blocks = blocksPool.take() }
+                        if pipes.unsafelyUnwrapped.tee(into: &c.blocks.unsafelyUnwrapped.pointee, socket: c.fd) {
+                            counters.splicedBatches &+= 1
+                            counters.bytesOut &+= all.count   // (queuedOutputBytes leaves pipes out)
+                            markForFlush(c)
+                            return
+                        }
+                    }
+                }
+                if threshold > 0 && all.count >= threshold {
+                    if block == nil { block = MessageBlock.make(copying: all, trailer: nil, pool: pool) }
+                    queueBlock(block.unsafelyUnwrapped, length: all.count, to: c)
                 } else {
                     c.out.reserve(all.count, pool: pool)
                     c.out.appendReserved(all)
@@ -845,15 +875,20 @@ public final class Reactor: IOEventHandler {
         }
         counters.deliveries &+= delivered
         block?.release(to: pool)
+        if loaded { pipes.unsafelyUnwrapped.finishBatch() }
         if !batch.oneByOne.isEmpty {
-            // Message by message (the compression cache is per message), member by member.
+            // Message by message (the compression cache is per message), member by member;
+            // a big one (batched only when splicing) through a shared block of its own.
             for msg in batch.messages {
                 renderGeneration &+= 1
                 originNanos = msg.origin
                 let body = UnsafeRawBufferPointer(rebasing: all[msg.start..<(msg.start + msg.count)])
+                let own = threshold > 0 && msg.count >= threshold
+                    ? MessageBlock.make(copying: body, trailer: UInt8(ascii: "\n"), pool: pool) : nil
                 for m in batch.oneByOne where m.toOpaque() != msg.excluded {
-                    m._withUnsafeGuaranteedRef { enqueue(body, to: $0) }
+                    m._withUnsafeGuaranteedRef { enqueue(body, block: own, to: $0) }
                 }
+                own?.release(to: pool)
             }
             batch.oneByOne.removeAll(keepingCapacity: true)
         }

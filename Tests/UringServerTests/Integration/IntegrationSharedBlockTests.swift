@@ -14,18 +14,37 @@ struct IntegrationSharedBlockTests {
     @Test("big and small messages interleave intact and in order: lines, binary frames, a late reader",
           arguments: allIOModes)
     func interleaved(mode: IOModeSetting) throws {
+        try runInterleaved(mode, spliceThreshold: 0)
+    }
+
+    /// The same traffic with room batches spliced (tee + splice through pipes): members with
+    /// nothing else queued take batches from their pipe, the late reader's pipe fills and it
+    /// falls back to shared blocks queued behind it, pongs queue behind pipes, binary members
+    /// take messages one by one. Every stream must still be complete and in order.
+    @Test("spliced room batches: intact and in order with pipes, blocks, pongs and a late reader",
+          arguments: allIOModes)
+    func spliced(mode: IOModeSetting) throws {
+        try runInterleaved(mode, spliceThreshold: 1024)
+    }
+
+    private func runInterleaved(_ mode: IOModeSetting, spliceThreshold: Int) throws {
         try withServer(mode, configure: { c in
             c.sharedBlockThreshold = 512
+            c.spliceThreshold = spliceThreshold
             c.sendZCThreshold = 0
             c.rateLimitPerSec = 0
             c.presence = false
         }) { port in
             let pub = try TestClient(port: port)
             try pub.hello("sb-pub")
-            let lines = try TestClient(port: port, framing: .jsonLines)
             let bin = try TestClient(port: port, framing: .binary)
             let late = try TestClient(port: port, framing: .jsonLines, receiveBuffer: 4096)
-            let readers = [("lines", lines), ("binary", bin), ("late", late)]
+            // Batches need RoomBatch.minMembers members on a reactor: with two reactors, enough
+            // line readers that each has several.
+            var readers = [("binary", bin), ("late", late)]
+            for k in 0..<(spliceThreshold > 0 ? 8 : 1) {
+                readers.append(("lines\(k)", try TestClient(port: port, framing: .jsonLines)))
+            }
             for (name, c) in readers {
                 try c.hello("sb-\(name)")
                 try c.join("sb-room")
@@ -44,8 +63,7 @@ struct IntegrationSharedBlockTests {
                 expected.append(text(i))
             }
             // A pong (own bytes) in the middle of the subscribers' streams.
-            try lines.send(["type": "ping"])
-            try bin.send(["type": "ping"])
+            for (name, c) in readers where name != "late" { try c.send(["type": "ping"]) }
             // The publisher gets its acks: every message was accepted before anyone reads.
             for i in 0..<n {
                 let a = try pub.read(until: "ack")
@@ -67,7 +85,86 @@ struct IntegrationSharedBlockTests {
             }
             // Everyone is still connected and answers in order.
             for (_, c) in readers { try c.pingExpectingPongNext() }
+            // The path under test was taken (or not): batches were spliced only when enabled.
+            // (/stats counters are published once a second.)
+            let (stats, _) = opsStatsEventually(port, timeout: 3) { s in
+                opsTotal(s, "deliveries") >= n * readers.count && (spliceThreshold == 0 || opsTotal(s, "spliced_batches") > 0)
+            }
+            let spliced = opsTotal(stats, "spliced_batches")
+            if spliceThreshold > 0 {
+                #expect(spliced > 0, "no batch was spliced")
+            } else {
+                #expect(spliced == 0, "splice_threshold 0 spliced \(spliced) batches")
+            }
         }
+    }
+
+    /// Members that go away while their pipes still hold batches (one closes, one resets): the
+    /// pipes are dropped with them and everyone else keeps getting every message.
+    @Test("spliced room batches: members leaving with full pipes do not disturb the others",
+          arguments: allIOModes)
+    func splicedMembersLeave(mode: IOModeSetting) throws {
+        try withServer(mode, configure: { c in
+            c.spliceThreshold = 1024
+            c.sendZCThreshold = 0
+            c.rateLimitPerSec = 0
+            c.presence = false
+        }) { port in
+            let pub = try TestClient(port: port)
+            try pub.hello("sp-pub")
+            var stay: [TestClient] = []
+            for i in 0..<8 {
+                let c = try TestClient(port: port)
+                try c.hello("sp-stay-\(i)")
+                try c.join("sp-room")
+                stay.append(c)
+            }
+            var leave: [TestClient] = []
+            for i in 0..<2 {
+                let c = try TestClient(port: port, receiveBuffer: 4096)
+                try c.hello("sp-leave-\(i)")
+                try c.join("sp-room")
+                leave.append(c)
+            }
+            try pub.join("sp-room")
+            func text(_ i: Int) -> String { String(repeating: "\(i % 10)", count: 3000 + i * 7) + "#\(i)" }
+            let n = 200
+            for i in 0..<n / 2 { try pub.send(["type": "send_chat", "room": "sp-room", "text": text(i), "id": i]) }
+            for i in 0..<n / 2 {
+                do { _ = try pub.read(until: "ack") } catch { Issue.record("ack \(i): \(error)"); throw error }
+            }
+            // The leavers read nothing: their sockets and pipes are full. Now they go.
+            leave[0].close()
+            leave[1].closeAbruptly()
+            for i in n / 2..<n { try pub.send(["type": "send_chat", "room": "sp-room", "text": text(i), "id": i]) }
+            for i in n / 2..<n {
+                do { _ = try pub.read(until: "ack") } catch { Issue.record("ack \(i): \(error)"); throw error }
+            }
+            for (k, c) in stay.enumerated() {
+                for i in 0..<n {
+                    let m: JSONObject
+                    do { m = try c.read(until: "chat", timeout: 10) } catch { Issue.record("member \(k): delivery \(i): \(error)"); throw error }
+                    #expect(m["text"] as? String == text(i), "member \(k): delivery \(i) differs")
+                    if m["text"] as? String != text(i) { return }
+                }
+                try c.pingExpectingPongNext()
+            }
+            let (stats, _) = opsStatsEventually(port, timeout: 3) { s in opsTotal(s, "closed") >= 2 }
+            #expect(opsTotal(stats, "spliced_batches") > 0)
+            #expect(opsTotal(stats, "closed") >= 2, "both leavers were closed")
+        }
+    }
+
+    @Test("splice_threshold: parsed, 0 disables, bad values refused")
+    func spliceConfig() throws {
+        var c = ServerConfig()
+        try c.set("splice_threshold", "0")
+        #expect(c.spliceThreshold == 0)
+        try c.set("splice_threshold", "8192")
+        #expect(c.spliceThreshold == 8192)
+        #expect(throws: ConfigError.self) { try c.set("splice_threshold", "-1") }
+        #expect(throws: ConfigError.self) { try c.set("splice_threshold", "\(1 << 20)") }
+        #expect(throws: ConfigError.self) { try c.set("splice_threshold", "lots") }
     }
 
     @Test("shared_block_threshold: parsed, 0 disables, bad values refused")
