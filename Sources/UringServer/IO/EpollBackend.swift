@@ -32,6 +32,8 @@ final class EpollBackend: IOBackend {
     }
 
     func releaseIdleMemory() {}   // one small scratch buffer: nothing worth giving back
+    func setBatchedWait(_ on: Bool) {}   // epoll_wait has no minimum wait
+    var batchedWait: Bool { false }
 
     func shutdown() {
         Glibc.close(epfd)

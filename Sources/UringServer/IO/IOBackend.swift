@@ -25,6 +25,9 @@ protocol IOBackend: AnyObject {
     /// Called once a second: a backend that received nothing since the last call may give
     /// idle receive memory back to the system.
     func releaseIdleMemory()
+    /// Turns batched waiting (io_uring's minimum wait) on or off; a no-op where unsupported.
+    func setBatchedWait(_ on: Bool)
+    var batchedWait: Bool { get }
     /// This backend's io_uring fd, for other rings' MSG_RING wakeups (-1 for epoll).
     var ringFD: Int32 { get }
     /// Wakes another reactor: a MSG_RING to its ring when both sides are io_uring (an SQE in

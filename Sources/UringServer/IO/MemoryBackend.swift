@@ -61,6 +61,8 @@ final class MemoryBackend: IOBackend {
     }
 
     func releaseIdleMemory() {}   // one small scratch buffer: nothing worth giving back
+    func setBatchedWait(_ on: Bool) {}
+    var batchedWait: Bool { false }
 
     func shutdown() {}
 

@@ -59,6 +59,8 @@ final class UringBackend: IOBackend {
     /// here or disabled; then every completion wakes the reactor.
     let waitBatch: UInt32
     let waitBatchMicros: UInt32
+    /// Whether the next waits use the batch (see `setBatchedWait`).
+    private(set) var batchedWait = false
 
     /// The reactor's pool: shared message blocks go back to it once sent.
     private let pool: BufferPool
@@ -75,6 +77,7 @@ final class UringBackend: IOBackend {
         let batching = waitBatch > 1 && waitBatchMicros > 0 && curing_min_wait_supported(&ring) != 0
         self.waitBatch = batching ? UInt32(waitBatch) : 0
         self.waitBatchMicros = batching ? UInt32(waitBatchMicros) : 0
+        batchedWait = batching
         // Registered ring fd: every io_uring_enter skips the fd table lookup (fdget/fdput);
         // liburing then enters with IORING_ENTER_REGISTERED_RING. Optional (kernel 5.18+);
         // other rings still reach this one through its real fd (MSG_RING).
@@ -104,6 +107,8 @@ final class UringBackend: IOBackend {
         }
         io_uring_buf_ring_advance(bufRing, Int32(recvBufferCount))
     }
+
+    func setBatchedWait(_ on: Bool) { batchedWait = on && waitBatch > 0 }
 
     func shutdown() {
         cqeBatch.deallocate()
@@ -305,7 +310,7 @@ final class UringBackend: IOBackend {
             for c in rearmRecv where !c.closeStarted { startReceiving(c) }
             rearmRecv.removeAll(keepingCapacity: true)
         }
-        if waitBatch > 0 {
+        if batchedWait {
             // One enter submits the turn's SQEs and waits for a batch (see `waitBatch`).
             _ = curing_submit_and_wait_batch(&ring, waitBatch, waitBatchMicros,
                                              timeoutMillis < 0 ? -1 : Int64(timeoutMillis) * 1_000_000)

@@ -45,6 +45,8 @@ public struct ReactorSnapshot: Sendable {
     public var limitHits: [String: Int] = [:]
     /// Connections whose output waited over 50 ms at the last tick.
     public var backlogged = 0
+    /// io_uring batched waiting was on at the last tick (see `wait_batch_auto`).
+    public var batchedWait = false
     public var latencyLastSecond = LatencyHistogram()
     public var latencyTotal = LatencyHistogram()
 }

@@ -99,6 +99,8 @@ enum StatsReport {
             appendDouble(&b, Double(s.latencyLastSecond.percentile(0.99)) / 1000)
             b.append(",\"backlogged\":")
             b.appendDecimal(s.backlogged)
+            b.append(",\"batched_wait\":")
+            b.append(s.batchedWait ? "true" : "false")
             b.append("}")
         }
         b.append("]")

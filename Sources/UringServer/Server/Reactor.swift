@@ -39,6 +39,11 @@ public final class Reactor: IOEventHandler {
     private var fields = JSONFieldTable()
     /// Small room messages waiting to be delivered together (see `flushBatch`).
     private let batch = RoomBatch()
+    /// Room messages delivered here (from local senders or handed off), and the counts at the
+    /// last second's tick: the fan-out measure behind `wait_batch_auto`.
+    private var roomMessages = 0
+    private var lastRoomMessages = 0
+    private var lastDeliveries = 0
     /// Monotonic time of the current batch of completions, read on first use after the wait
     /// returned (0: not read yet): one clock_gettime per turn, not one per reply or send.
     private var batchNanos: UInt64 = 0
@@ -262,6 +267,7 @@ public final class Reactor: IOEventHandler {
 
     private func tick(_ now: UInt64) {
         nextTickNanos = now + 100_000_000
+        adaptBatchedWait()
         checkTimeouts(now)
         if now >= nextSecondNanos {
             nextSecondNanos += 1_000_000_000
@@ -269,12 +275,26 @@ public final class Reactor: IOEventHandler {
             if nextSecondNanos < now { nextSecondNanos = now + 1_000_000_000 }
             var snap = window.roll(&counters, index: index, connections: liveConnections)
             snap.backlogged = backloggedConnections(now)
+            snap.batchedWait = backend.batchedWait
             snapshots.publish(snap)
             if index == 0 { shared.monitor.evaluate(shared) }
             // Size classes nobody uses any more go back to the system (after a burst).
             pool.trim()
             backend.releaseIdleMemory()
         }
+    }
+
+    /// `wait_batch_auto`: a minimum wait pays where each message fans out to many sends (the
+    /// wait gathers several messages per wakeup for every recipient), and costs where each
+    /// message gets one reply. Judged every tick (100 ms) on the tick before: at least 200
+    /// room messages (2,000/s) and 4 deliveries per message.
+    private func adaptBatchedWait() {
+        let messages = roomMessages &- lastRoomMessages
+        let deliveries = counters.deliveries &- lastDeliveries
+        lastRoomMessages = roomMessages
+        lastDeliveries = counters.deliveries
+        guard config.waitBatch > 1 else { return }
+        backend.setBatchedWait(!config.waitBatchAuto || (messages >= 200 && deliveries >= 4 * messages))
     }
 
     /// Connections whose oldest queued output has waited over 50 ms: demand the server is not
@@ -782,6 +802,7 @@ public final class Reactor: IOEventHandler {
     }
 
     private func deliverLocal(_ room: LocalRoom, _ bytes: UnsafeRawBufferPointer, excluding excluded: Connection?) {
+        roomMessages &+= 1
         let skip = excluded.map { Unmanaged.passUnretained($0).toOpaque() }
         let threshold = config.sharedBlockThreshold
         let spliceable = pipes != nil && room.memberRefs.count >= RoomBatch.minMembers

@@ -14,6 +14,7 @@ struct IntegrationWaitBatchTests {
         try withServer(mode, configure: { c in
             c.waitBatch = 32
             c.waitBatchMicros = 200
+            c.waitBatchAuto = false   // always on: lone pings must still be answered promptly
             c.rateLimitPerSec = 0
             c.presence = false
         }) { port in
@@ -38,14 +39,62 @@ struct IntegrationWaitBatchTests {
         }
     }
 
-    @Test("wait_batch and wait_batch_us: parsed, bad values refused")
+    /// wait_batch_auto (the default): a reactor turns batched waiting on while it fans out
+    /// (room messages with several deliveries each) and off again when that stops; pings alone
+    /// never turn it on. /stats shows each reactor's state at its last second.
+    @Test("wait_batch_auto: on while fanning out, off for pings and after the load", arguments: allIOModes)
+    func auto(mode: IOModeSetting) throws {
+        try withServer(mode, configure: { c in
+            c.rateLimitPerSec = 0
+            c.presence = false
+        }) { port in
+            func anyOn(_ s: JSONObject) -> Bool {
+                ((s["reactors"] as? [JSONObject]) ?? []).contains { $0["batched_wait"] as? Bool == true }
+            }
+            let pinger = try TestClient(port: port)
+            try pinger.hello("wba-pinger")
+            for _ in 0..<300 { try pinger.pingExpectingPongNext() }
+            let (quiet, _) = opsStatsEventually(port, timeout: 1.5) { s in opsTotal(s, "accepted") >= 1 && (s["reactors"] as? [JSONObject])?.count == 2 }
+            #expect(!anyOn(quiet), "pings alone turned batched waiting on")
+            var subs: [TestClient] = []
+            for i in 0..<16 {
+                let c = try TestClient(port: port)
+                try c.hello("wba-sub\(i)")
+                try c.join("wba")
+                subs.append(c)
+            }
+            try pinger.join("wba")
+            // Several thousand messages a second to 16 members (who need not read them: a few
+            // hundred KB each) until /stats shows it, for at most 3 s.
+            var on = false
+            let start = Date()
+            var sent = 0
+            while Date().timeIntervalSince(start) < 3 && !on {
+                for _ in 0..<100 { try pinger.send(["type": "send_chat", "room": "wba", "text": "x"]); sent += 1 }
+                usleep(5_000)
+                if sent % 1000 == 0 { on = anyOn(try opsStats(port)) }
+            }
+            if mode == .uring {
+                #expect(on, "fan-out of \(sent) messages did not turn batched waiting on")
+            } else {
+                #expect(!on, "epoll has no batched waiting")
+            }
+            // Quiet again: off within a second or two.
+            let (after, off) = opsStatsEventually(port, timeout: 3) { s in !anyOn(s) }
+            #expect(off, "batched waiting stayed on after the load: \(after["reactors"] ?? "none")")
+        }
+    }
+
+    @Test("wait_batch, wait_batch_us, wait_batch_auto: parsed, bad values refused")
     func config() throws {
         var c = ServerConfig()
-        #expect(c.waitBatch == 0 && c.waitBatchMicros == 50)
+        #expect(c.waitBatch == 32 && c.waitBatchMicros == 50 && c.waitBatchAuto)
         try c.set("wait_batch", "16")
         try c.set("wait_batch_us", "20")
-        #expect(c.waitBatch == 16 && c.waitBatchMicros == 20)
+        try c.set("wait_batch_auto", "false")
+        #expect(c.waitBatch == 16 && c.waitBatchMicros == 20 && !c.waitBatchAuto)
         #expect(throws: ConfigError.self) { try c.set("wait_batch", "-1") }
         #expect(throws: ConfigError.self) { try c.set("wait_batch_us", "forever") }
+        #expect(throws: ConfigError.self) { try c.set("wait_batch_auto", "sometimes") }
     }
 }
