@@ -66,21 +66,22 @@ struct PipeLayout {
 /// that keep up one pipe serves a whole room. A member whose socket is full collects further
 /// batches in its pipe while it has room. Pipes cost two file descriptors and count against
 /// the user's pipe page budget (`fs.pipe-user-pages-soft`, 16,384 pages), so a reactor opens
-/// at most `maxPipes` (of the default 16 pages each: 2,048 pages); when none can be had,
+/// at most `maxPipes` (of 64 pages each: 2,048 pages); when none can be had,
 /// callers fall back to shared blocks, so nothing depends on pipes being available.
 ///
 /// Both backends call `splice`/`tee` directly (non-blocking): io_uring runs IORING_OP_SPLICE and
 /// IORING_OP_TEE only in its worker threads (they return -EAGAIN when issued inline), which
 /// would add a thread hop per recipient.
 final class SplicePipes {
-    /// Bytes one pipe holds (the kernel's default pipe size); batches are cut at this size.
+    /// Bytes one pipe holds (64 pages; the default is 16); batches are cut at this size. A
+    /// turn's batch at 4 KiB fan-out with batched waiting is ~140 KB: one tee and one splice.
     static let capacity = 262144
     static let pageSize = 4096
     static let slots = capacity / pageSize
     @inline(__always)
     static func pages(_ bytes: Int) -> Int { (bytes + pageSize - 1) / pageSize }
     /// Pipes one reactor keeps open at most (source, pooled, and held by members).
-    static let maxPipes = 128
+    static let maxPipes = 32
     private var source: SplicePipe?
     /// Bytes of the current batch in the source pipe (0: none loaded).
     private(set) var sourceBytes = 0
