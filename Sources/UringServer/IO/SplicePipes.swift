@@ -142,29 +142,42 @@ final class SplicePipes {
         return true
     }
 
-    /// Duplicates the loaded batch into `b`'s pipe (one from the pool if it has none). True
-    /// when `b` now holds the whole batch; false (and `b` unchanged) when its pipe has no
-    /// room for it (after splicing what socket `fd` takes now) or no pipe can be had.
-    func tee(into b: inout OutputBlocks, socket fd: Int32) -> Bool {
+    enum TeeResult {
+        case teed
+        /// `b` unchanged: its pipe has no room (after splicing what the socket takes now), or
+        /// no pipe can be had. Use a shared block.
+        case noRoom
+        /// The kernel took part of the batch into `b`'s pipe, which is then out of step with
+        /// the stream: the pipe is dropped, and the connection must be closed.
+        case broken
+    }
+
+    /// Duplicates the loaded batch into `b`'s pipe (one from the pool if it has none).
+    func tee(into b: inout OutputBlocks, socket fd: Int32) -> TeeResult {
         precondition(sourceBytes > 0)
         // tee needs a free slot per page of the source.
         let need = Self.pages(sourceBytes)
         if b.pipe != nil && (b.layout.slotsInUse + need > Self.slots || b.layout.isFull) {
-            if case .failed = drain(&b, to: fd) { return false }   // the send path reports it
+            if case .failed = drain(&b, to: fd) { return .noRoom }   // the send path reports it
         }
         guard b.layout.slotsInUse + need <= Self.slots && !b.layout.isFull,
-              let s = source, let p = b.pipe ?? take() else { return false }
+              let s = source, let p = b.pipe ?? take() else { return .noRoom }
         let n = curing_tee(s.readFD, p.writeFD, sourceBytes)
         if n == sourceBytes {
             b.pipe = p
             b.layout.added(n)
-            return true
+            return .teed
         }
-        // With the slots counted above this cannot happen (n is the whole batch or -EAGAIN
-        // for want of slots). A pipe of our own goes back; a member's keeps what it had.
-        precondition(n <= 0, "SplicePipes.tee: partial tee")
-        if b.pipe == nil { give(p) }
-        return false
+        if n <= 0 {
+            if b.pipe == nil { give(p) }
+            return .noRoom
+        }
+        // With the slots counted above this cannot happen; if it does, the member's stream
+        // would continue mid-batch. Drop the pipe and what it held.
+        if b.pipe == nil { b.pipe = p }
+        b.layout.added(n)
+        discard(&b)
+        return .broken
     }
 
     /// Ends the batch: the source pipe's pages are dropped (by moving them to /dev/null, no

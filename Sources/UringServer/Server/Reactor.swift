@@ -876,10 +876,17 @@ public final class Reactor: IOEventHandler {
                     }
                     if loaded {
                         if c.blocks == nil { c.blocks = blocksPool.take() }
-                        if pipes.unsafelyUnwrapped.tee(into: &c.blocks.unsafelyUnwrapped.pointee, socket: c.fd) {
+                        switch pipes.unsafelyUnwrapped.tee(into: &c.blocks.unsafelyUnwrapped.pointee, socket: c.fd) {
+                        case .teed:
                             counters.splicedBatches &+= 1
                             counters.bytesOut &+= all.count   // (queuedOutputBytes leaves pipes out)
                             markForFlush(c)
+                            return
+                        case .noRoom:
+                            break
+                        case .broken:
+                            shared.logger.error("splice pipe out of step: closing the connection", ["id": "\(c.slot)"])
+                            cutSlowConsumer(c, "internal error: output stream broken")
                             return
                         }
                     }
