@@ -206,9 +206,11 @@ final class UringBackend: IOBackend {
                 waitForRoom(c)
                 return
             case .failed:
-                // The socket is broken: the poll reports it at once (POLLERR), and the
-                // completion tells the reactor.
+                // The stream cannot go on without those bytes. Shut the socket down so the
+                // poll completes at once with POLLHUP, which reports the failure (this call
+                // cannot: the reactor is in the middle of its turn).
                 pipes.discard(&b.pointee)
+                Glibc.shutdown(c.fd, Int32(SHUT_RDWR))
                 waitForRoom(c)
                 return
             }
