@@ -805,6 +805,8 @@ public final class Reactor: IOEventHandler {
         roomMessages &+= 1
         let skip = excluded.map { Unmanaged.passUnretained($0).toOpaque() }
         let threshold = config.sharedBlockThreshold
+        // With splicing on, big messages are batched too: the batch may reach the splice
+        // threshold, and a spliced batch costs two calls per member however many it holds.
         let spliceable = pipes != nil && room.memberRefs.count >= RoomBatch.minMembers
             && bytes.count < SplicePipes.capacity
         if threshold > 0 && bytes.count >= threshold && !spliceable {
@@ -818,8 +820,8 @@ public final class Reactor: IOEventHandler {
             block.release(to: pool)
             return
         }
-        // Small message: batched per room for the rest of the turn (see `RoomBatch`). Rooms
-        // of a few members take the copy straight away (the batch would cost more than it saves).
+        // Batched per room for the rest of the turn (see `RoomBatch`). Rooms of a few members
+        // take the copy straight away (the batch would cost more than it saves).
         if room.memberRefs.count < RoomBatch.minMembers {
             flushBatch()
             for m in room.memberRefs where m.toOpaque() != skip {
@@ -834,9 +836,10 @@ public final class Reactor: IOEventHandler {
         batch.add(bytes, excluded: skip, origin: originNanos)
     }
 
-    /// Delivers the turn's batched small messages of one room: every member that gets all of
-    /// them as JSON lines takes the whole batch at once (one reference to a shared block, or
-    /// one copy when the batch is small) instead of one copy per message; members using binary
+    /// Delivers the turn's batched messages of one room: every member that gets all of them as
+    /// JSON lines takes the whole batch at once (its pipe when the batch reaches
+    /// `splice_threshold`, else one reference to a shared block, or one copy when the batch is
+    /// small) instead of one copy per message; members using binary
     /// frames or excluded from some message (their own, without echo) get them one by one.
     /// Called before anything else is queued that could overtake the batch: another room's
     /// message, a reply, a membership change, a big message, the end of the turn.

@@ -1,9 +1,9 @@
 import Optimizers
 
-/// The small messages one room received during the current turn, kept together so that each
-/// member takes them in one piece at the end (one shared block reference, or one copy) rather
-/// than one copy per message: batches of `send_chat` lines arriving in one receive are handled
-/// as a batch. Only one room is batched at a time, so the order in which any connection
+/// The small messages one room received during the current turn (and the big ones too when
+/// the reactor splices), kept together so that each member takes them in one piece at the end
+/// (one spliced pipe, one shared block reference, or one copy) rather than one copy per
+/// message: batches of `send_chat` lines arriving in one receive are handled as a batch. Only one room is batched at a time, so the order in which any connection
 /// receives messages is the order the reactor processed them (see `Reactor.flushBatch`).
 final class RoomBatch {
     /// Rooms with fewer local members take each message straight away.
