@@ -45,8 +45,7 @@ enum FrameSplitter {
             e.input.append(UnsafeRawBufferPointer(rebasing: rest[..<nl]))
             let line = trimCR(e.input.readable)
             let go = line.count == 0 || emit(.frame(line))
-            e.input.removeAll()
-            e.input.releaseIfEmpty()
+            e.input.removeAll()   // storage kept for the next split line (released when idle)
             rest = UnsafeRawBufferPointer(rebasing: rest[(nl + 1)...])
             if !go { return rest }
         }
@@ -124,8 +123,7 @@ enum FrameSplitter {
             if take < need { return none }
             let body = UnsafeRawBufferPointer(rebasing: e.input.readable[4...])
             let go = emit(.frame(body))
-            e.input.removeAll()
-            e.input.releaseIfEmpty()
+            e.input.removeAll()   // storage kept for the next split frame (released when idle)
             if !go { return rest }
         }
         return none

@@ -108,6 +108,8 @@ public final class Connection {
 
     /// True when part of a frame is waiting for the rest (without creating `extras`).
     var hasPartialInput: Bool { _extras.map { !$0.input.isEmpty } ?? false }
+    /// The rare-state record if it was ever needed (never creates it).
+    var extrasIfPresent: ConnectionExtras? { _extras }
     /// Bytes held while `inputHeld` (0 without `extras`).
     var heldInputCount: Int { _extras?.heldInput.readableCount ?? 0 }
     var cutReason: String? { _extras?.cutReason }

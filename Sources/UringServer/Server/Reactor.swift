@@ -273,6 +273,7 @@ public final class Reactor: IOEventHandler {
             nextSecondNanos += 1_000_000_000
             wallOffsetMillis = Clock.wallOffsetMillis()
             if nextSecondNanos < now { nextSecondNanos = now + 1_000_000_000 }
+            releaseIdleInput()
             var snap = window.roll(&counters, index: index, connections: liveConnections)
             snap.backlogged = backloggedConnections(now)
             snap.batchedWait = backend.batchedWait
@@ -281,6 +282,15 @@ public final class Reactor: IOEventHandler {
             // Size classes nobody uses any more go back to the system (after a burst).
             pool.trim()
             backend.releaseIdleMemory()
+        }
+    }
+
+    /// Partial-message buffers stay with a connection while lines keep arriving split across
+    /// receives (with 4 KiB provided buffers every message over 4 KiB is: freeing the buffer
+    /// after each one was a malloc per message); once a second the empty ones go back.
+    private func releaseIdleInput() {
+        for case let c? in connections {
+            if let e = c.extrasIfPresent, e.input.isEmpty { e.input.releaseIfEmpty() }
         }
     }
 
