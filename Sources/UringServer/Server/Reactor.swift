@@ -133,6 +133,9 @@ public final class Reactor: IOEventHandler {
         case .epoll:
             backend = try EpollBackend(recvBufferSize: config.recvBufferSize, pool: pool, pipes: pipes)
         }
+        // With wait_batch_auto a reactor starts unbatched; its first tick decides (the backend
+        // alone would start with batching on wherever the kernel supports it).
+        if config.waitBatchAuto { backend.setBatchedWait(false) }
         try backend.addListener(fd: listenFD)
         try backend.addWakeup(fd: inbox.eventFD)
         publishedRingFD.store(backend.ringFD, ordering: .releasing)
@@ -290,7 +293,7 @@ public final class Reactor: IOEventHandler {
     /// after each one was a malloc per message); once a second the empty ones go back.
     private func releaseIdleInput() {
         for case let c? in connections {
-            if let e = c.extrasIfPresent, e.input.isEmpty { e.input.releaseIfEmpty() }
+            c.extrasIfPresent?.input.releaseIfEmpty()
         }
     }
 

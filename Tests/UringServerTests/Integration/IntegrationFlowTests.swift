@@ -136,13 +136,7 @@ struct IntegrationFlowTests {
             let sender = try TestClient(port: port)
             try sender.hello("sender")
             try sender.join("ord")
-            var receivers: [TestClient] = []
-            for i in 0..<4 {
-                let r = try TestClient(port: port)
-                try r.hello("r\(i)")
-                try r.join("ord")
-                receivers.append(r)
-            }
+            let receivers = try TestClient.members(4, port: port, user: "r", room: "ord")
             let results = Locked<[Int: Result<[String], ClientError>]>([:])
             let threads = receivers.enumerated().map { (i, r) in
                 HelperThread {

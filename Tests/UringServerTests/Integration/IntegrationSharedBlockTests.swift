@@ -112,20 +112,8 @@ struct IntegrationSharedBlockTests {
         }) { port in
             let pub = try TestClient(port: port)
             try pub.hello("sp-pub")
-            var stay: [TestClient] = []
-            for i in 0..<8 {
-                let c = try TestClient(port: port)
-                try c.hello("sp-stay-\(i)")
-                try c.join("sp-room")
-                stay.append(c)
-            }
-            var leave: [TestClient] = []
-            for i in 0..<2 {
-                let c = try TestClient(port: port, receiveBuffer: 4096)
-                try c.hello("sp-leave-\(i)")
-                try c.join("sp-room")
-                leave.append(c)
-            }
+            let stay = try TestClient.members(8, port: port, user: "sp-stay-", room: "sp-room")
+            let leave = try TestClient.members(2, port: port, user: "sp-leave-", room: "sp-room", receiveBuffer: 4096)
             try pub.join("sp-room")
             func text(_ i: Int) -> String { String(repeating: "\(i % 10)", count: 3000 + i * 7) + "#\(i)" }
             let n = 200

@@ -56,13 +56,7 @@ struct IntegrationWaitBatchTests {
             for _ in 0..<300 { try pinger.pingExpectingPongNext() }
             let (quiet, _) = opsStatsEventually(port, timeout: 1.5) { s in opsTotal(s, "accepted") >= 1 && (s["reactors"] as? [JSONObject])?.count == 2 }
             #expect(!anyOn(quiet), "pings alone turned batched waiting on")
-            var subs: [TestClient] = []
-            for i in 0..<16 {
-                let c = try TestClient(port: port)
-                try c.hello("wba-sub\(i)")
-                try c.join("wba")
-                subs.append(c)
-            }
+            let subs = try TestClient.members(16, port: port, user: "wba-sub", room: "wba")
             try pinger.join("wba")
             // Several thousand messages a second to 16 members (who need not read them: a few
             // hundred KB each) until /stats shows it, for at most 3 s.
@@ -82,6 +76,7 @@ struct IntegrationWaitBatchTests {
             // Quiet again: off within a second or two.
             let (after, off) = opsStatsEventually(port, timeout: 3) { s in !anyOn(s) }
             #expect(off, "batched waiting stayed on after the load: \(after["reactors"] ?? "none")")
+            withExtendedLifetime(subs) {}   // the members stay connected (in the room) throughout
         }
     }
 

@@ -21,13 +21,7 @@ struct IntegrationZeroCopyTests {
             let port = server.port
             let pub = try TestClient(port: port)
             try pub.hello("zc-pub")
-            var subs: [TestClient] = []
-            for i in 0..<3 {
-                let s = try TestClient(port: port)
-                try s.hello("zc-sub-\(i)")
-                try s.join("zc-room")
-                subs.append(s)
-            }
+            let subs = try TestClient.members(3, port: port, user: "zc-sub-", room: "zc-room")
             try pub.join("zc-room")
             // Each text is distinct and over the threshold (a line of ~3 KB per delivery).
             let n = 60

@@ -283,6 +283,17 @@ final class TestClient: @unchecked Sendable {
         return m
     }
 
+    /// `count` new clients, client i said hello as "\(user)\(i)" and joined `room`.
+    static func members(_ count: Int, port: Int, user: String, room: String,
+                        receiveBuffer: Int32? = nil) throws -> [TestClient] {
+        try (0..<count).map { i in
+            let c = try TestClient(port: port, receiveBuffer: receiveBuffer)
+            try c.hello("\(user)\(i)")
+            try c.join(room)
+            return c
+        }
+    }
+
     /// ping → next message must be pong (skipping presence events if `skipPresence`).
     /// Throws a protocol violation naming the unexpected message otherwise.
     func pingExpectingPongNext(skipPresence: Bool = false) throws {
