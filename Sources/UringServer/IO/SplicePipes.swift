@@ -85,10 +85,14 @@ final class SplicePipes {
     private var source: SplicePipe?
     /// Bytes of the current batch in the source pipe (0: none loaded).
     private(set) var sourceBytes = 0
-    /// Empty pipes for reuse. All of them are kept (at most `maxPipes`): an empty pipe holds
-    /// no pages, while opening one (pipe2 + F_SETPIPE_SZ) and closing it cost more than the
-    /// splice it serves; with a pool of 8 a 50-member room churned 2,600 pipes a second.
+    /// Empty pipes for reuse. All of them are kept (at most `maxPipes`) while batches are
+    /// being spliced: an empty pipe holds no pages, while opening one (pipe2 + F_SETPIPE_SZ)
+    /// and closing it cost more than the splice it serves; with a pool of 8 a 50-member room
+    /// churned 2,600 pipes a second. After a second without a batch they are closed
+    /// (`releaseIdle`), so a server that went quiet holds no more descriptors than before.
     private var free: [SplicePipe] = []
+    /// A batch was loaded since the last `releaseIdle`.
+    private var usedSinceIdleCheck = false
     private let devNull: Int32
     /// Pipes currently open (source, pooled and held by members), for /stats and tests.
     private(set) var openPipes = 0
@@ -141,6 +145,7 @@ final class SplicePipes {
             }
         }
         sourceBytes = bytes.count
+        usedSinceIdleCheck = true
         return true
     }
 
@@ -231,6 +236,16 @@ final class SplicePipes {
             b.layout.reset()
             closePipe(p)   // closing drops its pages; cheaper than draining a stuck pipe
         }
+    }
+
+    /// Called once a second: when no batch was loaded since the last call, the source and the
+    /// pooled pipes are closed (pipes members still hold stay with them until drained).
+    func releaseIdle() {
+        defer { usedSinceIdleCheck = false }
+        guard !usedSinceIdleCheck, sourceBytes == 0 else { return }
+        if let s = source { closePipe(s); source = nil }
+        for p in free { closePipe(p) }
+        free.removeAll()
     }
 
     private func take() -> SplicePipe? { free.popLast() ?? openPipe() }

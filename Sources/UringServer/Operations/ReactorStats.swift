@@ -47,6 +47,8 @@ public struct ReactorSnapshot: Sendable {
     public var backlogged = 0
     /// io_uring batched waiting was on at the last tick (see `wait_batch_auto`).
     public var batchedWait = false
+    /// Splice pipes open at the last tick (source, pooled and held by members).
+    public var openPipes = 0
     public var latencyLastSecond = LatencyHistogram()
     public var latencyTotal = LatencyHistogram()
 }

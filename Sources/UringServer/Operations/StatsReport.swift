@@ -101,6 +101,8 @@ enum StatsReport {
             b.appendDecimal(s.backlogged)
             b.append(",\"batched_wait\":")
             b.append(s.batchedWait ? "true" : "false")
+            b.append(",\"open_pipes\":")
+            b.appendDecimal(s.openPipes)
             b.append("}")
         }
         b.append("]")

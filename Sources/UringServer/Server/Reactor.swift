@@ -277,7 +277,9 @@ public final class Reactor: IOEventHandler {
             wallOffsetMillis = Clock.wallOffsetMillis()
             if nextSecondNanos < now { nextSecondNanos = now + 1_000_000_000 }
             releaseIdleInput()
+            pipes?.releaseIdle()
             var snap = window.roll(&counters, index: index, connections: liveConnections)
+            snap.openPipes = pipes?.openPipes ?? 0
             snap.backlogged = backloggedConnections(now)
             snap.batchedWait = backend.batchedWait
             snapshots.publish(snap)

@@ -140,7 +140,17 @@ struct IntegrationSharedBlockTests {
             let (stats, _) = opsStatsEventually(port, timeout: 3) { s in opsTotal(s, "closed") >= 2 }
             #expect(opsTotal(stats, "spliced_batches") > 0)
             #expect(opsTotal(stats, "closed") >= 2, "both leavers were closed")
+            // Once the room is quiet, the reactors close their pipes: the descriptors a load
+            // opened go back (the soak checks the server's fd count returns to its start).
+            let (idle, closed) = opsStatsEventually(port, timeout: 5) { s in openPipes(s) == 0 }
+            #expect(closed, "pipes still open a few seconds after the last batch: \(openPipes(idle))")
         }
+    }
+
+    /// `reactors[].open_pipes` summed over the reactors (-1 when /stats lacks it).
+    private func openPipes(_ stats: JSONObject) -> Int {
+        guard let rs = stats["reactors"] as? [JSONObject] else { return -1 }
+        return rs.reduce(0) { $0 + (opsInt($1["open_pipes"]) ?? -1_000) }
     }
 
     @Test("splice_threshold: parsed, 0 disables, bad values refused")
