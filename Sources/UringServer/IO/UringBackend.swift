@@ -61,6 +61,9 @@ final class UringBackend: IOBackend {
     let waitBatchMicros: UInt32
     /// Whether the next waits use the batch (see `setBatchedWait`).
     private(set) var batchedWait = false
+    /// Send SQEs prepared since the last wait: their completions (mostly posted during the
+    /// submit itself) carry no new work, so the batched wait counts past them.
+    private var sendsSinceWait: UInt32 = 0
 
     /// The reactor's pool: shared message blocks go back to it once sent.
     private let pool: BufferPool
@@ -236,6 +239,7 @@ final class UringBackend: IOBackend {
             io_uring_sqe_set_data64(s, Self.pack(c, .send))
         }
         c.sendInFlight = true
+        sendsSinceWait &+= 1
     }
 
     /// One-shot POLLOUT for a socket that did not take all its spliced bytes; the send stays
@@ -313,8 +317,12 @@ final class UringBackend: IOBackend {
             rearmRecv.removeAll(keepingCapacity: true)
         }
         if batchedWait {
-            // One enter submits the turn's SQEs and waits for a batch (see `waitBatch`).
-            _ = curing_submit_and_wait_batch(&ring, waitBatch, waitBatchMicros,
+            // One enter submits the turn's SQEs and waits for a batch (see `waitBatch`) of
+            // completions beyond those of the sends it submits: most of those are posted during
+            // the submit itself and bring no new work, so counting them ended the wait early
+            // and split the load into more, smaller turns (fan-out 50 x 64 B, alternating A/B,
+            // medians of 10: +4.7 % deliveries per CPU-s, +5 % deliveries/s).
+            _ = curing_submit_and_wait_batch(&ring, waitBatch &+ sendsSinceWait, waitBatchMicros,
                                              timeoutMillis < 0 ? -1 : Int64(timeoutMillis) * 1_000_000)
         } else if timeoutMillis < 0 {
             _ = io_uring_submit_and_wait(&ring, 1)
@@ -324,6 +332,7 @@ final class UringBackend: IOBackend {
             var cqe: UnsafeMutablePointer<io_uring_cqe>?
             _ = io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &ts, nil)
         }
+        sendsSinceWait = 0
         var seen: UInt32 = 0
         // Reap in batches (one read of the CQ tail, one head update per batch, not per CQE).
         // Handlers may queue more SQEs but never wait, so this terminates.
