@@ -147,7 +147,7 @@ struct IntegrationSharedBlockTests {
         }
     }
 
-    /// `reactors[].open_pipes` summed over the reactors (-1 when /stats lacks it).
+    /// `reactors[].open_pipes` summed over the reactors (negative when /stats lacks it).
     private func openPipes(_ stats: JSONObject) -> Int {
         guard let rs = stats["reactors"] as? [JSONObject] else { return -1 }
         return rs.reduce(0) { $0 + (opsInt($1["open_pipes"]) ?? -1_000) }
