@@ -4,7 +4,7 @@ SWIFT ?= swift
 PORT ?= 4000
 # Debian packages the build and the tests need (headers for the C shims, tools for tests).
 APT_PACKAGES := liburing-dev libnuma-dev liblz4-dev libzstd-dev libhiredis-dev redis-server chromium curl pkg-config python3
-SERVER_SOURCES := Sources/CURing Sources/Optimizers Sources/UringServer Sources/tcpserver
+SERVER_SOURCES := Sources/CURing Sources/Optimizers Sources/UringServer Sources/tcpserver Sources/tcpserver-cli
 
 .PHONY: run test build release deps check-no-foundation clean
 
@@ -24,13 +24,15 @@ build: deps check-no-foundation
 # which takes ~2.3 MB off the idle RSS (docs/performance.md, "Memory").
 RELEASE_FLAGS ?= --static-swift-stdlib
 
+# Builds every product: tcpserver, tcpserver-cli (the command-line client), the bench and soak tools.
 release: deps check-no-foundation
 	$(SWIFT) build -c release $(RELEASE_FLAGS)
 
 run: release
+	@echo "client: .build/release/tcpserver-cli --port $(PORT)   (from another terminal; --help for more)"
 	.build/release/tcpserver --port $(PORT)
 
-# The server targets must not import Foundation (RSS: ~17 MB with it, ~7.5 MB without).
+# The server targets (and the CLI client) must not import Foundation (RSS: ~17 MB with it, ~7.5 MB without).
 check-no-foundation:
 	@if grep -rnE '^\s*(@_exported\s+)?import\s+(Foundation|FoundationEssentials)\b' $(SERVER_SOURCES); then \
 	  echo "error: server targets must not import Foundation"; exit 1; fi

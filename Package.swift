@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "tcpserver", targets: ["tcpserver"]),
         .executable(name: "tcpserver-bench", targets: ["tcpserver-bench"]),
         .executable(name: "tcpserver-soak", targets: ["tcpserver-soak"]),
+        .executable(name: "tcpserver-cli", targets: ["tcpserver-cli"]),
         .library(name: "UringServer", targets: ["UringServer"]),
         // For the Benchmarks/ package.
         .library(name: "Optimizers", targets: ["Optimizers"]),
@@ -48,6 +49,8 @@ let package = Package(
             swiftSettings: hotPath
         ),
         .executableTarget(name: "tcpserver", dependencies: ["UringServer"]),
+        // Command-line client (interactive, pub, sub, stats, ping); Foundation-free, no dependencies.
+        .executableTarget(name: "tcpserver-cli"),
         // Soak test tool: churning clients, delivery/ordering checks, server fd/RSS (scripts/soak.sh).
         .executableTarget(name: "tcpserver-soak", dependencies: ["LoadClient"]),
         // Socket/clock/proc helpers shared by the two load tools.
