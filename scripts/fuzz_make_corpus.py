@@ -56,9 +56,14 @@ seeds = {
         + b'{"type":"hello","user":"j"}\n' + J.encode() % b"r" + b"\n" + (S % ("r", "q" * 700)).encode() + b"\n",
     "mixed_json_binary": ctl(2, ff=True) + frame(H % "b") + frame(J % "r") + b"\xff" + lines(H % "j", J % "r", S % ("r", "to binary")) + b"\xff" + frame(S % ("r", "to json")),
     "http_health": ctl() + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
-    "http_404_405": ctl(2, ff=True) + b"GET /nope?x=1&y HTTP/1.1\r\n\r\n\xffPOST /health HTTP/1.1\r\n\r\n",
+    "http_404_405": ctl(2, ff=True) + b"GET /nope?x=1&y HTTP/1.1\r\nHost: x\r\n\r\n\xffPOST /health HTTP/1.1\r\nHost: x\r\n\r\n",
     "http_bad": ctl() + b"GET nothing\r\n\r\n",
-    "http_stats": ctl(3, ff=True) + b"GET /stats HTTP/1.1\r\n\r\n\xffGET /metrics HTTP/1.1\r\nAuthorization: Bearer x\r\n\r\n\xffGET /dashboard HTTP/1.1\r\n\r\n",
+    "http_stats": ctl(3, ff=True) + b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n\xffGET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer x\r\n\r\n\xffGET /dashboard HTTP/1.0\r\n\r\n",
+    # First lines decided only when complete: other methods, lower case, absolute form, and
+    # non-request lines that start with a letter (bad_frame).
+    "http_methods": ctl(3, ff=True) + b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n\xffFOO /x HTTP/1.1\r\nHost: x\r\n\r\n\xffget / HTTP/1.0\r\n\r\n"
+        + b"\xffCONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n\xffGET http://h:1/health?a=b HTTP/1.1\r\nHost: h\r\n\r\n\xffPRI * HTTP/2.0\r\n\r\n",
+    "http_sniff_split": ctl(2, chunk=1) + b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\nZebra / FTP/1.0\n",
     "http_big_header": ctl() + b"GET / HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n",
     "garbage_first": ctl() + b"hello there\n",
     "whitespace_then_json": ctl(chunk=1) + b" \t\r\n" + lines(H % "w"),

@@ -218,11 +218,13 @@ func roundTrip(_ s: String) {
 
 // MARK: protocol harness
 
-enum Framing { case undetermined, json, binary, http, rejected }
+enum Framing { case undetermined, sniffing, json, binary, http, rejected }
 
 struct Client {
     var id: Int
     var framing = Framing.undetermined
+    /// From the first letter on, while `sniffing`: what the server buffers to decide.
+    var firstLine: [UInt8] = []
     var gone = false
 }
 
@@ -300,17 +302,51 @@ func driveHarness(control: UInt8, _ body: [UInt8]) {
 
 /// Follows the server's framing detection for the bytes fed so far.
 func noteFraming(_ c: inout Client, _ bytes: [UInt8]) {
+    if c.framing == .sniffing {
+        c.firstLine += bytes
+        c.framing = requestLineVerdict(c.firstLine) ?? .sniffing
+        return
+    }
     guard c.framing == .undetermined else { return }
-    for b in bytes {
+    for (i, b) in bytes.enumerated() {
         switch b {
         case 32, 9, 10, 13: continue
         case UInt8(ascii: "{"): c.framing = .json
         case 0: c.framing = .binary
-        case UInt8(ascii: "G"), UInt8(ascii: "H"), UInt8(ascii: "P"), UInt8(ascii: "D"), UInt8(ascii: "O"):
-            c.framing = .http
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"):
+            c.firstLine = Array(bytes[i...])
+            c.framing = requestLineVerdict(c.firstLine) ?? .sniffing
         default: c.framing = .rejected
         }
         return
+    }
+}
+
+/// The server's request-line rule (RequestLine.classify, docs/protocol.md), restated over
+/// arrays: .http, .rejected, or nil while undecided.
+func requestLineVerdict(_ b: [UInt8]) -> Framing? {
+    let known: Set<String> = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+    let tchar = Set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".utf8)
+    let token = b.prefix { tchar.contains($0) }
+    if token.count == b.count { return b.count > 8192 ? .http : nil }
+    let sep = b[token.count]
+    if sep == 32 || sep == 13 || sep == 10, known.contains(String(decoding: token, as: UTF8.self)) { return .http }
+    guard sep == 32 else { return .rejected }
+    let rest = b[(token.count + 1)...]
+    let target = rest.prefix { $0 > 32 && $0 != 127 }
+    if target.count == rest.count { return b.count > 8192 ? .http : nil }
+    guard !target.isEmpty, rest[target.endIndex] == 32 else { return .rejected }
+    let tail = Array(rest[(target.endIndex + 1)...])
+    let pattern = Array("HTTP/0.0".utf8)   // 0: any digit
+    for k in 0..<min(tail.count, pattern.count) {
+        let isDigit = tail[k] >= 48 && tail[k] <= 57
+        if pattern[k] == 48 ? !isDigit : tail[k] != pattern[k] { return .rejected }
+    }
+    if tail.count <= pattern.count { return nil }
+    switch tail[pattern.count] {
+    case 10: return .http
+    case 13: return tail.count == pattern.count + 1 ? nil : (tail[pattern.count + 1] == 10 ? .http : .rejected)
+    default: return .rejected
     }
 }
 
@@ -318,6 +354,8 @@ func noteFraming(_ c: inout Client, _ bytes: [UInt8]) {
 func check(_ c: inout Client, _ out: [UInt8]) {
     if out.isEmpty { return }
     switch c.framing {
+    case .sniffing:
+        fail("output while the first line was still undecided: \(out.prefix(60))")
     case .http:
         let head = Array("HTTP/1.1 ".utf8)
         if !out.starts(with: head) { fail("HTTP connection got \(out.prefix(40))") }

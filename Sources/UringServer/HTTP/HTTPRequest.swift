@@ -1,6 +1,8 @@
 /// A parsed HTTP/1.x request head: what the routes need and nothing more.
 struct HTTPRequest {
     var method: String
+    /// The path of an origin-form or absolute-form target (RFC 9112 §3.2.1, §3.2.2); `*` for
+    /// asterisk-form and the authority for authority-form (neither names a route here).
     var path: String
     var query: [(String, String)]
     var authorization: String?
@@ -31,10 +33,17 @@ struct HTTPRequest {
             return .error(status: 400, reason: "Bad Request", message: "empty request")
         }
         let parts = requestLine.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
-        guard parts.count == 3, parts[2].starts(with: "HTTP/1.".utf8), parts[1].first == UInt8(ascii: "/") else {
+        guard parts.count == 3, !parts[0].isEmpty, parts[0].allSatisfy(RequestLine.isTchar), !parts[1].isEmpty,
+              let minor = version(parts[2]) else {
             return .error(status: 400, reason: "Bad Request", message: "malformed request line")
         }
-        let target = String(decoding: parts[1], as: UTF8.self)
+        guard minor >= 0 else {
+            return .error(status: 505, reason: "HTTP Version Not Supported", message: "this server speaks HTTP/1.x")
+        }
+        let method = String(decoding: parts[0], as: UTF8.self)
+        guard let target = requestTarget(String(decoding: parts[1], as: UTF8.self), method: method) else {
+            return .error(status: 400, reason: "Bad Request", message: "malformed request target")
+        }
         var path = Substring(target)
         var query: [(String, String)] = []
         if let q = target.firstIndex(of: "?") {
@@ -45,15 +54,53 @@ struct HTTPRequest {
             }
         }
         var auth: String?
+        var hosts = 0
         for line in lines.dropFirst() {
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
             let name = String(decoding: line[..<colon], as: UTF8.self).lowercased()
             if name == "authorization" {
                 auth = String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingSpaces()
+            } else if name == "host" {
+                hosts += 1
             }
         }
-        return .request(HTTPRequest(method: String(decoding: parts[0], as: UTF8.self), path: String(path),
-                                    query: query, authorization: auth))
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with two, gets 400
+        // (HTTP/1.0 predates Host and may omit it).
+        if hosts > 1 || (hosts == 0 && minor >= 1) {
+            return .error(status: 400, reason: "Bad Request",
+                          message: hosts > 1 ? "more than one Host header" : "HTTP/1.1 request without a Host header")
+        }
+        return .request(HTTPRequest(method: method, path: String(path), query: query, authorization: auth))
+    }
+
+    /// `HTTP/d.d` → the minor version for HTTP/1.x, -1 for another major version, nil when
+    /// malformed.
+    private static func version(_ v: Slice<UnsafeRawBufferPointer>) -> Int? {
+        let a = Array(v)
+        guard a.count == 8, a[..<5].elementsEqual("HTTP/".utf8), a[6] == UInt8(ascii: "."),
+              (48...57).contains(a[5]), (48...57).contains(a[7]) else { return nil }
+        return a[5] == UInt8(ascii: "1") ? Int(a[7] - 48) : -1
+    }
+
+    /// The target as origin-form (`/path?query`). Absolute-form (`http://host:port/path?query`)
+    /// must be accepted by servers (RFC 9112 §3.2.2): the path is taken from it, `/` when it
+    /// has none. Authority-form (CONNECT) and `*` (OPTIONS) come back as they are; the router
+    /// answers them with 405. So does any target of a method the server does not know, which
+    /// gets 501 whatever its target. Anything else is nil (400).
+    private static func requestTarget(_ t: String, method: String) -> String? {
+        if t.hasPrefix("/") || !RequestLine.knownMethods.contains(method) { return t }
+        if t == "*" && method == "OPTIONS" { return t }
+        if method == "CONNECT" { return t.contains("/") ? nil : t }
+        let lower = t.lowercased()
+        for scheme in ["http://", "https://"] where lower.hasPrefix(scheme) {
+            let rest = t.dropFirst(scheme.count)
+            guard let cut = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) else {
+                return rest.isEmpty ? nil : "/"
+            }
+            guard cut > rest.startIndex else { return nil }   // no authority
+            return rest[cut] == "/" ? String(rest[cut...]) : "/" + rest[cut...]
+        }
+        return nil
     }
 
     private static func headerEnd(_ b: UnsafeRawBufferPointer) -> Int? {

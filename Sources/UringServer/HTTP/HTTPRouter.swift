@@ -1,11 +1,16 @@
 import Optimizers
 
-/// The HTTP routes on the server's own port (HTTP is told apart from the chat protocol by the
-/// first bytes). One request per connection; the response closes it.
+/// The HTTP routes on the server's own port (HTTP is told apart from the chat protocol by its
+/// first line, `RequestLine`). One request per connection; the response closes it; a head not
+/// complete within `http_header_timeout_ms` gets 408 (`Reactor.checkTimeouts`).
 ///
 /// /health, /stats, /metrics, /dashboard, and the admin routes. Stats and metrics answer only
 /// loopback clients unless `stats_public`; admin routes need `Authorization: Bearer <admin_token>`
 /// and answer 403 while no token is configured.
+///
+/// Methods: a method outside `RequestLine.knownMethods` (case-sensitive: `get` is not GET)
+/// gets 501; a known one a route does not serve gets 405 with `Allow` (RFC 9110 §15.5.6 makes
+/// the header mandatory), as do CONNECT's authority-form and OPTIONS' `*`, which name no route.
 enum HTTPRouter {
     /// The full response for the request in `bytes`, or nil while the head is incomplete.
     static func route(_ bytes: UnsafeRawBufferPointer, from c: Connection, shared: ServerShared) -> ByteBuffer? {
@@ -21,22 +26,38 @@ enum HTTPRouter {
         return out
     }
 
+    /// `408 Request Timeout`, for a request whose head did not arrive within
+    /// `http_header_timeout_ms` (the connection is closed after it).
+    static func requestTimeout() -> ByteBuffer {
+        var out = ByteBuffer()
+        respond(&out, 408, "Request Timeout", "text/plain; charset=utf-8", "request header not received in time\n")
+        return out
+    }
+
     private static func handle(_ req: HTTPRequest, _ c: Connection, _ shared: ServerShared, _ out: inout ByteBuffer) {
         let head = req.method == "HEAD"
         let isGet = req.method == "GET" || head
         func text(_ status: Int, _ reason: StaticString, _ body: String) {
             respond(&out, status, reason, "text/plain; charset=utf-8", body, headOnly: head)
         }
+        func notAllowed(_ allow: StaticString) {
+            respond(&out, 405, "Method Not Allowed", "text/plain; charset=utf-8", "use \(allow)\n",
+                    headOnly: head, allow: allow)
+        }
+        guard RequestLine.knownMethods.contains(req.method) else {
+            return text(501, "Not Implemented", "method not implemented: \(req.method)\n")
+        }
+        guard req.path.hasPrefix("/") else { return notAllowed("GET, HEAD, POST") }
         switch req.path {
         case "/health":
-            guard isGet else { return text(405, "Method Not Allowed", "use GET\n") }
+            guard isGet else { return notAllowed("GET, HEAD") }
             if shared.draining.load(ordering: .relaxed) {
                 text(503, "Service Unavailable", "draining\n")
             } else {
                 text(200, "OK", "ok")
             }
         case "/stats", "/metrics":
-            guard isGet else { return text(405, "Method Not Allowed", "use GET\n") }
+            guard isGet else { return notAllowed("GET, HEAD") }
             guard c.isLoopback || shared.config.statsPublic else {
                 return text(403, "Forbidden", "stats are served to loopback clients only (set stats_public=true)\n")
             }
@@ -51,7 +72,7 @@ enum HTTPRouter {
                 }
             }
         case "/dashboard", "/":
-            guard isGet else { return text(405, "Method Not Allowed", "use GET\n") }
+            guard isGet else { return notAllowed("GET, HEAD") }
             respond(&out, 200, "OK", "text/html; charset=utf-8", DashboardPage.html, headOnly: head)
         default:
             if req.path.hasPrefix("/admin/") {
@@ -65,8 +86,9 @@ enum HTTPRouter {
     /// POST /admin/features/<name>[?enabled=true|false] (toggles without the parameter) and
     /// POST /admin/rollout/<name>?percent=N.
     private static func admin(_ req: HTTPRequest, _ shared: ServerShared, _ out: inout ByteBuffer) {
+        let head = req.method == "HEAD"   // a HEAD answer never carries a body, errors included
         func text(_ status: Int, _ reason: StaticString, _ body: String) {
-            respond(&out, status, reason, "text/plain; charset=utf-8", body)
+            respond(&out, status, reason, "text/plain; charset=utf-8", body, headOnly: head)
         }
         let token = shared.config.adminToken
         guard !token.isEmpty else { return text(403, "Forbidden", "admin routes are disabled (no admin_token configured)\n") }
@@ -74,7 +96,10 @@ enum HTTPRouter {
               constantTimeEquals(String(auth.dropFirst(7)), token) else {
             return text(401, "Unauthorized", "missing or wrong bearer token\n")
         }
-        guard req.method == "POST" else { return text(405, "Method Not Allowed", "use POST\n") }
+        guard req.method == "POST" else {
+            return respond(&out, 405, "Method Not Allowed", "text/plain; charset=utf-8", "use POST\n",
+                           headOnly: head, allow: "POST")
+        }
         let parts = req.path.split(separator: "/")   // ["admin", kind, name]
         guard parts.count == 3 else { return text(404, "Not Found", "not found: \(req.path)\n") }
         guard let flag = shared.flags[String(parts[2])] else {
@@ -103,17 +128,21 @@ enum HTTPRouter {
     }
 
     static func respond(_ out: inout ByteBuffer, _ status: Int, _ reason: StaticString, _ type: StaticString,
-                        _ body: String, headOnly: Bool = false) {
+                        _ body: String, headOnly: Bool = false, allow: StaticString? = nil) {
         var body = body
-        body.withUTF8 { respond(&out, status, reason, type, UnsafeRawBufferPointer($0), headOnly: headOnly) }
+        body.withUTF8 { respond(&out, status, reason, type, UnsafeRawBufferPointer($0), headOnly: headOnly, allow: allow) }
     }
 
     static func respond(_ out: inout ByteBuffer, _ status: Int, _ reason: StaticString, _ type: StaticString,
-                        _ body: UnsafeRawBufferPointer, headOnly: Bool = false) {
+                        _ body: UnsafeRawBufferPointer, headOnly: Bool = false, allow: StaticString? = nil) {
         out.append("HTTP/1.1 ")
         out.appendDecimal(status)
         out.append(" ")
         out.append(reason)
+        if let allow {
+            out.append("\r\nAllow: ")
+            out.append(allow)
+        }
         out.append("\r\nContent-Type: ")
         out.append(type)
         out.append("\r\nContent-Length: ")

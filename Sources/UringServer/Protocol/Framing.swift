@@ -129,20 +129,44 @@ enum FrameSplitter {
         return none
     }
 
-    /// Decides the framing from the first non-whitespace byte. Returns false when the bytes
-    /// match no framing the server speaks.
+    /// Decides the framing from the first non-whitespace byte: `{` JSON lines, 0 binary, a
+    /// letter possibly HTTP (decided on the first line, see `RequestLine`). Returns false when
+    /// the bytes match no framing the server speaks.
+    ///
+    /// While the first line is being sniffed its bytes are kept in `Connection.input` (the
+    /// connection stays `.undetermined`, `isSniffingRequestLine`) and everything fed is
+    /// consumed; once it is HTTP, `input` already holds the request for the HTTP handler.
     static func detect(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> (ok: Bool, consumed: Int) {
+        if c.hasPartialInput { return sniffRequestLine(c, bytes, from: 0) }
         var i = 0
         while i < bytes.count {
             switch bytes[i] {
             case 32, 9, 10, 13: i += 1
             case UInt8(ascii: "{"): c.framing = .jsonLines; return (true, i)
             case 0: c.framing = .binary; return (true, i)
-            case UInt8(ascii: "G"), UInt8(ascii: "H"), UInt8(ascii: "P"), UInt8(ascii: "D"), UInt8(ascii: "O"):
-                c.framing = .http; return (true, i)
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"):
+                return sniffRequestLine(c, bytes, from: i)
             default: return (false, i)
             }
         }
         return (true, i)   // whitespace only so far: keep waiting
     }
+
+    private static func sniffRequestLine(_ c: Connection, _ bytes: UnsafeRawBufferPointer,
+                                         from i: Int) -> (ok: Bool, consumed: Int) {
+        let e = c.extras
+        e.input.append(UnsafeRawBufferPointer(rebasing: bytes[i...]))
+        switch RequestLine.classify(e.input.readable) {
+        case .http: c.framing = .http
+        case .undecided: break
+        case .notHTTP: return (false, bytes.count)
+        }
+        return (true, bytes.count)
+    }
+}
+
+extension Connection {
+    /// Undetermined, with a first line that may still become an HTTP request line: such a
+    /// connection is neither sent JSON (it may be HTTP) nor held past `http_header_timeout_ms`.
+    var isSniffingRequestLine: Bool { framing == .undetermined && hasPartialInput }
 }

@@ -84,6 +84,10 @@ public struct ServerConfig: Sendable {
     /// A connection that keeps going over the rate this many times in a row is closed.
     public var rateLimitStrikes = 100
     public var helloTimeoutMs = 5000
+    /// From connect until an HTTP request head is complete (or, for a connection whose first
+    /// line may still be a request line, until it is decided): past it the connection is
+    /// closed, with 408 when it is HTTP, silently when undecided (slowloris).
+    public var httpHeaderTimeoutMs = 5000
     /// Idle connections get a ping after this long and are closed after twice it; 0 disables.
     public var idleTimeoutMs = 120_000
     /// Output queued for one connection: a hard cap, and a soft cap that may be exceeded for
@@ -208,6 +212,8 @@ public struct ServerConfig: Sendable {
             c.rateLimitStrikes = try parseInt(v, key: "rate_limit_strikes", range: 1...100_000_000) },
         Key(name: "hello_timeout_ms", help: "time allowed between connect and hello (default 5000)") { c, v throws(ConfigError) in
             c.helloTimeoutMs = try parseInt(v, key: "hello_timeout_ms", range: 10...3_600_000) },
+        Key(name: "http_header_timeout_ms", help: "time allowed between connect and a complete HTTP request head; 408 after it (default 5000)") { c, v throws(ConfigError) in
+            c.httpHeaderTimeoutMs = try parseInt(v, key: "http_header_timeout_ms", range: 10...3_600_000) },
         Key(name: "idle_timeout_ms", help: "silence before a server ping; closed after twice it; 0 = off (default 120000)") { c, v throws(ConfigError) in
             c.idleTimeoutMs = try parseInt(v, key: "idle_timeout_ms", range: 0...86_400_000) },
         Key(name: "outbound_hard_bytes", help: "queued output that cuts a slow consumer at once (default 33554432)") { c, v throws(ConfigError) in

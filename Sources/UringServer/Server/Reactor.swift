@@ -335,6 +335,16 @@ public final class Reactor: IOEventHandler {
             if !c.sendInFlight && !c.hasQueuedOutput && c.sendingIsEmpty && now &- c.lastOutputAt > 1_000_000_000 {
                 c.releaseOutput(pool: pool, blocksPool: blocksPool)
             }
+            // An HTTP head (or a first line that may become one) has a deadline of its own and
+            // never takes the JSON hello/idle path below: 408 for HTTP, a silent close while
+            // undecided, so a slowloris client holds a connection for seconds, not minutes.
+            if c.framing == .http || c.isSniffingRequestLine {
+                if now &- c.acceptedAt > UInt64(config.httpHeaderTimeoutMs) * 1_000_000 {
+                    limitHit("http_header_timeout")
+                    if c.framing == .http { sendHTTP(c, HTTPRouter.requestTimeout(), since: now) } else { closeNow(c) }
+                }
+                continue
+            }
             if !c.isAuthenticated && c.framing != .http && now &- c.acceptedAt > helloNs {
                 limitHit("hello_timeout")
                 sendError(c, .helloTimeout, "no hello within \(config.helloTimeoutMs) ms", id: nil)
@@ -577,8 +587,9 @@ public final class Reactor: IOEventHandler {
         draining = true
         drainDeadline = Clock.monoNanos() + UInt64(config.drainTimeoutMs) * 1_000_000
         // The listener stays open so load balancers can read /health (503 now); a new chat
-        // connection is told to go away as soon as its first bytes show it is not HTTP.
-        for case let c? in connections where !c.closing && c.framing != .http {
+        // connection is told to go away as soon as its first bytes show it is not HTTP (one
+        // whose first line is still being sniffed may be HTTP: no JSON for it yet).
+        for case let c? in connections where !c.closing && c.framing != .http && !c.isSniffingRequestLine {
             sendShutdownNotice(c)
         }
     }
@@ -1044,8 +1055,13 @@ public final class Reactor: IOEventHandler {
             return   // request incomplete
         }
         c.extras.input.removeAll()
+        sendHTTP(c, response, since: originNanos)
+    }
+
+    /// Queues a whole response and closes after it: one request per connection.
+    private func sendHTTP(_ c: Connection, _ response: borrowing ByteBuffer, since: UInt64) {
         c.out.append(response.readable, pool: pool)
-        if c.queuedSince == 0 { c.queuedSince = originNanos }
+        if c.queuedSince == 0 { c.queuedSince = since }
         closeAfterFlush(c)
     }
 }

@@ -48,7 +48,7 @@ struct OpsAdminTests {
                 let r = try opsAdmin(port, "/admin/features/enable_presence?enabled=false", token: token)
                 #expect(r.statusLine.hasPrefix("HTTP/1.1 401"), "token \(token ?? "nil"): \(r.statusLine)")
             }
-            let basic = try httpRequest(port: port, "POST /admin/features/enable_presence HTTP/1.1\r\nAuthorization: Basic adm1n\r\n\r\n")
+            let basic = try httpRequest(port: port, "POST /admin/features/enable_presence HTTP/1.1\r\nHost: x\r\nAuthorization: Basic adm1n\r\n\r\n")
             #expect(basic.statusLine.hasPrefix("HTTP/1.1 401"), "Basic instead of Bearer: \(basic.statusLine)")
             #expect(opsFlag(try opsStats(port), "enable_presence")?["enabled"] as? Bool == true, "401s must change nothing")
 
