@@ -8,20 +8,21 @@ import Synchronization
 /// by the difference since the previous scrape). That keeps shared atomics off the hot path.
 final class MetricsExporter: Sendable {
     private struct Last {
-        var messages = 0, deliveries = 0, errors = 0, accepted = 0, closed = 0, bytesIn = 0, bytesOut = 0
+        var messages = 0, deliveries = 0, errors = 0, failures = 0, accepted = 0, closed = 0, bytesIn = 0, bytesOut = 0
         var limits: [String: Int] = [:]
     }
 
     private let registry = PrometheusCollectorRegistry()
     private let last = Locked(Last())
-    private let messages, deliveries, errors, accepted, closed, bytesIn, bytesOut: Counter
+    private let messages, deliveries, errors, failures, accepted, closed, bytesIn, bytesOut: Counter
     private let connections, memory, latencyP50, latencyP99, overloaded, uptime, rooms: Gauge
     private let msgRate, deliveryRate: Gauge
 
     init() {
         messages = registry.makeCounter(name: "tcpserver_messages_in_total", help: "Client messages received")
         deliveries = registry.makeCounter(name: "tcpserver_deliveries_total", help: "Messages queued to clients (replies and room deliveries)")
-        errors = registry.makeCounter(name: "tcpserver_errors_sent_total", help: "Error messages sent to clients")
+        errors = registry.makeCounter(name: "tcpserver_errors_sent_total", help: "Error messages sent to clients (client errors: never a reason to shed)")
+        failures = registry.makeCounter(name: "tcpserver_server_failures_total", help: "Failures of the server's own doing (send errors other than the peer going away, cluster publish failures)")
         accepted = registry.makeCounter(name: "tcpserver_connections_accepted_total", help: "Connections accepted")
         closed = registry.makeCounter(name: "tcpserver_connections_closed_total", help: "Connections closed")
         bytesIn = registry.makeCounter(name: "tcpserver_received_bytes_total", help: "Bytes received")
@@ -51,6 +52,7 @@ final class MetricsExporter: Sendable {
             advance(messages, sum { $0.totalMessagesIn }, &l.messages)
             advance(deliveries, sum { $0.totalDeliveries }, &l.deliveries)
             advance(errors, sum { $0.totalErrors }, &l.errors)
+            advance(failures, f.serverFailures, &l.failures)
             advance(accepted, sum { $0.totalAccepted }, &l.accepted)
             advance(closed, sum { $0.totalClosed }, &l.closed)
             advance(bytesIn, sum { $0.bytesIn }, &l.bytesIn)

@@ -8,8 +8,17 @@ public struct ServerFigures: Sendable {
     public var latencyP50Ms = 0.0
     public var latencyP99Ms = 0.0
     public var memoryMB = 0.0
+    /// The memory threshold for what the server holds now: max_memory_mb plus
+    /// memory_per_connection_kb for each open connection.
+    public var memoryLimitMB = 0.0
     public var connections = 0
+    /// Failures of the server's own doing / messages, last minute (send errors other than the
+    /// peer going away, cluster publishes that failed): what the monitor judges.
     public var errorRate = 0.0
+    /// Error replies to clients (bad_json, rate_limited, …) / messages, last minute: reported,
+    /// never a reason to shed (one misbehaving client must not degrade everyone).
+    public var clientErrorRate = 0.0
+    public var serverFailures = 0
     public var backlogged = 0
 }
 
@@ -37,12 +46,18 @@ final class PerformanceMonitor: Sendable {
     var current: State { state.withLock { $0 } }
 
     func evaluate(_ shared: ServerShared) {
+        advanceClusterWindow(shared)
         let f = Self.figures(shared)
         let c = shared.config
         var breaches: [String] = []
         if f.latencyP99Ms > c.maxLatencyMs { breaches.append("latency_p99_ms \(f.latencyP99Ms) > \(c.maxLatencyMs)") }
-        if f.memoryMB > c.maxMemoryMB { breaches.append("memory_mb \(f.memoryMB) > \(c.maxMemoryMB)") }
-        if f.backlogged > 0 && f.messagesPerSec < c.minThroughput {
+        if f.memoryMB > f.memoryLimitMB {
+            breaches.append("memory_mb \(f.memoryMB) > \(f.memoryLimitMB) (max_memory_mb \(c.maxMemoryMB) + \(c.memoryPerConnectionKB) KiB × \(f.connections) connections)")
+        }
+        // Throughput is judged only while demand is not met on a share of the connections: one
+        // client that stops reading is a slow consumer (cut by the outbound limits), not an
+        // overloaded server.
+        if f.backlogged >= 2 && f.backlogged * 20 >= f.connections && f.messagesPerSec < c.minThroughput {
             breaches.append("msg_per_sec \(f.messagesPerSec) < \(c.minThroughput) with \(f.backlogged) backlogged connections")
         }
         if f.errorRate > c.maxErrorRate { breaches.append("error_rate \(f.errorRate) > \(c.maxErrorRate)") }
@@ -93,12 +108,16 @@ final class PerformanceMonitor: Sendable {
         }
     }
 
+    /// Cluster publish failures, one slot per evaluation (a second): their last-minute sum.
+    private let clusterFailures = Locked(ClusterFailureWindow())
+
     /// Merges every reactor's last snapshot.
     static func figures(_ shared: ServerShared) -> ServerFigures {
         var f = ServerFigures()
         var latency = LatencyHistogram()
         var messagesMinute = 0
         var errorsMinute = 0
+        var failuresMinute = shared.monitor.clusterFailuresLastMinute(shared)
         for r in shared.reactors {
             let s = r.snapshots.read()
             f.messagesPerSec += s.messagesPerSec
@@ -107,13 +126,52 @@ final class PerformanceMonitor: Sendable {
             f.backlogged += s.backlogged
             messagesMinute += s.messagesLastMinute
             errorsMinute += s.errorsLastMinute
+            failuresMinute += s.serverFailuresLastMinute
+            f.serverFailures += s.totalServerFailures
             latency.merge(s.latencyLastSecond)
         }
         f.latencyP50Ms = Double(latency.percentile(0.50)) / 1000
         f.latencyP99Ms = Double(latency.percentile(0.99)) / 1000
-        f.errorRate = messagesMinute > 0 ? Double(errorsMinute) / Double(messagesMinute) : 0
+        if let cluster = shared.cluster { f.serverFailures += cluster.link.stats.publishFailures }
+        f.errorRate = messagesMinute > 0 ? Double(failuresMinute) / Double(messagesMinute) : 0
+        f.clientErrorRate = messagesMinute > 0 ? Double(errorsMinute) / Double(messagesMinute) : 0
         f.memoryMB = Double(residentBytes()) / 1_048_576
+        f.memoryLimitMB = shared.config.maxMemoryMB + Double(shared.config.memoryPerConnectionKB * f.connections) / 1024
         return f
+    }
+
+    /// Publish failures of the cluster link over the last minute (0 without a cluster). The
+    /// link keeps a running total; the window is advanced once a second by `evaluate`.
+    private func clusterFailuresLastMinute(_ shared: ServerShared) -> Int {
+        guard let cluster = shared.cluster else { return 0 }
+        let total = cluster.link.stats.publishFailures
+        return clusterFailures.withLock { $0.sum(upTo: total) }
+    }
+
+    func advanceClusterWindow(_ shared: ServerShared) {
+        guard let cluster = shared.cluster else { return }
+        let total = cluster.link.stats.publishFailures
+        clusterFailures.withLock { $0.advance(total) }
+    }
+}
+
+/// Running total of cluster publish failures sampled once a second; the last minute's share is
+/// the total now minus the sample a minute ago.
+struct ClusterFailureWindow {
+    private var samples = [Int](repeating: -1, count: 60)
+    private var slot = 0
+
+    mutating func advance(_ total: Int) {
+        samples[slot] = total
+        slot = (slot + 1) % 60
+    }
+
+    func sum(upTo total: Int) -> Int {
+        // The oldest sample still in the window (the slot about to be overwritten), or the
+        // first one taken when the window has not filled yet.
+        var oldest = samples[slot]
+        if oldest < 0 { oldest = samples.first(where: { $0 >= 0 }) ?? total }
+        return max(0, total - oldest)
     }
 }
 

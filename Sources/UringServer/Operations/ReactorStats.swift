@@ -6,7 +6,11 @@ import Synchronization
 struct ReactorCounters {
     var messagesIn = 0
     var deliveries = 0
+    /// Error replies sent to clients (every code is about the client's input or behaviour).
     var errorsSent = 0
+    /// Failures of the server's own doing: sends that failed other than by the peer going
+    /// away (their queued deliveries are dropped). The monitor's error_rate counts these.
+    var serverFailures = 0
     var bytesIn = 0
     var bytesOut = 0
     /// IORING_OP_SEND_ZC sends whose buffer came back, and how many of those the kernel copied.
@@ -32,6 +36,8 @@ public struct ReactorSnapshot: Sendable {
     /// Sums over the last 60 seconds.
     public var messagesLastMinute = 0
     public var errorsLastMinute = 0
+    public var serverFailuresLastMinute = 0
+    public var totalServerFailures = 0
     public var totalMessagesIn = 0
     public var totalDeliveries = 0
     public var totalErrors = 0
@@ -69,9 +75,10 @@ final class SnapshotBox: Sendable {
 
 /// Rolls counters into per-second rates and one-minute sums.
 struct SecondWindow {
-    private var lastMessages = 0, lastDeliveries = 0, lastErrors = 0
+    private var lastMessages = 0, lastDeliveries = 0, lastErrors = 0, lastFailures = 0
     private var minuteMessages = [Int](repeating: 0, count: 60)
     private var minuteErrors = [Int](repeating: 0, count: 60)
+    private var minuteFailures = [Int](repeating: 0, count: 60)
     private var slot = 0
 
     mutating func roll(_ c: inout ReactorCounters, index: Int, connections: Int) -> ReactorSnapshot {
@@ -86,9 +93,13 @@ struct SecondWindow {
         lastErrors = c.errorsSent
         minuteMessages[slot] = s.messagesPerSec
         minuteErrors[slot] = s.errorsPerSec
+        minuteFailures[slot] = c.serverFailures - lastFailures
+        lastFailures = c.serverFailures
         slot = (slot + 1) % 60
         s.messagesLastMinute = minuteMessages.reduce(0, +)
         s.errorsLastMinute = minuteErrors.reduce(0, +)
+        s.serverFailuresLastMinute = minuteFailures.reduce(0, +)
+        s.totalServerFailures = c.serverFailures
         s.totalMessagesIn = c.messagesIn
         s.totalDeliveries = c.deliveries
         s.totalErrors = c.errorsSent

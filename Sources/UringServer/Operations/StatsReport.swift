@@ -19,8 +19,12 @@ enum StatsReport {
         appendDouble(&b, f.memoryMB)
         b.append(",\"connections\":")
         b.appendDecimal(f.connections)
+        b.append(",\"memory_limit_mb\":")
+        appendDouble(&b, f.memoryLimitMB)
         b.append(",\"error_rate\":")
         appendDouble(&b, f.errorRate)
+        b.append(",\"client_error_rate\":")
+        appendDouble(&b, f.clientErrorRate)
         b.append(",\"rooms\":")
         b.appendDecimal(shared.rooms.roomCount)
         b.append(",\"uptime_s\":")
@@ -46,6 +50,8 @@ enum StatsReport {
         appendDouble(&b, shared.config.maxLatencyMs)
         b.append(",\"max_memory_mb\":")
         appendDouble(&b, shared.config.maxMemoryMB)
+        b.append(",\"memory_per_connection_kb\":")
+        b.appendDecimal(shared.config.memoryPerConnectionKB)
         b.append(",\"min_throughput\":")
         b.appendDecimal(shared.config.minThroughput)
         b.append(",\"max_error_rate\":")
@@ -69,6 +75,8 @@ enum StatsReport {
             ("messages_in", snaps.reduce(0) { $0 + $1.totalMessagesIn }),
             ("deliveries", snaps.reduce(0) { $0 + $1.totalDeliveries }),
             ("errors", snaps.reduce(0) { $0 + $1.totalErrors }),
+            ("client_errors", snaps.reduce(0) { $0 + $1.totalErrors }),
+            ("server_failures", f.serverFailures),
             ("accepted", snaps.reduce(0) { $0 + $1.totalAccepted }),
             ("closed", snaps.reduce(0) { $0 + $1.totalClosed }),
             ("bytes_in", snaps.reduce(0) { $0 + $1.bytesIn }),

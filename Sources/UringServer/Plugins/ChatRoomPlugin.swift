@@ -116,8 +116,17 @@ public final class ChatRoomPlugin: MessageProcessor {
         local.add(c)
         c.rooms.append(local)
         reactor.reply(to: c) { b in Self.renderJoined(&b, roomName, members) }
-        if presence(for: c) { announce("user_joined", user: c.user ?? "", in: local, except: c, reactor) }
+        if presence(for: c) {
+            if members <= config.presenceMaxMembers {
+                announce("user_joined", user: c.user ?? "", in: local, except: c, reactor)
+            } else {
+                diffs.joined(c.user ?? "", shared)
+            }
+        }
     }
+
+    /// Joins and leaves in rooms past presence_max_members, sent as diffs (turnEnded).
+    private var diffs = PresenceDiffs()
 
     /// A join waiting for the cluster-wide count (cluster mode, first member on this node).
     private struct PendingJoin {
@@ -129,6 +138,7 @@ public final class ChatRoomPlugin: MessageProcessor {
     private var pendingJoins: [PendingJoin] = []
 
     public func turnEnded(_ reactor: Reactor) {
+        if !diffs.isEmpty { sendDiffs(reactor) }
         guard !pendingJoins.isEmpty, let cluster else { return }
         let now = Clock.monoNanos()
         var i = 0
@@ -140,6 +150,16 @@ public final class ChatRoomPlugin: MessageProcessor {
             // count is the best there is.
             completeJoin(p.connection, p.shared, p.room, members: clusterCount(p.room, local: rooms.memberCount(p.room)), reactor)
             reactor.releaseInput(p.connection)
+        }
+    }
+
+    private func sendDiffs(_ reactor: Reactor) {
+        let interval = UInt64(config.presenceIntervalMs) * 1_000_000
+        guard let due = diffs.due(now: reactor.batchNow(), intervalNanos: interval) else { return }
+        for p in due {
+            let members = clusterCount(p.room.name, local: rooms.memberCount(p.room.name))
+            reactor.broadcast(p.room) { b in PresenceDiffs.render(&b, p, members: members) }
+            if let cluster { cluster.link.publish(room: p.room.name, body: reactor.lastRendered) }
         }
     }
 
@@ -186,7 +206,14 @@ public final class ChatRoomPlugin: MessageProcessor {
             cluster.link.setLocalMemberCount(room: local.name, count: remaining)
             if remaining == 0 { cluster.link.roomDeactivated(local.name) }
         }
-        if presence(for: c), let user = c.user { announce("user_left", user: user, in: local, except: c, reactor) }
+        if presence(for: c), let user = c.user {
+            // Judged by the size the room had with this member, as the join was.
+            if clusterCount(local.name, local: remaining) + 1 <= config.presenceMaxMembers {
+                announce("user_left", user: user, in: local, except: c, reactor)
+            } else {
+                diffs.left(user, local.shared)
+            }
+        }
     }
 
     private func announce(_ type: StaticString, user: String, in local: LocalRoom, except c: Connection, _ reactor: Reactor) {

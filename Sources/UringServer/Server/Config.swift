@@ -15,6 +15,10 @@ public struct ServerConfig: Sendable {
     public var maxFrameBytes = 65536
     public var maxConnections = 10000
     public var presence = true
+    /// Rooms with more members than this get presence as one batched `presence` diff per
+    /// `presenceIntervalMs` instead of a notice per join/leave (docs/protocol.md, "Presence").
+    public var presenceMaxMembers = 200
+    public var presenceIntervalMs = 1000
     public var redisHost = "127.0.0.1"
     public var redisPort = 6379
     public var logLevel: LogLevel = .info
@@ -56,7 +60,12 @@ public struct ServerConfig: Sendable {
     public var adminToken = ""
     /// Performance monitor thresholds.
     public var maxLatencyMs = 1.0
+    /// The memory breach scales with what the server holds: RSS over maxMemoryMB (the base:
+    /// code, reactors, rings, pools) plus this many KiB per open connection. 32 KiB covers an
+    /// idle connection (~0.3 KiB) with room for the output a busy one queues; a server
+    /// crossing it is leaking or queueing without bound (docs/deployment.md, "Monitor").
     public var maxMemoryMB = 15.0
+    public var memoryPerConnectionKB = 32
     public var minThroughput = 10000
     public var maxErrorRate = 0.01
     /// Figures must stay under the thresholds this long before shed flags come back.
@@ -135,6 +144,10 @@ public struct ServerConfig: Sendable {
             c.maxConnections = try parseInt(v, key: "max_connections", range: 1...10_000_000) },
         Key(name: "presence", help: "send user_joined/user_left (default true)") { c, v throws(ConfigError) in
             c.presence = try parseBool(v, key: "presence") },
+        Key(name: "presence_max_members", help: "rooms larger than this get batched presence diffs instead of per-event notices (default 200)") { c, v throws(ConfigError) in
+            c.presenceMaxMembers = try parseInt(v, key: "presence_max_members", range: 0...10_000_000) },
+        Key(name: "presence_interval_ms", help: "how often a large room's presence diff is sent (default 1000)") { c, v throws(ConfigError) in
+            c.presenceIntervalMs = try parseInt(v, key: "presence_interval_ms", range: 10...60_000) },
         Key(name: "redis_host", help: "Redis host for cluster mode (default 127.0.0.1)") { c, v throws(ConfigError) in
             c.redisHost = v },
         Key(name: "redis_port", help: "Redis port for cluster mode (default 6379)") { c, v throws(ConfigError) in
@@ -172,11 +185,13 @@ public struct ServerConfig: Sendable {
             c.adminToken = v },
         Key(name: "max_latency_ms", help: "monitor threshold: p99 latency (default 1)") { c, v throws(ConfigError) in
             c.maxLatencyMs = try parseDouble(v, key: "max_latency_ms", range: 0...1_000_000) },
-        Key(name: "max_memory_mb", help: "monitor threshold: RSS (default 15)") { c, v throws(ConfigError) in
+        Key(name: "max_memory_mb", help: "monitor threshold: RSS base, plus memory_per_connection_kb per connection (default 15)") { c, v throws(ConfigError) in
             c.maxMemoryMB = try parseDouble(v, key: "max_memory_mb", range: 0...1_000_000) },
+        Key(name: "memory_per_connection_kb", help: "monitor threshold: RSS allowance per open connection, KiB (default 32)") { c, v throws(ConfigError) in
+            c.memoryPerConnectionKB = try parseInt(v, key: "memory_per_connection_kb", range: 0...1_048_576) },
         Key(name: "min_throughput", help: "monitor threshold: messages/s while there is demand (default 10000)") { c, v throws(ConfigError) in
             c.minThroughput = try parseInt(v, key: "min_throughput", range: 0...1_000_000_000) },
-        Key(name: "max_error_rate", help: "monitor threshold: errors / messages, last minute (default 0.01)") { c, v throws(ConfigError) in
+        Key(name: "max_error_rate", help: "monitor threshold: server failures (not client errors) / messages, last minute (default 0.01)") { c, v throws(ConfigError) in
             c.maxErrorRate = try parseDouble(v, key: "max_error_rate", range: 0...1_000_000) },
         Key(name: "monitor_hold_ms", help: "time under thresholds before shed flags return (default 5000)") { c, v throws(ConfigError) in
             c.monitorHoldMs = try parseInt(v, key: "monitor_hold_ms", range: 0...3_600_000) },

@@ -171,7 +171,12 @@ public final class Reactor: IOEventHandler {
             backend.poll(timeoutMillis: wait, handler: self)
             endTurn()
             turnNanos = Clock.monoNanos()
-            if turnNanos >= nextTickNanos { tick(turnNanos) }
+            if turnNanos >= nextTickNanos {
+                tick(turnNanos)
+                // What the tick queued (idle pings, timeout errors) goes out now, not after
+                // the next wait.
+                if !flushList.isEmpty { endTurn() }
+            }
             if draining && (liveConnections == 0 || turnNanos >= drainDeadline) { break }
         }
         // Stop: drop every connection, then the backend.
@@ -201,6 +206,8 @@ public final class Reactor: IOEventHandler {
     /// with queued output, then pending closes.
     private func endTurn() {
         flushBatch()
+        // What plugins send now was not caused by a message received this turn.
+        originNanos = batchNow()
         for p in plugins { p.turnEnded(self) }
         flushBatch()   // plugins may have broadcast
         if !pendingCuts.isEmpty { performCuts() }
@@ -214,6 +221,9 @@ public final class Reactor: IOEventHandler {
                                  eventFD: shared.reactors[r].inbox.eventFD)
             }
         }
+        // Sends that complete right here (epoll writes at once) end their latency at this
+        // clock read, after the turn's work, not at the turn's start.
+        var flushNow: UInt64 = 0
         var i = 0
         while i < flushList.count {
             let c = flushList[i]
@@ -226,7 +236,10 @@ public final class Reactor: IOEventHandler {
                 c.queuedSince = 0
                 counters.bytesOut &+= c.queuedOutputBytes
                 backend.send(c)
-                if !c.sendInFlight { sendFinished(c) }   // epoll wrote it all at once
+                if !c.sendInFlight {   // epoll wrote it all at once
+                    if flushNow == 0 { flushNow = Clock.monoNanos() }
+                    sendFinished(c, at: flushNow)
+                }
             }
             if c.closeAfterFlush && !c.sendInFlight && !c.hasQueuedOutput && c.sendingIsEmpty {
                 startClose(c)
@@ -243,13 +256,16 @@ public final class Reactor: IOEventHandler {
         }
     }
 
-    /// A send batch reached the kernel completely: record its latency.
+    /// A send batch reached the kernel completely: record its latency (docs/architecture.md,
+    /// "Latency"), from the origin of its oldest message to `now` (default: this turn's clock,
+    /// read after the wait that reaped the completion).
     @inline(__always)
-    private func sendFinished(_ c: Connection) {
+    private func sendFinished(_ c: Connection, at now: UInt64 = 0) {
         if c.sendStartedFor != 0 {
-            let now = batchNow()
-            counters.latency.record(micros: (now &- c.sendStartedFor) / 1000)
-            counters.latencyTotal.record(micros: (now &- c.sendStartedFor) / 1000)
+            let end = now != 0 ? now : batchNow()
+            let micros = end > c.sendStartedFor ? (end &- c.sendStartedFor) / 1000 : 0
+            counters.latency.record(micros: micros)
+            counters.latencyTotal.record(micros: micros)
             c.sendStartedFor = 0
         }
         if c.overSoftSince != 0 && c.pendingOutputBytes <= config.outboundSoftBytes { c.overSoftSince = 0 }
@@ -419,9 +435,12 @@ public final class Reactor: IOEventHandler {
             return
         }
         counters.bytesIn &+= bytes.count
-        c.lastReceiveAt = turnNanos
+        // The clock read after this turn's wait returned: a message's latency starts when its
+        // receive completion is seen, not when the reactor went to sleep before it arrived.
+        let now = batchNow()
+        c.lastReceiveAt = now
         c.idlePingSent = false
-        originNanos = turnNanos
+        originNanos = now
         var rest = bytes
         if c.framing == .undetermined {
             let (ok, used) = FrameSplitter.detect(c, rest)
@@ -537,6 +556,9 @@ public final class Reactor: IOEventHandler {
 
     func connectionSendCompleted(_ c: Connection, error: Int32) {
         if error != 0 {
+            // A peer that reset or went away is its own doing; any other send error is the
+            // server's (the monitor's error_rate counts those).
+            if error != EPIPE && error != ECONNRESET && error != ETIMEDOUT { counters.serverFailures &+= 1 }
             c.dropQueuedOutput(pool: pool)
             closeAfterFlush(c)
         } else {
@@ -668,16 +690,14 @@ public final class Reactor: IOEventHandler {
         do {
             try JSONReader.parse(payload, into: &fields)
         } catch {
-            sendError(c, .badJSON, Self.describe(error), id: nil)
+            // The fields parsed before the error stay in the table: an id read in full is
+            // echoed in the error and acknowledged like any other failed message.
+            let id = Self.idBytes(fields, payload)
+            sendError(c, .badJSON, Self.describe(error), id: id)
+            if let id, !c.closing { ack(c, id) }
             return
         }
-        let idField = fields.find("id", in: payload)
-        let id = idField.map { f -> UnsafeRawBufferPointer in
-            // Strings keep their quotes so the ack echoes the id exactly as sent.
-            let start = f.kind == .string ? f.valueStart - 1 : f.valueStart
-            let end = f.kind == .string ? f.valueEnd + 1 : f.valueEnd
-            return UnsafeRawBufferPointer(rebasing: payload[start..<end])
-        }
+        let id = Self.idBytes(fields, payload)
         do throws(ProtocolError) {
             guard let typeField = fields.find("type", in: payload), typeField.kind == .string else {
                 throw ProtocolError(.missingField, "field 'type' (a string) is required")
@@ -694,11 +714,24 @@ public final class Reactor: IOEventHandler {
         if let id, c.inputHeld {
             c.extras.heldAckID = Array(id)
         } else if let id {
-            reply(to: c) { b in
-                b.append("{\"type\":\"ack\",\"id\":")
-                b.append(id)
-                b.append("}")
-            }
+            ack(c, id)
+        }
+    }
+
+    /// The `id` field's bytes as sent (strings keep their quotes, so the ack echoes the id
+    /// exactly).
+    private static func idBytes(_ fields: JSONFieldTable, _ payload: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        guard let f = fields.find("id", in: payload) else { return nil }
+        let start = f.kind == .string ? f.valueStart - 1 : f.valueStart
+        let end = f.kind == .string ? f.valueEnd + 1 : f.valueEnd
+        return UnsafeRawBufferPointer(rebasing: payload[start..<end])
+    }
+
+    private func ack(_ c: Connection, _ id: UnsafeRawBufferPointer) {
+        reply(to: c) { b in
+            b.append("{\"type\":\"ack\",\"id\":")
+            b.append(id)
+            b.append("}")
         }
     }
 
@@ -799,6 +832,19 @@ public final class Reactor: IOEventHandler {
         deliverLocal(room, bytes, excluding: excluded)
         let others = room.shared.reactorMask.load(ordering: .acquiring) & ~(1 << UInt64(index))
         if others != 0 { handOff(room.shared, bytes, to: others) }
+    }
+
+    /// Delivers a message to every member of `room` on every reactor, also where this reactor
+    /// has no members of its own (batched presence: the diff is sent by the reactor whose
+    /// connections joined or left, after they are gone).
+    public func broadcast(_ room: SharedRoom, _ body: (inout ByteBuffer) -> Void) {
+        if let local = room.locals[index] { return broadcast(local, excluding: nil, body) }
+        let others = room.reactorMask.load(ordering: .acquiring) & ~(1 << UInt64(index))
+        guard others != 0 else { return }
+        renderGeneration &+= 1
+        render.removeAll()
+        body(&render)
+        handOff(room, render.readable, to: others)
     }
 
     /// One copy per target reactor into its handoff ring; the overflow inbox (one shared,
