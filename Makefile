@@ -39,12 +39,17 @@ check-no-foundation:
 
 # Every test, in both io modes: the Swift suites (unit, integration over real sockets, ops,
 # limits, cluster with real redis-servers, the dashboard in headless chromium), an independent
-# Python client, a short fuzz run (every CI run fuzzes) and a short soak.
+# Python client, the shipped (release) binary with its defaults under light load (never
+# overloaded, nothing shed, presence throughout), a short fuzz run (every CI run fuzzes) and a
+# short soak.
 FUZZ_SECONDS ?= 30
 SOAK_SECONDS ?= 20
 test: build
 	ulimit -n 65536 2>/dev/null || true; $(SWIFT) test 2>&1 | tee .build/test.log; exit $${PIPESTATUS[0]}
 	python3 scripts/conformance_client.py .build/debug/tcpserver --messages 500
+	$(SWIFT) build -c release $(RELEASE_FLAGS) --product tcpserver
+	python3 scripts/light_load_check.py .build/release/tcpserver --io uring
+	python3 scripts/light_load_check.py .build/release/tcpserver --io epoll
 	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 	bash scripts/soak.sh $(SOAK_SECONDS)
 	@n=$$(grep -oE "Test run with [0-9]+ tests" .build/test.log | grep -oE "[0-9]+" | tail -1); \

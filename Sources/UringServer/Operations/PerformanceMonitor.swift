@@ -22,8 +22,9 @@ public struct ServerFigures: Sendable {
     public var backlogged = 0
 }
 
-/// Judges the figures against the thresholds once a second (on reactor 0's tick). Crossing one
-/// logs an alert, raises `overloaded` and sheds every non-critical feature flag; the flags come
+/// Judges the figures against the thresholds once a second (on reactor 0's tick). A breach held
+/// for `monitorBreachSeconds` consecutive evaluations logs an alert, raises `overloaded` and
+/// sheds every non-critical feature flag; the flags come
 /// back only after the figures have stayed under every threshold for `monitorHoldMs`
 /// (hysteresis, so a figure hovering at a threshold does not flap).
 final class PerformanceMonitor: Sendable {
@@ -33,6 +34,8 @@ final class PerformanceMonitor: Sendable {
         var breaches: [String] = []
         /// Monotonic ns since when every figure has been under its threshold (0: not under).
         var clearSince: UInt64 = 0
+        /// Consecutive evaluations with a breach.
+        var breachedRuns = 0
         var sheds = 0
         var restores = 0
     }
@@ -69,13 +72,15 @@ final class PerformanceMonitor: Sendable {
             s.breaches = breaches
             if !breaches.isEmpty {
                 s.clearSince = 0
-                if !s.overloaded {
+                s.breachedRuns += 1
+                if !s.overloaded && s.breachedRuns >= c.monitorBreachSeconds {
                     s.overloaded = true
                     s.sheds += 1
                     return .shed
                 }
                 return .none
             }
+            s.breachedRuns = 0
             if s.clearSince == 0 { s.clearSince = now }
             if s.overloaded && now &- s.clearSince >= hold {
                 s.overloaded = false

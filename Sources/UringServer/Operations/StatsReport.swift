@@ -56,6 +56,8 @@ enum StatsReport {
         b.appendDecimal(shared.config.minThroughput)
         b.append(",\"max_error_rate\":")
         appendDouble(&b, shared.config.maxErrorRate)
+        b.append(",\"monitor_breach_s\":")
+        b.appendDecimal(shared.config.monitorBreachSeconds)
         b.append("},\"flags\":[")
         for (i, flag) in shared.flags.all.enumerated() {
             if i > 0 { b.append(",") }

@@ -32,6 +32,9 @@ public final class Reactor: IOEventHandler {
     private var connections: [Connection?] = []
     private var freeSlots: [Int] = []
     private var flushList: [Connection] = []
+    /// For each connection in `flushList`: the origin of the first message queued for it this
+    /// turn (0: queued for another reason, not a latency sample).
+    private var flushOrigins: [UInt64] = []
     private var plugins: [MessageProcessor] = []
     /// The flag gating each plugin (same index as `plugins`), resolved once.
     private var pluginFlags: [FeatureFlag?] = []
@@ -221,53 +224,52 @@ public final class Reactor: IOEventHandler {
                                  eventFD: shared.reactors[r].inbox.eventFD)
             }
         }
-        // Sends that complete right here (epoll writes at once) end their latency at this
-        // clock read, after the turn's work, not at the turn's start.
-        var flushNow: UInt64 = 0
+        // Latency ends here, when the turn's output is handed to the kernel (docs/architecture.md,
+        // "Latency"): one clock read per turn, after the turn's work.
+        let flushNow = flushList.isEmpty ? 0 : Clock.monoNanos()
         var i = 0
         while i < flushList.count {
             let c = flushList[i]
+            let origin = flushOrigins[i]
             i += 1
             c.inFlushList = false
             if c.closeStarted { continue }
+            if origin != 0 {
+                let micros = flushNow > origin ? (flushNow &- origin) / 1000 : 0
+                counters.latency.record(micros: micros)
+                counters.latencyTotal.record(micros: micros)
+            }
             if !c.sendInFlight && c.hasQueuedOutput {
                 c.lastOutputAt = turnNanos
                 c.sendStartedFor = c.queuedSince
                 c.queuedSince = 0
                 counters.bytesOut &+= c.queuedOutputBytes
                 backend.send(c)
-                if !c.sendInFlight {   // epoll wrote it all at once
-                    if flushNow == 0 { flushNow = Clock.monoNanos() }
-                    sendFinished(c, at: flushNow)
-                }
+                if !c.sendInFlight { sendFinished(c) }   // epoll wrote it all at once
             }
             if c.closeAfterFlush && !c.sendInFlight && !c.hasQueuedOutput && c.sendingIsEmpty {
                 startClose(c)
             }
         }
         flushList.removeAll(keepingCapacity: true)
+        flushOrigins.removeAll(keepingCapacity: true)
     }
 
+    /// `origin`: when the message that made this output was received (0 for output that is
+    /// not a message's, such as a close or the rest of a partial send).
     @inline(__always)
-    private func markForFlush(_ c: Connection) {
+    private func markForFlush(_ c: Connection, origin: UInt64 = 0) {
         if !c.inFlushList {
             c.inFlushList = true
             flushList.append(c)
+            flushOrigins.append(origin)
         }
     }
 
-    /// A send batch reached the kernel completely: record its latency (docs/architecture.md,
-    /// "Latency"), from the origin of its oldest message to `now` (default: this turn's clock,
-    /// read after the wait that reaped the completion).
+    /// A send batch reached the kernel completely.
     @inline(__always)
-    private func sendFinished(_ c: Connection, at now: UInt64 = 0) {
-        if c.sendStartedFor != 0 {
-            let end = now != 0 ? now : batchNow()
-            let micros = end > c.sendStartedFor ? (end &- c.sendStartedFor) / 1000 : 0
-            counters.latency.record(micros: micros)
-            counters.latencyTotal.record(micros: micros)
-            c.sendStartedFor = 0
-        }
+    private func sendFinished(_ c: Connection) {
+        c.sendStartedFor = 0
         if c.overSoftSince != 0 && c.pendingOutputBytes <= config.outboundSoftBytes { c.overSoftSince = 0 }
     }
 
@@ -955,7 +957,7 @@ public final class Reactor: IOEventHandler {
                         case .teed:
                             counters.splicedBatches &+= 1
                             counters.bytesOut &+= all.count   // (queuedOutputBytes leaves pipes out)
-                            markForFlush(c)
+                            markForFlush(c, origin: origin)
                             return
                         case .noRoom:
                             break
@@ -973,7 +975,7 @@ public final class Reactor: IOEventHandler {
                     c.out.reserve(all.count, pool: pool)
                     c.out.appendReserved(all)
                 }
-                markForFlush(c)
+                markForFlush(c, origin: origin)
             }
         }
         counters.deliveries &+= delivered
@@ -1022,7 +1024,7 @@ public final class Reactor: IOEventHandler {
             c.out.appendReserved(body)
             c.out.appendReserved(UInt8(ascii: "\n"))
         }
-        markForFlush(c)
+        markForFlush(c, origin: originNanos)
         let pending = c.pendingOutputBytes
         if pending > config.outboundHardBytes && !c.closing {
             cutSlowConsumer(c, "output over outbound_hard_bytes (\(config.outboundHardBytes))")
