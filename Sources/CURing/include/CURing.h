@@ -23,11 +23,16 @@
 #include <string.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <malloc.h>
 #include <liburing.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/// glibc's malloc_trim(0): free heap memory of every arena goes back to the system (Swift's
+/// Glibc module does not import <malloc.h>).
+static inline int curing_malloc_trim(void) { return malloc_trim(0); }
 
 /// Set up `ring` for a single reactor thread. Tries SINGLE_ISSUER|DEFER_TASKRUN first (kernel
 /// 6.1+), then SINGLE_ISSUER|COOP_TASKRUN, then no flags. Returns 0 or -errno; `*flags_used`

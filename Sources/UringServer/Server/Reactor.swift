@@ -240,7 +240,7 @@ public final class Reactor: IOEventHandler {
                 counters.latencyTotal.record(micros: micros)
             }
             if !c.sendInFlight && c.hasQueuedOutput {
-                c.lastOutputAt = turnNanos
+                c.lastOutputMs = Connection.ms(turnNanos)
                 c.sendStartedFor = c.queuedSince
                 c.queuedSince = 0
                 counters.bytesOut &+= c.queuedOutputBytes
@@ -303,10 +303,25 @@ public final class Reactor: IOEventHandler {
             snapshots.publish(snap)
             if index == 0 { shared.monitor.evaluate(shared) }
             // Size classes nobody uses any more go back to the system (after a burst).
-            pool.trim()
+            let released = pool.trim() + blocksPool.releaseIfIdle()
             backend.releaseIdleMemory()
+            releaseIdleHeap(afterFrees: released > 0)
         }
     }
+
+    /// After a second without input, free heap memory goes back to the system: a burst
+    /// (connections joining, presence fan-out) leaves freed blocks in the malloc arena that
+    /// glibc keeps resident otherwise. On the first idle second, and again on an idle second
+    /// in which the pools freed something; a busy reactor never pays for it.
+    private func releaseIdleHeap(afterFrees: Bool) {
+        defer { bytesInAtLastSecond = counters.bytesIn }
+        guard counters.bytesIn == bytesInAtLastSecond else { heapTrimmed = false; return }
+        if heapTrimmed && !afterFrees { return }
+        heapTrimmed = true
+        _ = curing_malloc_trim()
+    }
+    private var bytesInAtLastSecond = 0
+    private var heapTrimmed = true
 
     /// Partial-message buffers stay with a connection while lines keep arriving split across
     /// receives (with 4 KiB provided buffers every message over 4 KiB is: freeing the buffer
@@ -341,8 +356,8 @@ public final class Reactor: IOEventHandler {
     }
 
     private func checkTimeouts(_ now: UInt64) {
-        let helloNs = UInt64(config.helloTimeoutMs) * 1_000_000
-        let idleNs = UInt64(config.idleTimeoutMs) * 1_000_000
+        let helloMs = UInt64(config.helloTimeoutMs)
+        let idleMs = UInt64(config.idleTimeoutMs)
         let softNs = UInt64(config.outboundSoftSeconds) * 1_000_000_000
         for case let c? in connections where c.closing && !c.closeStarted && now > c.forceCloseAt {
             closeNow(c)   // its peer stopped reading what we still had to say
@@ -350,20 +365,20 @@ public final class Reactor: IOEventHandler {
         for case let c? in connections where !c.closing {
             // Idle connections hold no buffers: give back output memory a second after the
             // last send (busy ones keep theirs, so steady traffic does not allocate).
-            if !c.sendInFlight && !c.hasQueuedOutput && c.sendingIsEmpty && now &- c.lastOutputAt > 1_000_000_000 {
+            if !c.sendInFlight && !c.hasQueuedOutput && c.sendingIsEmpty && Connection.elapsedMs(c.lastOutputMs, now) > 1000 {
                 c.releaseOutput(pool: pool, blocksPool: blocksPool)
             }
             // An HTTP head (or a first line that may become one) has a deadline of its own and
             // never takes the JSON hello/idle path below: 408 for HTTP, a silent close while
             // undecided, so a slowloris client holds a connection for seconds, not minutes.
             if c.framing == .http || c.isSniffingRequestLine {
-                if now &- c.acceptedAt > UInt64(config.httpHeaderTimeoutMs) * 1_000_000 {
+                if Connection.elapsedMs(c.acceptedMs, now) > UInt64(config.httpHeaderTimeoutMs) {
                     limitHit("http_header_timeout")
                     if c.framing == .http { sendHTTP(c, HTTPRouter.requestTimeout(), since: now) } else { closeNow(c) }
                 }
                 continue
             }
-            if !c.isAuthenticated && c.framing != .http && now &- c.acceptedAt > helloNs {
+            if !c.isAuthenticated && c.framing != .http && Connection.elapsedMs(c.acceptedMs, now) > helloMs {
                 limitHit("hello_timeout")
                 sendError(c, .helloTimeout, "no hello within \(config.helloTimeoutMs) ms", id: nil)
                 closeAfterFlush(c)
@@ -373,8 +388,8 @@ public final class Reactor: IOEventHandler {
                 cutSlowConsumer(c, "output over outbound_soft_bytes for \(config.outboundSoftSeconds) s")
                 continue
             }
-            if idleNs > 0 && now &- c.lastReceiveAt > idleNs {
-                if now &- c.lastReceiveAt > 2 * idleNs {
+            if idleMs > 0 && Connection.elapsedMs(c.lastReceiveMs, now) > idleMs {
+                if Connection.elapsedMs(c.lastReceiveMs, now) > 2 * idleMs {
                     limitHit("idle_timeout")
                     sendError(c, .idleTimeout, "no traffic for \(2 * config.idleTimeoutMs) ms", id: nil)
                     closeAfterFlush(c)
@@ -440,7 +455,7 @@ public final class Reactor: IOEventHandler {
         // The clock read after this turn's wait returned: a message's latency starts when its
         // receive completion is seen, not when the reactor went to sleep before it arrived.
         let now = batchNow()
-        c.lastReceiveAt = now
+        c.lastReceiveMs = Connection.ms(now)
         c.idlePingSent = false
         originNanos = now
         var rest = bytes
@@ -743,9 +758,9 @@ public final class Reactor: IOEventHandler {
         let rate = config.rateLimitPerSec
         if rate == 0 { return }
         if c.tokens < 1 {
-            let elapsed = Double(turnNanos &- c.tokensRefilledAt) / 1e9
-            c.tokens = min(Double(config.rateLimitBurst), c.tokens + elapsed * Double(rate))
-            c.tokensRefilledAt = turnNanos
+            let elapsed = Double(Connection.elapsedMs(c.tokensRefilledMs, turnNanos)) / 1e3
+            c.tokens = Float(min(Double(config.rateLimitBurst), Double(c.tokens) + elapsed * Double(rate)))
+            c.tokensRefilledMs = Connection.ms(turnNanos)
         }
         if c.tokens >= 1 {
             c.tokens -= 1
