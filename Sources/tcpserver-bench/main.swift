@@ -603,7 +603,8 @@ func runHold(_ o: Options) {
     var previous: (Int, Int)?
     for step in steps where step > fds.count {
         let t0 = monoNanos()
-        fds += openSubscribers(o, count: step - fds.count, firstIndex: fds.count, ep: ep) { drain(timeoutNs: 0) }
+        let joining = step - fds.count
+        fds += openSubscribers(o, count: joining, firstIndex: fds.count, ep: ep) { drain(timeoutNs: 0) }
         let connectSecs = Double(monoNanos() - t0) / 1e9
         // Let the server settle (lazy allocations, deferred frees), draining meanwhile.
         let settleEnd = monoNanos() + UInt64(o.settle * 1e9)
@@ -615,6 +616,8 @@ func runHold(_ o: Options) {
             ("rss_\(step)_mb", fmt(Double(s.rssBytes) / 1048576, 2)),
             ("bytes_per_conn_\(step)", fmt(extra, 0)),
             ("connect_s_\(step)", fmt(connectSecs, 3)),
+            // Connect + hello + join (subscribe) of this step's connections, 200 in flight.
+            ("joins_per_sec_\(step)", fmt(Double(joining) / max(connectSecs, 1e-9), 0)),
         ]
         // The marginal cost: RSS added per connection since the previous step (the fixed
         // start-up and first-traffic costs cancel out).
