@@ -12,7 +12,7 @@ struct PresenceDiffs {
     static let maxNames = 16
 
     struct Pending {
-        let room: SharedRoom
+        var room: SharedRoom
         var joined: [String] = []
         var left: [String] = []
         var joinedTotal = 0
@@ -25,11 +25,18 @@ struct PresenceDiffs {
     var isEmpty: Bool { pending.isEmpty }
 
     mutating func joined(_ user: String, _ room: SharedRoom) {
-        pending[room.name, default: Pending(room: room)].add(user, joined: true)
+        record(user, room, joined: true)
     }
 
     mutating func left(_ user: String, _ room: SharedRoom) {
-        pending[room.name, default: Pending(room: room)].add(user, joined: false)
+        record(user, room, joined: false)
+    }
+
+    private mutating func record(_ user: String, _ room: SharedRoom, joined isJoin: Bool) {
+        pending[room.name, default: Pending(room: room)].add(user, joined: isJoin)
+        // A room emptied and created again within the interval is a new object: the diff goes
+        // to the live one (the old one has no members left).
+        if pending[room.name]!.room !== room { pending[room.name]!.room = room }
     }
 
     /// The diffs due at `now` (every `intervalNanos`), emptied; nil when none is due.

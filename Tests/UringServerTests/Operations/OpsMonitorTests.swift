@@ -1,10 +1,15 @@
 // The performance monitor: a breached threshold raises `overloaded` and sheds the non-critical
 // flags (presence, and a plugin gated by its own non-critical flag); after the figures stay
-// under every threshold for monitor_hold_ms, everything comes back.
+// under every threshold for monitor_hold_ms, everything comes back. Only the server's own
+// trouble counts: client errors (bad_json, …) are reported as client_error_rate and never shed;
+// real load (p99 latency) does.
 
 import Foundation
 import Testing
 import UringServer
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The example `WhoAmIPlugin` has no feature flag of its own (`featureFlag` is nil) and is a
 /// final class, so it is gated here by delegation: same messages, same replies, plus
@@ -20,19 +25,89 @@ final class OpsGatedWhoAmI: MessageProcessor {
 @Suite("Ops: performance monitor")
 struct OpsMonitorTests {
 
-    @Test("error rate over max_error_rate → overloaded, presence and whoami shed; recovered after the hold",
+    @Test("client errors never shed: 100 bad_json lines leave error_rate at 0, client_error_rate reports them",
           arguments: allIOModes)
-    func errorRateSheds(mode: IOModeSetting) throws {
+    func clientErrorsNeverShed(mode: IOModeSetting) throws {
         try withOpsServer(mode, configure: { c in
-            c.maxErrorRate = 0.1
-            c.monitorHoldMs = 500
-            c.rateLimitPerSec = 0          // the recovery sends 20000 pings as fast as it can
+            c.maxErrorRate = 0.01          // the default; the other thresholds stay quiet
+            c.monitorBreachSeconds = 1     // a breach would shed at the next evaluation
             opsSet(&c, "flags", "enable_chat_rooms:critical,enable_presence,enable_compression,enable_whoami")
         }, register: [{ OpsGatedWhoAmI($0) }]) { server in
             let port = server.port
-            let st0 = try opsStats(port)
-            #expect(st0["overloaded"] as? Bool == false)
-            #expect(opsFlag(st0, "enable_whoami")?["critical"] as? Bool == false, "\(st0["flags"] ?? "")")
+            let obs = try TestClient(port: port)
+            try obs.hello("ce-obs")
+            try obs.join("ce")
+
+            // One misbehaving client: 100 malformed lines, 100 errors out of ~103 messages.
+            let bad = try TestClient(port: port)
+            try bad.send(String(repeating: "{bad json}\n", count: 100))
+            for _ in 0..<100 { try expectError(bad, "bad_json") }
+
+            // The per-reactor figures roll once a second.
+            let (first, counted) = opsStatsEventually(port, timeout: 5) { (opsNum($0["client_error_rate"]) ?? 0) > 0.01 }
+            #expect(counted, "client_error_rate shows the bad lines within 5 s: \(first)")
+            // For 3 s (three evaluations and more): reported, never shed.
+            let until = Date().addingTimeInterval(3.2)
+            var polls = 0
+            while Date() < until {
+                let s = try opsStats(port)
+                polls += 1
+                #expect(s["overloaded"] as? Bool == false, "client errors must not overload: \(s["breaches"] ?? "")")
+                #expect((s["breaches"] as? [String])?.isEmpty == true, "\(s["breaches"] ?? "")")
+                let shed = ((s["flags"] as? [JSONObject]) ?? []).filter { $0["shed"] as? Bool != false }
+                #expect(shed.isEmpty, "nothing shed: \(shed)")
+                #expect((opsNum(s["client_error_rate"]) ?? 0) > 0.01, "client_error_rate: \(s["client_error_rate"] ?? "nil")")
+                #expect(opsNum(s["error_rate"]) == 0, "error_rate counts server failures only: \(s["error_rate"] ?? "nil")")
+                #expect(opsTotal(s, "client_errors") >= 100, "\(s["totals"] ?? "")")
+                #expect(opsTotal(s, "server_failures") == 0, "\(s["totals"] ?? "")")
+                Thread.sleep(forTimeInterval: 0.25)
+            }
+            #expect(polls >= 6)
+            let metrics = opsParseMetrics(try opsGet(port, "/metrics").body)
+            #expect((metrics["tcpserver_errors_sent_total"] ?? 0) >= 100, "\(metrics.filter { $0.key.contains("error") })")
+            #expect(metrics["tcpserver_server_failures_total"] == 0, "\(metrics.filter { $0.key.contains("fail") })")
+            #expect(metrics["tcpserver_overloaded"] == 0)
+
+            // Presence and the gated plugin still work.
+            let p = try TestClient(port: port)
+            try p.hello("ce-new")
+            try p.join("ce")
+            #expect(try obs.read(until: "user_joined", timeout: 3)["user"] as? String == "ce-new")
+            try obs.send(["type": "whoami"])
+            #expect(try obs.read(until: "whoami")["user"] as? String == "ce-obs")
+        }
+    }
+
+    @Test("real overload (p99 latency under load) → overloaded, presence and whoami shed; recovered after the hold",
+          arguments: allIOModes)
+    func realOverloadSheds(mode: IOModeSetting) throws {
+        try withOpsServer(mode, configure: { c in
+            c.maxLatencyMs = opsLoadLatencyMs
+            c.monitorHoldMs = 500          // monitor_breach_s stays 3: the load must last
+            c.rateLimitPerSec = 0          // the publisher sends as fast as it can
+            opsSet(&c, "flags", "enable_chat_rooms:critical,enable_presence,enable_compression,enable_whoami")
+        }, register: [{ OpsGatedWhoAmI($0) }]) { server in
+            let port = server.port
+            #expect(opsFlag(try opsStats(port), "enable_whoami")?["critical"] as? Bool == false)
+
+            // The load: a room of 50 members, drained by one thread reading as fast as it can.
+            let members = try TestClient.members(50, port: port, user: "load-m", room: "load")
+            let stop = Locked(false)
+            let drained = Locked(0)
+            let fds = members.map(\.fd)
+            let drainer = HelperThread { opsDrain(fds, stop: stop, bytes: drained) }
+            defer {
+                stop.withLock { $0 = true }
+                #expect(drainer.join(timeout: 30), "drain thread did not stop")
+            }
+
+            // Calm first: the set-up (50 joins, each announced) may itself have breached; the
+            // monitor judges the last second once a second, so give it two.
+            Thread.sleep(forTimeInterval: 2.2)
+            let (calm, isCalm) = opsStatsEventually(port, timeout: 15) { s in
+                s["overloaded"] as? Bool == false && (s["breaches"] as? [String])?.isEmpty == true
+            }
+            try #require(isCalm, "an idle server is not overloaded: \(calm["breaches"] ?? "") p99 \(calm["latency_p99_ms"] ?? "")")
 
             let obs = try TestClient(port: port)
             try obs.hello("mon-obs")
@@ -43,28 +118,60 @@ struct OpsMonitorTests {
             let p1 = try TestClient(port: port)
             try p1.hello("mon-p1")
             try p1.join("mon")
-            #expect(try obs.read(until: "user_joined", timeout: 2)["user"] as? String == "mon-p1")
+            #expect(try obs.read(until: "user_joined", timeout: 3)["user"] as? String == "mon-p1")
 
-            // 50 malformed lines: 50 errors out of ~55 messages.
-            let bad = try TestClient(port: port)
-            try bad.send(String(repeating: "{bad json}\n", count: 50))
-            for _ in 0..<50 { try expectError(bad, "bad_json") }
+            // A publisher sends pipelined batches of 1000 chats (and a ping, to keep one batch
+            // in flight) until told to stop.
+            let pub = try TestClient(port: port, timeout: 60)
+            try pub.hello("load-pub")
+            try pub.join("load")
+            let loadStop = Locked(false)
+            let batches = Locked(0)
+            let loadError = Locked<String?>(nil)
+            let text = String(repeating: "x", count: 64)
+            let batch = String(repeating: "{\"type\":\"send_chat\",\"room\":\"load\",\"text\":\"\(text)\"}\n", count: 1000)
+                + "{\"type\":\"ping\"}\n"
+            let loader = HelperThread {
+                do {
+                    while !loadStop.value {
+                        try pub.send(batch)
+                        _ = try pub.read(until: "pong", timeout: 60)
+                        batches.withLock { $0 += 1 }
+                    }
+                } catch {
+                    loadError.withLock { $0 = "\(error)" }
+                }
+            }
+            var loadStopped = false
+            func stopLoad() {
+                if loadStopped { return }
+                loadStopped = true
+                loadStop.withLock { $0 = true }
+                #expect(loader.join(timeout: 60), "load thread did not stop")
+            }
+            defer { stopLoad() }
 
-            let (over, isOver) = opsStatsEventually(port, timeout: 3) { s in
+            // Load until the monitor sheds (a debug build cannot keep p99 under the threshold at
+            // this rate; the breach must hold monitor_breach_s = 3 evaluations); up to ~15 s on
+            // a busy box.
+            let started = Date()
+            let (over, isOver) = opsStatsEventually(port, timeout: 15) { s in
                 s["overloaded"] as? Bool == true && opsFlag(s, "enable_presence")?["shed"] as? Bool == true
             }
-            #expect(isOver, "within 3 s: overloaded and enable_presence shed; got \(over)")
+            try #require(isOver, "overloaded and enable_presence shed under load within 15 s; got \(over) after \(batches.value) batches, load error \(loadError.value ?? "none")")
             let breaches = (over["breaches"] as? [String]) ?? []
-            #expect(breaches.contains { $0.hasPrefix("error_rate") }, "breaches: \(breaches)")
+            #expect(breaches.contains { $0.hasPrefix("latency_p99_ms") }, "breaches: \(breaches)")
+            #expect((opsNum(over["latency_p99_ms"]) ?? 0) > opsLoadLatencyMs, "\(over["latency_p99_ms"] ?? "")")
             #expect(opsFlag(over, "enable_whoami")?["shed"] as? Bool == true, "\(over["flags"] ?? "")")
             #expect(opsFlag(over, "enable_compression")?["shed"] as? Bool == true)
             #expect(opsFlag(over, "enable_chat_rooms")?["shed"] as? Bool == false, "critical flags are never shed")
             #expect(opsFlag(over, "enable_presence")?["enabled"] as? Bool == true, "shedding is not the operator's switch")
-            #expect((opsNum(over["error_rate"]) ?? 0) > 0.1, "\(over["error_rate"] ?? "")")
+            #expect(opsNum(over["error_rate"]) == 0, "no server failures under load: \(over["error_rate"] ?? "")")
             let metrics = opsParseMetrics(try opsGet(port, "/metrics").body)
             #expect(metrics["tcpserver_overloaded"] == 1)
 
-            // Shed: presence stops, whoami is refused, rooms (critical) still work.
+            // Shed (the load still running): presence stops, whoami is refused, rooms (critical)
+            // still work.
             let p2 = try TestClient(port: port)
             try p2.hello("mon-p2")
             try p2.join("mon")
@@ -74,19 +181,19 @@ struct OpsMonitorTests {
             try expectError(obs, "feature_disabled", "whoami while shed")
             try p2.send(["type": "send_chat", "room": "mon", "text": "still here"])
             #expect(try obs.read(until: "chat")["text"] as? String == "still here")
+            #expect(opsStatsEventually(port, timeout: 0) { $0["overloaded"] as? Bool == true }.ok,
+                    "still overloaded while the load runs (else the checks above proved nothing)")
 
-            // 20000 good messages bring the one-minute error rate to ~0.0025.
-            let good = try TestClient(port: port)
-            try good.hello("mon-good")
-            let batch = String(repeating: "{\"type\":\"ping\"}\n", count: 1000)
-            for _ in 0..<20 {
-                try good.send(batch)
-                for _ in 0..<1000 { _ = try good.read(until: "pong") }
-            }
+            stopLoad()
+            #expect(loadError.value == nil, "load: \(loadError.value ?? "")")
+            let loadSeconds = Date().timeIntervalSince(started)
+
             // Hysteresis: the first clear evaluation leaves the flags shed; only one at least
             // monitor_hold_ms later restores them (evaluations are a second apart).
             var heldClear = false
-            let (clear, isClear) = opsStatsEventually(port, timeout: 6) { s in
+            var p99s: [Double] = []
+            let (clear, isClear) = opsStatsEventually(port, timeout: 15) { s in
+                p99s.append(opsNum(s["latency_p99_ms"]) ?? -1)
                 if s["overloaded"] as? Bool == true && (s["breaches"] as? [String])?.isEmpty == true {
                     heldClear = true
                     #expect(opsFlag(s, "enable_presence")?["shed"] as? Bool == true, "still shed during the hold")
@@ -94,32 +201,117 @@ struct OpsMonitorTests {
                 return s["overloaded"] as? Bool == false && opsFlag(s, "enable_presence")?["shed"] as? Bool == false
             }
             #expect(heldClear, "never saw the hold (breaches cleared, still overloaded)")
-            #expect(isClear, "within 6 s of the error rate falling: overloaded=false, presence back; got \(clear)")
-            #expect((opsNum(clear["error_rate"]) ?? 1) < 0.1, "\(clear["error_rate"] ?? "")")
+            #expect(isClear, "within 15 s of the load stopping: overloaded=false, presence back; got \(clear); p99 seen: \(p99s)")
             #expect(opsFlag(clear, "enable_whoami")?["shed"] as? Bool == false)
             #expect((clear["breaches"] as? [String])?.isEmpty == true, "\(clear["breaches"] ?? "")")
+            #expect(batches.value > 0 && drained.value > 0,
+                    "load: \(batches.value) batches in \(Int(loadSeconds)) s, \(drained.value) bytes drained")
 
             let p3 = try TestClient(port: port)
             try p3.hello("mon-p3")
             try p3.join("mon")
-            let uj = try obs.read(until: "user_joined", timeout: 2)
+            let uj = try obs.read(until: "user_joined", timeout: 3)
             #expect(uj["user"] as? String == "mon-p3", "presence is back: \(uj)")
             try obs.send(["type": "whoami"])
             let who2 = try obs.read(until: "whoami")
             #expect(who2["user"] as? String == "mon-obs" && (who2["rooms"] as? [String]) == ["mon"], "\(who2)")
+            _ = (members, p1)
         }
     }
 
-    @Test("max_memory_mb=1 → overloaded with a memory breach", arguments: allIOModes)
+    @Test("max_memory_mb=1 → overloaded with a memory breach against max_memory_mb + 32 KiB per connection",
+          arguments: allIOModes)
     func memoryBreach(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { $0.maxMemoryMB = 1 }) { server in
-            let (s, ok) = opsStatsEventually(server.port, timeout: 3) { $0["overloaded"] as? Bool == true }
+        try withOpsServer(mode, configure: { c in
+            c.maxMemoryMB = 1
+            c.monitorBreachSeconds = 1
+        }) { server in
+            let (s, ok) = opsStatsEventually(server.port, timeout: 5) { $0["overloaded"] as? Bool == true }
             #expect(ok, "RSS is over 1 MB: \(s)")
             let breaches = (s["breaches"] as? [String]) ?? []
-            #expect(breaches.contains { $0.hasPrefix("memory_mb") && $0.contains("> 1.0") }, "breaches: \(breaches)")
+            let memory = breaches.first { $0.hasPrefix("memory_mb") }
+            #expect(memory != nil, "breaches: \(breaches)")
+            if let memory {
+                // "memory_mb RSS > LIMIT (max_memory_mb 1.0 + 32 KiB × N connections)"
+                #expect(memory.contains("(max_memory_mb 1.0 + 32 KiB × "), "\(memory)")
+                let parsed = opsParseMemoryBreach(memory)
+                #expect(parsed != nil, "unparsable: \(memory)")
+                if let (rss, limit, n) = parsed {
+                    #expect(abs(limit - (1 + Double(32 * n) / 1024)) < 1e-9, "limit = 1 MB + 32 KiB × \(n): \(memory)")
+                    #expect(rss > limit, "\(memory)")
+                }
+            }
             #expect(opsFlag(s, "enable_presence")?["shed"] as? Bool == true)
             #expect(opsFlag(s, "enable_chat_rooms")?["shed"] as? Bool == false)
-            #expect(opsNum((s["thresholds"] as? JSONObject)?["max_memory_mb"]) == 1)
+            let thresholds = s["thresholds"] as? JSONObject
+            #expect(opsNum(thresholds?["max_memory_mb"]) == 1)
+            #expect(opsInt(thresholds?["memory_per_connection_kb"]) == 32, "the default: \(thresholds ?? [:])")
         }
+    }
+
+    @Test("memory_limit_mb = max_memory_mb + memory_per_connection_kb × connections / 1024", arguments: allIOModes)
+    func memoryLimitScales(mode: IOModeSetting) throws {
+        try withOpsServer(mode, configure: { c in
+            c.maxMemoryMB = 100_000        // far over the test process's RSS: no breach
+            c.memoryPerConnectionKB = 100
+        }) { server in
+            let port = server.port
+            let s0 = try opsStats(port)
+            #expect(opsInt((s0["thresholds"] as? JSONObject)?["memory_per_connection_kb"]) == 100, "\(s0["thresholds"] ?? "")")
+            var clients: [TestClient] = []
+            for k in 0..<10 {
+                let c = try TestClient(port: port)
+                try c.hello("mem\(k)")
+                clients.append(c)
+            }
+            // Connection counts come from the per-reactor snapshots (a second old at most).
+            let (s, ok) = opsStatsEventually(port, timeout: 5) { (opsInt($0["connections"]) ?? 0) >= 10 }
+            #expect(ok, "10 connections counted: \(s["connections"] ?? "nil")")
+            let n = opsInt(s["connections"]) ?? -1
+            #expect((10...12).contains(n), "connections: \(n)")   // plus the /stats requests, maybe
+            let limit = opsNum(s["memory_limit_mb"]) ?? -1
+            let expected = 100_000 + Double(100 * n) / 1024
+            #expect(abs(limit - expected) <= 0.0011, "memory_limit_mb \(limit), expected \(expected) for \(n) connections")
+            #expect(limit >= 100_000 + 1000.0 / 1024 - 0.0011, "at least 10 connections' allowance: \(limit)")
+            #expect(s["overloaded"] as? Bool == false, "\(s["breaches"] ?? "")")
+            _ = clients
+        }
+    }
+}
+
+/// The p99 threshold the load test sets (the default is 10 ms): the debug build under the
+/// publisher's load measured 15–45 ms; idle (a few pings, /stats polls) it shows 0.
+let opsLoadLatencyMs = 1.0
+
+/// "memory_mb RSS > LIMIT (max_memory_mb M + K KiB × N connections)" → (RSS, LIMIT, N).
+func opsParseMemoryBreach(_ s: String) -> (rss: Double, limit: Double, connections: Int)? {
+    let parts = s.split(separator: " ")
+    guard parts.count >= 10, parts[0] == "memory_mb", parts[2] == ">",
+          let rss = Double(parts[1]), let limit = Double(parts[3]),
+          let x = parts.firstIndex(of: "×"), x + 1 < parts.count, let n = Int(parts[x + 1]) else { return nil }
+    return (rss, limit, n)
+}
+
+/// Reads every socket in `fds` as fast as it can (discarding) until `stop`; counts the bytes.
+func opsDrain(_ fds: [Int32], stop: Locked<Bool>, bytes: Locked<Int>) {
+    var pfds = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+    var buf = [UInt8](repeating: 0, count: 1 << 16)
+    var total = 0
+    while !stop.value {
+        let r = poll(&pfds, nfds_t(pfds.count), 50)
+        if r <= 0 { continue }
+        for i in pfds.indices where pfds[i].revents != 0 {
+            if pfds[i].revents & Int16(POLLIN) == 0 {
+                pfds[i].fd = -1      // hung up or failed: stop polling it
+                continue
+            }
+            while true {
+                let n = buf.withUnsafeMutableBytes { recv(pfds[i].fd, $0.baseAddress!, $0.count, Int32(MSG_DONTWAIT)) }
+                if n > 0 { total += n; if n < buf.count { break } else { continue } }
+                if n == 0 { pfds[i].fd = -1 }
+                break
+            }
+        }
+        bytes.withLock { $0 = total }
     }
 }
