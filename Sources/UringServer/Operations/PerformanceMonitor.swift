@@ -55,7 +55,7 @@ final class PerformanceMonitor: Sendable {
         var breaches: [String] = []
         if f.latencyP99Ms > c.maxLatencyMs { breaches.append("latency_p99_ms \(f.latencyP99Ms) > \(c.maxLatencyMs)") }
         if f.memoryMB > f.memoryLimitMB {
-            breaches.append("memory_mb \(f.memoryMB) > \(f.memoryLimitMB) (max_memory_mb \(c.maxMemoryMB) + \(c.memoryPerConnectionKB) KiB × \(f.connections) connections)")
+            breaches.append("memory_mb \(f.memoryMB) > \(f.memoryLimitMB) (max_memory_mb \(c.maxMemoryMB) + memory_per_connection_kb \(c.memoryPerConnectionKB) × \(f.connections) connections)")
         }
         // Throughput is judged only while demand is not met on a share of the connections: one
         // client that stops reading is a slow consumer (cut by the outbound limits), not an

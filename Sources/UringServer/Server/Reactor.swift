@@ -710,7 +710,14 @@ public final class Reactor: IOEventHandler {
             // The fields parsed before the error stay in the table: an id read in full is
             // echoed in the error and acknowledged like any other failed message.
             let id = Self.idBytes(fields, payload)
-            sendError(c, .badJSON, Self.describe(error), id: id)
+            // Malformed lines count against the rate limit like any other: a flood of them is
+            // answered rate_limited (and closed after rate_limit_strikes), not bad_json forever.
+            do throws(ProtocolError) {
+                try admitByRate(c)
+                sendError(c, .badJSON, Self.describe(error), id: id)
+            } catch {
+                sendError(c, error.code, error.message, id: id)
+            }
             if let id, !c.closing { ack(c, id) }
             return
         }

@@ -43,6 +43,24 @@ struct LimitsTests {
         }
     }
 
+    @Test("malformed lines count against the rate limit: 30 at once → ~9 bad_json, then rate_limited", arguments: allIOModes)
+    func malformedLinesRateLimited(mode: IOModeSetting) throws {
+        try withOpsServer(mode, configure: { c in
+            c.rateLimitPerSec = 10
+            c.rateLimitBurst = 10
+        }) { server in
+            let c = try TestClient(port: server.port)
+            try c.hello("rl-bad")                     // takes one of the 10 tokens
+            try c.send(String(repeating: "{\"type\":\"ping\", oops}\n", count: 30))
+            var codes: [String] = []
+            for _ in 0..<30 { codes.append(try c.read(until: "error")["code"] as? String ?? "?") }
+            let bad = codes.filter { $0 == "bad_json" }.count
+            #expect(bad >= 9 && bad <= 15, "about the 9 tokens left of the burst: \(codes)")
+            #expect(codes.filter { $0 == "rate_limited" }.count == 30 - bad, "\(codes)")
+            #expect(codes.prefix(bad).allSatisfy { $0 == "bad_json" }, "the burst first, then the limit: \(codes)")
+        }
+    }
+
     @Test("rate_limit_strikes=5: a sustained flood closes the connection", arguments: allIOModes)
     func rateStrikes(mode: IOModeSetting) throws {
         try withOpsServer(mode, configure: { c in

@@ -232,8 +232,8 @@ struct OpsMonitorTests {
             let memory = breaches.first { $0.hasPrefix("memory_mb") }
             #expect(memory != nil, "breaches: \(breaches)")
             if let memory {
-                // "memory_mb RSS > LIMIT (max_memory_mb 1.0 + 32 KiB × N connections)"
-                #expect(memory.contains("(max_memory_mb 1.0 + 32 KiB × "), "\(memory)")
+                // "memory_mb RSS > LIMIT (max_memory_mb 1.0 + memory_per_connection_kb 32 × N connections)"
+                #expect(memory.contains("(max_memory_mb 1.0 + memory_per_connection_kb 32 × "), "\(memory)")
                 let parsed = opsParseMemoryBreach(memory)
                 #expect(parsed != nil, "unparsable: \(memory)")
                 if let (rss, limit, n) = parsed {
