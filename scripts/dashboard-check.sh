@@ -42,7 +42,7 @@ one_run() {
   local poll=$1 port server_pid poller_pid="" out rate
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "$SCRATCH/release/tcpserver" --io uring --port "$port" --threads 2 --rate-limit-per-sec 0 \
-    --log-file '' --presence false >/dev/null 2>&1 &
+    --log-file '' >/dev/null 2>&1 &
   server_pid=$!
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
   if [ "$poll" = on ]; then

@@ -50,7 +50,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 # perf runs the server as its child: $! is perf's pid, the server's is found as perf's child.
 perf record -e cpu-clock -F 4999 --call-graph "$CALLGRAPH" -o "$OUT/perf.data" -- \
   "$BIN/tcpserver" --io uring --port "$PORT" --threads "$THREADS" --rate-limit-per-sec 0 \
-  --log-file '' --presence false 2>"$OUT/server.log" &
+  --log-file '' 2>"$OUT/server.log" &
 PERF_PID=$!
 
 SERVER_PID=""

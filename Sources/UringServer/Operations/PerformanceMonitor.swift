@@ -9,7 +9,7 @@ public struct ServerFigures: Sendable {
     public var latencyP99Ms = 0.0
     public var memoryMB = 0.0
     /// The memory threshold for what the server holds now: max_memory_mb plus
-    /// memory_per_connection_kb for each open connection.
+    /// memory_per_reactor_mb per reactor plus memory_per_connection_kb per open connection.
     public var memoryLimitMB = 0.0
     public var connections = 0
     /// Failures of the server's own doing / messages, last minute (send errors other than the
@@ -55,7 +55,7 @@ final class PerformanceMonitor: Sendable {
         var breaches: [String] = []
         if f.latencyP99Ms > c.maxLatencyMs { breaches.append("latency_p99_ms \(f.latencyP99Ms) > \(c.maxLatencyMs)") }
         if f.memoryMB > f.memoryLimitMB {
-            breaches.append("memory_mb \(f.memoryMB) > \(f.memoryLimitMB) (max_memory_mb \(c.maxMemoryMB) + memory_per_connection_kb \(c.memoryPerConnectionKB) × \(f.connections) connections)")
+            breaches.append("memory_mb \(f.memoryMB) > \(f.memoryLimitMB) (max_memory_mb \(c.maxMemoryMB) + memory_per_reactor_mb \(c.memoryPerReactorMB) × \(shared.reactors.count) reactors + memory_per_connection_kb \(c.memoryPerConnectionKB) × \(f.connections) connections)")
         }
         // Throughput is judged only while demand is not met on a share of the connections: one
         // client that stops reading is a slow consumer (cut by the outbound limits), not an
@@ -141,7 +141,8 @@ final class PerformanceMonitor: Sendable {
         f.errorRate = messagesMinute > 0 ? Double(failuresMinute) / Double(messagesMinute) : 0
         f.clientErrorRate = messagesMinute > 0 ? Double(errorsMinute) / Double(messagesMinute) : 0
         f.memoryMB = Double(residentBytes()) / 1_048_576
-        f.memoryLimitMB = shared.config.maxMemoryMB + Double(shared.config.memoryPerConnectionKB * f.connections) / 1024
+        f.memoryLimitMB = shared.config.maxMemoryMB + shared.config.memoryPerReactorMB * Double(shared.reactors.count)
+            + Double(shared.config.memoryPerConnectionKB * f.connections) / 1024
         return f
     }
 

@@ -50,6 +50,8 @@ enum StatsReport {
         appendDouble(&b, shared.config.maxLatencyMs)
         b.append(",\"max_memory_mb\":")
         appendDouble(&b, shared.config.maxMemoryMB)
+        b.append(",\"memory_per_reactor_mb\":")
+        appendDouble(&b, shared.config.memoryPerReactorMB)
         b.append(",\"memory_per_connection_kb\":")
         b.appendDecimal(shared.config.memoryPerConnectionKB)
         b.append(",\"min_throughput\":")

@@ -65,10 +65,13 @@ public struct ServerConfig: Sendable {
     /// to hundreds of ms as queues grow.
     public var maxLatencyMs = 10.0
     /// The memory breach scales with what the server holds: RSS over maxMemoryMB (the base:
-    /// code, reactors, rings, pools) plus this many KiB per open connection. 32 KiB covers an
-    /// idle connection (~0.3 KiB) with room for the output a busy one queues; a server
-    /// crossing it is leaking or queueing without bound (docs/deployment.md, "Monitor").
+    /// code and start-up state, ~8.7 MB for the static binary) plus memoryPerReactorMB for each
+    /// reactor's working memory (receive ring, pool slabs, compression contexts: 2 reactors
+    /// peaked at 19.5 MB under a 50-subscriber 4 KiB flood) plus memoryPerConnectionKB per open
+    /// connection (an idle one holds ~0.3 KiB; 32 leaves room for a busy one's queued output).
+    /// A server crossing it is leaking or queueing without bound (docs/deployment.md, "Monitor").
     public var maxMemoryMB = 15.0
+    public var memoryPerReactorMB = 8.0
     public var memoryPerConnectionKB = 32
     public var minThroughput = 10000
     public var maxErrorRate = 0.01
@@ -192,8 +195,10 @@ public struct ServerConfig: Sendable {
             c.adminToken = v },
         Key(name: "max_latency_ms", help: "monitor threshold: p99 latency, ms (default 10)") { c, v throws(ConfigError) in
             c.maxLatencyMs = try parseDouble(v, key: "max_latency_ms", range: 0...1_000_000) },
-        Key(name: "max_memory_mb", help: "monitor threshold: RSS base, plus memory_per_connection_kb per connection (default 15)") { c, v throws(ConfigError) in
+        Key(name: "max_memory_mb", help: "monitor threshold: RSS base, plus memory_per_reactor_mb per reactor and memory_per_connection_kb per connection (default 15)") { c, v throws(ConfigError) in
             c.maxMemoryMB = try parseDouble(v, key: "max_memory_mb", range: 0...1_000_000) },
+        Key(name: "memory_per_reactor_mb", help: "monitor threshold: RSS allowance per reactor thread, MB (default 8)") { c, v throws(ConfigError) in
+            c.memoryPerReactorMB = try parseDouble(v, key: "memory_per_reactor_mb", range: 0...1_000_000) },
         Key(name: "memory_per_connection_kb", help: "monitor threshold: RSS allowance per open connection, KiB (default 32)") { c, v throws(ConfigError) in
             c.memoryPerConnectionKB = try parseInt(v, key: "memory_per_connection_kb", range: 0...1_048_576) },
         Key(name: "min_throughput", help: "monitor threshold: messages/s while there is demand (default 10000)") { c, v throws(ConfigError) in

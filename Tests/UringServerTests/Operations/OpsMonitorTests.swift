@@ -219,7 +219,7 @@ struct OpsMonitorTests {
         }
     }
 
-    @Test("max_memory_mb=1 → overloaded with a memory breach against max_memory_mb + 32 KiB per connection",
+    @Test("max_memory_mb=1 → overloaded with a memory breach against max_memory_mb + 8 MB per reactor + 32 KiB per connection",
           arguments: allIOModes)
     func memoryBreach(mode: IOModeSetting) throws {
         try withOpsServer(mode, configure: { c in
@@ -232,12 +232,13 @@ struct OpsMonitorTests {
             let memory = breaches.first { $0.hasPrefix("memory_mb") }
             #expect(memory != nil, "breaches: \(breaches)")
             if let memory {
-                // "memory_mb RSS > LIMIT (max_memory_mb 1.0 + memory_per_connection_kb 32 × N connections)"
-                #expect(memory.contains("(max_memory_mb 1.0 + memory_per_connection_kb 32 × "), "\(memory)")
+                // "memory_mb RSS > LIMIT (max_memory_mb 1.0 + memory_per_reactor_mb 8.0 × 2 reactors
+                // + memory_per_connection_kb 32 × N connections)"
+                #expect(memory.contains("(max_memory_mb 1.0 + memory_per_reactor_mb 8.0 × 2 reactors + memory_per_connection_kb 32 × "), "\(memory)")
                 let parsed = opsParseMemoryBreach(memory)
                 #expect(parsed != nil, "unparsable: \(memory)")
                 if let (rss, limit, n) = parsed {
-                    #expect(abs(limit - (1 + Double(32 * n) / 1024)) < 1e-9, "limit = 1 MB + 32 KiB × \(n): \(memory)")
+                    #expect(abs(limit - (1 + 8 * 2 + Double(32 * n) / 1024)) < 1e-9, "limit = 1 MB + 8 MB × 2 + 32 KiB × \(n): \(memory)")
                     #expect(rss > limit, "\(memory)")
                 }
             }
@@ -249,11 +250,12 @@ struct OpsMonitorTests {
         }
     }
 
-    @Test("memory_limit_mb = max_memory_mb + memory_per_connection_kb × connections / 1024", arguments: allIOModes)
+    @Test("memory_limit_mb = max_memory_mb + memory_per_reactor_mb × reactors + memory_per_connection_kb × connections / 1024", arguments: allIOModes)
     func memoryLimitScales(mode: IOModeSetting) throws {
         try withOpsServer(mode, configure: { c in
             c.maxMemoryMB = 100_000        // far over the test process's RSS: no breach
             c.memoryPerConnectionKB = 100
+            c.memoryPerReactorMB = 3
         }) { server in
             let port = server.port
             let s0 = try opsStats(port)
@@ -270,9 +272,9 @@ struct OpsMonitorTests {
             let n = opsInt(s["connections"]) ?? -1
             #expect((10...12).contains(n), "connections: \(n)")   // plus the /stats requests, maybe
             let limit = opsNum(s["memory_limit_mb"]) ?? -1
-            let expected = 100_000 + Double(100 * n) / 1024
+            let expected = 100_000 + 3 * 2 + Double(100 * n) / 1024
             #expect(abs(limit - expected) <= 0.0011, "memory_limit_mb \(limit), expected \(expected) for \(n) connections")
-            #expect(limit >= 100_000 + 1000.0 / 1024 - 0.0011, "at least 10 connections' allowance: \(limit)")
+            #expect(limit >= 100_000 + 6 + 1000.0 / 1024 - 0.0011, "at least 10 connections' allowance: \(limit)")
             #expect(s["overloaded"] as? Bool == false, "\(s["breaches"] ?? "")")
             _ = clients
         }
@@ -288,7 +290,7 @@ func opsParseMemoryBreach(_ s: String) -> (rss: Double, limit: Double, connectio
     let parts = s.split(separator: " ")
     guard parts.count >= 10, parts[0] == "memory_mb", parts[2] == ">",
           let rss = Double(parts[1]), let limit = Double(parts[3]),
-          let x = parts.firstIndex(of: "×"), x + 1 < parts.count, let n = Int(parts[x + 1]) else { return nil }
+          let x = parts.lastIndex(of: "×"), x + 1 < parts.count, let n = Int(parts[x + 1]) else { return nil }
     return (rss, limit, n)
 }
 
