@@ -9,32 +9,7 @@ import UringServer
 import Glibc
 #endif
 
-/// `tcpserver-cli` next to the test bundle (`swift test` builds every product into the same
-/// directory as `tcpserverPackageTests.xctest`), searching a few directories upward.
-private func locateCLIBinary() -> String? {
-    var candidates: [String] = []
-    var buf = [CChar](repeating: 0, count: 4096)
-    let n = readlink("/proc/self/exe", &buf, buf.count - 1)
-    if n > 0 { candidates.append(String(decoding: buf[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)) }
-    if let a0 = CommandLine.arguments.first {
-        candidates.append(URL(fileURLWithPath: a0).standardizedFileURL.path)
-    }
-    for start in candidates {
-        var dir = URL(fileURLWithPath: start).deletingLastPathComponent()
-        for _ in 0..<5 {
-            let p = dir.appendingPathComponent("tcpserver-cli").path
-            var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: p, isDirectory: &isDir), !isDir.boolValue,
-               FileManager.default.isExecutableFile(atPath: p) {
-                return p
-            }
-            let parent = dir.deletingLastPathComponent()
-            if parent.path == dir.path { break }
-            dir = parent
-        }
-    }
-    return nil
-}
+private func locateCLIBinary() -> String? { locateProductBinary("tcpserver-cli") }
 
 /// One `tcpserver-cli` process: stdout and stderr go to files (no pipe can fill up and stall it),
 /// stdin is a pipe fed with `input` and then closed, unless `closeInput` is false.

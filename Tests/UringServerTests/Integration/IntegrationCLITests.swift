@@ -7,9 +7,13 @@ import UringServer
 import Glibc
 #endif
 
-/// `tcpserver` next to the test bundle (`…/debug/tcpserverPackageTests.xctest` sits next to
-/// `…/debug/tcpserver`); searches a few directories upward in case the bundle is a directory.
-func locateServerBinary() -> String? {
+/// `tcpserver` next to the test bundle.
+func locateServerBinary() -> String? { locateProductBinary("tcpserver") }
+
+/// A product of this package next to the test bundle (`swift test` builds every product into
+/// the directory of `…/debug/tcpserverPackageTests.xctest`); searches a few directories upward
+/// in case the bundle is a directory.
+func locateProductBinary(_ name: String) -> String? {
     var candidates: [String] = []
     var buf = [CChar](repeating: 0, count: 4096)
     let n = readlink("/proc/self/exe", &buf, buf.count - 1)
@@ -21,7 +25,7 @@ func locateServerBinary() -> String? {
     for start in candidates {
         var dir = (start as NSString).deletingLastPathComponent
         for _ in 0..<5 {
-            let p = (dir as NSString).appendingPathComponent("tcpserver")
+            let p = (dir as NSString).appendingPathComponent(name)
             var isDir: ObjCBool = false
             if fm.fileExists(atPath: p, isDirectory: &isDir), !isDir.boolValue, fm.isExecutableFile(atPath: p) {
                 return p
