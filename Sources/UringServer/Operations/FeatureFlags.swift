@@ -45,6 +45,14 @@ public enum FeatureGate {
         return h
     }
 
+    /// For a connection: its user's hash is computed only when the rollout is under 100 %.
+    @inline(__always)
+    public static func isEnabled(_ flag: FeatureFlag, for c: Connection) -> Bool {
+        guard flag.isOn else { return false }
+        if flag.percent.load(ordering: .relaxed) >= 100 { return true }
+        return isEnabled(flag, userHash: c.userHash)
+    }
+
     @inline(__always)
     public static func isEnabled(_ flag: FeatureFlag, userHash: UInt64) -> Bool {
         guard flag.isOn else { return false }

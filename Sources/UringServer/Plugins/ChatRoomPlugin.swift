@@ -37,7 +37,7 @@ public final class ChatRoomPlugin: MessageProcessor {
     private func presence(for c: Connection) -> Bool {
         guard config.presence else { return false }
         guard let flag = presenceFlag else { return true }
-        return FeatureGate.isEnabled(flag, userHash: c.userHash)
+        return FeatureGate.isEnabled(flag, for: c)
     }
 
     public func canHandle(_ type: String) -> Bool {

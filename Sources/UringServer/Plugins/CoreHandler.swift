@@ -49,11 +49,10 @@ final class CoreHandler: MessageProcessor {
             requested = codec
         }
         c.echo = m.bool("echo") ?? false
-        c.userHash = FeatureGate.userHash(user)
         var granted = CompressionCodec.raw
         if let requested, requested != .raw {
             // Refused (granted "none") while the enable_compression flag is off for this user.
-            if compressionFlag.map({ FeatureGate.isEnabled($0, userHash: c.userHash) }) ?? true {
+            if compressionFlag.map({ FeatureGate.isEnabled($0, for: c) }) ?? true {
                 granted = requested
             }
         }

@@ -36,6 +36,11 @@ public final class Connection {
     var tokensRefilledMs: UInt32
     /// Last time output was handed to the backend (idle buffers are freed a second later).
     var lastOutputMs: UInt32 = 0
+    /// When the oldest unsent output was produced (0: none queued), and the same for the send
+    /// in flight (`stampMs`, never 0): a send waiting over 50 ms makes the connection
+    /// backlogged. (Latency is measured per turn, not from these.)
+    var queuedMs: UInt32 = 0
+    var sendStartedMs: UInt32 = 0
 
     // One byte each.
     var framing: Framing = .undetermined
@@ -82,13 +87,9 @@ public final class Connection {
     /// are referenced, not copied); nil unless some were queued lately.
     var blocks: UnsafeMutablePointer<OutputBlocks>?
 
-    /// Stable hash of the user name (feature rollout), set by hello.
-    public internal(set) var userHash: UInt64 = 0
-
-    // Latency: monotonic time the oldest unsent output was produced (0: none queued) and the
-    // same for the batch in flight.
-    var queuedSince: UInt64 = 0
-    var sendStartedFor: UInt64 = 0
+    /// Stable hash of the user name (feature rollout; 0 before hello). Computed when asked:
+    /// only a rollout under 100 % needs it (`FeatureGate.isEnabled(_:for:)`).
+    public var userHash: UInt64 { user.map(FeatureGate.userHash) ?? 0 }
 
     private var _extras: ConnectionExtras?
 
@@ -105,6 +106,10 @@ public final class Connection {
     /// Monotonic nanoseconds as wrapping milliseconds (the timestamps above).
     @inline(__always)
     static func ms(_ nanos: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: nanos / 1_000_000) }
+
+    /// `ms`, made odd so that it is never 0 (the "nothing queued" value); 1 ms off at most.
+    @inline(__always)
+    static func stampMs(_ nanos: UInt64) -> UInt32 { ms(nanos) | 1 }
 
     /// Milliseconds from `since` (a `ms` stamp) to `now` (nanoseconds).
     @inline(__always)

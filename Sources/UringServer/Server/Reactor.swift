@@ -241,8 +241,8 @@ public final class Reactor: IOEventHandler {
             }
             if !c.sendInFlight && c.hasQueuedOutput {
                 c.lastOutputMs = Connection.ms(turnNanos)
-                c.sendStartedFor = c.queuedSince
-                c.queuedSince = 0
+                c.sendStartedMs = c.queuedMs
+                c.queuedMs = 0
                 counters.bytesOut &+= c.queuedOutputBytes
                 backend.send(c)
                 if !c.sendInFlight { sendFinished(c) }   // epoll wrote it all at once
@@ -269,7 +269,7 @@ public final class Reactor: IOEventHandler {
     /// A send batch reached the kernel completely.
     @inline(__always)
     private func sendFinished(_ c: Connection) {
-        c.sendStartedFor = 0
+        c.sendStartedMs = 0
         if c.overSoftSince != 0 && c.pendingOutputBytes <= config.outboundSoftBytes { c.overSoftSince = 0 }
     }
 
@@ -355,7 +355,7 @@ public final class Reactor: IOEventHandler {
     /// keeping up with (the monitor judges throughput only then).
     private func backloggedConnections(_ now: UInt64) -> Int {
         var n = 0
-        for case let c? in connections where c.sendInFlight && c.sendStartedFor != 0 && now &- c.sendStartedFor > 50_000_000 {
+        for case let c? in connections where c.sendInFlight && c.sendStartedMs != 0 && Connection.elapsedMs(c.sendStartedMs, now) > 50 {
             n += 1
         }
         return n
@@ -797,7 +797,7 @@ public final class Reactor: IOEventHandler {
         var processor: MessageProcessor = core
         var found = false
         for i in 0..<plugins.count where plugins[i].canHandle(type) {
-            if let flag = pluginFlags[i], !FeatureGate.isEnabled(flag, userHash: c.userHash) {
+            if let flag = pluginFlags[i], !FeatureGate.isEnabled(flag, for: c) {
                 throw ProtocolError(.featureDisabled, "'\(type)' is disabled (feature flag \(flag.name))")
             }
             processor = plugins[i]
@@ -970,7 +970,7 @@ public final class Reactor: IOEventHandler {
                     return
                 }
                 delivered &+= count
-                if c.queuedSince == 0 { c.queuedSince = origin == 0 ? Clock.monoNanos() : origin }
+                if c.queuedMs == 0 { c.queuedMs = Connection.stampMs(origin == 0 ? Clock.monoNanos() : origin) }
                 // Into a pipe only behind nothing but earlier spliced batches: spliced bytes
                 // always go out first (see OutputBlocks.pipe). A send in flight with nothing
                 // being sent is a wait for room for those.
@@ -1034,7 +1034,7 @@ public final class Reactor: IOEventHandler {
     private func enqueue(_ body: UnsafeRawBufferPointer, block: MessageBlock? = nil, to c: Connection) {
         if c.closeStarted { return }
         counters.deliveries &+= 1
-        if c.queuedSince == 0 { c.queuedSince = originNanos == 0 ? Clock.monoNanos() : originNanos }
+        if c.queuedMs == 0 { c.queuedMs = Connection.stampMs(originNanos == 0 ? Clock.monoNanos() : originNanos) }
         if c.sendsBinary {
             if c.outCodec != .raw && body.count >= config.compressionThreshold {
                 appendCompressedFrame(body, codec: c.outCodec, to: c)
@@ -1137,7 +1137,7 @@ public final class Reactor: IOEventHandler {
     /// Queues a whole response and closes after it: one request per connection.
     private func sendHTTP(_ c: Connection, _ response: borrowing ByteBuffer, since: UInt64) {
         c.out.append(response.readable, pool: pool)
-        if c.queuedSince == 0 { c.queuedSince = since }
+        if c.queuedMs == 0 { c.queuedMs = Connection.stampMs(since) }
         closeAfterFlush(c)
     }
 }
