@@ -107,6 +107,31 @@ struct CLIClientTests {
         }
     }
 
+    @Test("sub shows a large room's batched presence diff readably", arguments: allIOModes)
+    func subPresenceDiff(mode: IOModeSetting) throws {
+        try withServer(mode, configure: { c in
+            c.presenceMaxMembers = 1      // the second member on makes the room "large"
+            c.presenceIntervalMs = 100
+        }) { port in
+            let p = String(port)
+            let sub = try CLIProcess(["--port", p, "sub", "big", "--count", "1"])
+            #expect(sub.waitForStderr("subscribed to big"), "\(sub.transcript)")
+            let carol = try TestClient(port: port)
+            try carol.hello("carol")
+            try carol.join("big")
+            // The diff naming carol goes out within the interval; then a chat ends the sub.
+            Thread.sleep(forTimeInterval: 0.4)
+            let (status, pub) = try runCLI(["--port", p, "--user", "dave", "pub", "big", "done"])
+            #expect(status == 0, "\(pub.transcript)")
+            #expect(sub.waitForExit(timeout: 10) == 0, "\(sub.transcript)")
+            let diff = sub.stdoutLines.first { $0.hasPrefix("[big] * presence:") }
+            #expect(diff != nil, "a presence line: \(sub.transcript)")
+            if let diff { #expect(diff.contains("+carol") && diff.contains("2 members"), "\(diff)") }
+            #expect(!sub.stdoutLines.contains("[big] * carol joined"), "no per-event notice past the threshold: \(sub.transcript)")
+            _ = carol
+        }
+    }
+
     @Test("sub --json prints the raw lines; strings survive escaping both ways", arguments: allIOModes)
     func subJSON(mode: IOModeSetting) throws {
         try withServer(mode) { port in
