@@ -107,13 +107,18 @@ public final class Connection {
     @inline(__always)
     static func ms(_ nanos: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: nanos / 1_000_000) }
 
-    /// `ms`, made odd so that it is never 0 (the "nothing queued" value); 1 ms off at most.
+    /// `ms`, but never 0 (the "nothing queued" value): 0 becomes 1, once every 49 days.
     @inline(__always)
-    static func stampMs(_ nanos: UInt64) -> UInt32 { ms(nanos) | 1 }
+    static func stampMs(_ nanos: UInt64) -> UInt32 { let m = ms(nanos); return m == 0 ? 1 : m }
 
-    /// Milliseconds from `since` (a `ms` stamp) to `now` (nanoseconds).
+    /// Milliseconds from `since` (a `ms` stamp) to `now` (nanoseconds); 0 when `since` is
+    /// later than `now` (a stamp taken after the caller read its clock), never a wrapped
+    /// difference of 49 days.
     @inline(__always)
-    static func elapsedMs(_ since: UInt32, _ now: UInt64) -> UInt64 { UInt64(ms(now) &- since) }
+    static func elapsedMs(_ since: UInt32, _ now: UInt64) -> UInt64 {
+        let d = Int32(bitPattern: ms(now) &- since)
+        return d > 0 ? UInt64(d) : 0
+    }
 
     /// The rarely needed state, created on first use.
     var extras: ConnectionExtras {
