@@ -1,0 +1,591 @@
+// FrameSplitter (Protocol/UringServer.Framing.swift) without sockets: a Connection is built directly and
+// byte streams are fed to it split at every position, one byte at a time, and whole. Whatever
+// the split, the frames handed out must be the originals, in order; frames too large, binary
+// frames of length 0 and the early-stop contract behave the same way. `detect` is checked the
+// same way: the verdict for a prefix must not depend on how the prefix arrived.
+
+import Testing
+@testable import UringServer
+
+// MARK: Helpers
+
+/// A FrameEvent copied out of the receive buffer (the pointers are only valid during `emit`).
+private enum Event: Equatable, CustomStringConvertible {
+    case frame([UInt8])
+    case tooLarge
+    case badFrame
+
+    init(_ e: FrameEvent) {
+        switch e {
+        case .frame(let p): self = .frame(Array(p))
+        case .tooLarge: self = .tooLarge
+        case .badFrame: self = .badFrame
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .frame(let b): return "frame(\(String(decoding: b, as: UTF8.self).debugDescription), \(b.count) B)"
+        case .tooLarge: return "tooLarge"
+        case .badFrame: return "badFrame"
+        }
+    }
+}
+
+private func newConnection(_ framing: UringServer.Framing = .undetermined) -> Connection {
+    let c = Connection(fd: -1, slot: 0, peerIP: 0x7f00_0001, now: 0, burst: 10)
+    c.framing = framing
+    return c
+}
+
+/// Feeds `chunks` in order to a connection of `framing`, always continuing (emit returns true).
+/// Stops feeding after a `.tooLarge` (the reactor closes the connection then). Every feed that
+/// ran to the end must return an empty rest.
+private func feedChunks(_ framing: UringServer.Framing, _ chunks: [[UInt8]], maxFrame: Int,
+                        sourceLocation: SourceLocation = #_sourceLocation) -> [Event] {
+    let c = newConnection(framing)
+    var events: [Event] = []
+    for chunk in chunks {
+        if events.last == .tooLarge { break }
+        chunk.withUnsafeBytes { p in
+            let rest = FrameSplitter.feed(c, p, maxFrame: maxFrame) { e in
+                events.append(Event(e))
+                return true
+            }
+            #expect(rest.count == 0, "a feed that was never stopped returned \(rest.count) bytes",
+                    sourceLocation: sourceLocation)
+        }
+    }
+    return events
+}
+
+/// The stream cut in two at `k`.
+private func split(_ s: [UInt8], at k: Int) -> [[UInt8]] { [Array(s[..<k]), Array(s[k...])] }
+
+/// The stream one byte per chunk.
+private func bytewise(_ s: [UInt8]) -> [[UInt8]] { s.map { [$0] } }
+
+/// Checks that `stream` yields `expected` whole, split in two at every position, one byte at a
+/// time, and (when `threeWay`) split in three at every pair of positions.
+private func checkEverySplit(_ framing: UringServer.Framing, _ stream: [UInt8], maxFrame: Int, expected: [Event],
+                             threeWay: Bool = false, sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(feedChunks(framing, [stream], maxFrame: maxFrame) == expected, "whole", sourceLocation: sourceLocation)
+    for k in 0...stream.count {
+        let got = feedChunks(framing, split(stream, at: k), maxFrame: maxFrame)
+        #expect(got == expected, "split at \(k) of \(stream.count)", sourceLocation: sourceLocation)
+        if got != expected { return }   // one failure is enough to read
+    }
+    #expect(feedChunks(framing, bytewise(stream), maxFrame: maxFrame) == expected, "one byte at a time",
+            sourceLocation: sourceLocation)
+    guard threeWay else { return }
+    for i in 0...stream.count {
+        for j in i...stream.count {
+            let chunks = [Array(stream[..<i]), Array(stream[i..<j]), Array(stream[j...])]
+            let got = feedChunks(framing, chunks, maxFrame: maxFrame)
+            #expect(got == expected, "split at \(i) and \(j) of \(stream.count)", sourceLocation: sourceLocation)
+            if got != expected { return }
+        }
+    }
+}
+
+private func utf8(_ s: String) -> [UInt8] { Array(s.utf8) }
+
+/// A binary frame: 4-byte big-endian length, then the body (codec byte + payload).
+private func binaryFrame(_ body: [UInt8]) -> [UInt8] { header(body.count) + body }
+
+private func header(_ n: Int) -> [UInt8] {
+    [UInt8(truncatingIfNeeded: n >> 24), UInt8(truncatingIfNeeded: n >> 16),
+     UInt8(truncatingIfNeeded: n >> 8), UInt8(truncatingIfNeeded: n)]
+}
+
+/// A body of `n` bytes (n ≥ 1): codec byte then a recognizable payload.
+private func body(codec: UInt8, _ n: Int, seed: UInt8) -> [UInt8] {
+    [codec] + (0..<(n - 1)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ Int(seed)) }
+}
+
+// MARK: Feed
+
+@Suite("FrameSplitter")
+struct FrameSplitterTests {
+    // JSON lines: a "\r" before the "\n" is dropped; empty lines and short lines of spaces and
+    // tabs (also with "\r") are skipped; a long line of spaces is handed out (it fails parsing
+    // later); leading spaces are kept; a line over 256 bytes makes the partial buffer grow.
+    static let longValue = String(repeating: "v", count: 300)
+    static let lineStream: [UInt8] = utf8(
+        "{\"a\":1}\n" +
+        "{\"b\":\"two\"}\r\n" +
+        "\n" +
+        "   \t \r\n" +
+        "\r\n" +
+        "{\"long\":\"\(longValue)\"}\n" +
+        "  {\"lead\":\"space\"}\n" +
+        String(repeating: " ", count: 20) + "\n" +
+        "x\n")
+    fileprivate static let lineFrames: [Event] = [
+        .frame(utf8("{\"a\":1}")),
+        .frame(utf8("{\"b\":\"two\"}")),
+        .frame(utf8("{\"long\":\"\(longValue)\"}")),
+        .frame(utf8("  {\"lead\":\"space\"}")),
+        .frame(utf8(String(repeating: " ", count: 20))),
+        .frame(utf8("x")),
+    ]
+
+    @Test("JSON lines: the same frames, in order, whole, split at every byte and one byte at a time")
+    func linesEverySplit() {
+        checkEverySplit(.jsonLines, Self.lineStream, maxFrame: 1024, expected: Self.lineFrames)
+    }
+
+    @Test("JSON lines: a short stream split in three at every pair of positions")
+    func linesThreeWay() {
+        let stream = utf8("{\"a\":1}\r\n \t\n\n{\"bb\":22}\n{}\r\nz\n")
+        checkEverySplit(.jsonLines, stream, maxFrame: 64,
+                        expected: [.frame(utf8("{\"a\":1}")), .frame(utf8("{\"bb\":22}")), .frame(utf8("{}")), .frame(utf8("z"))],
+                        threeWay: true)
+    }
+
+    @Test("JSON lines: an unfinished line is held (and not handed out) until its newline")
+    func linesUnfinished() {
+        let c = newConnection(.jsonLines)
+        var events: [Event] = []
+        func feed(_ s: String) {
+            utf8(s).withUnsafeBytes { p in
+                _ = FrameSplitter.feed(c, p, maxFrame: 64) { events.append(Event($0)); return true }
+            }
+        }
+        feed("{\"a\":1}\n{\"b\"")
+        #expect(events == [.frame(utf8("{\"a\":1}"))])
+        #expect(c.hasPartialInput)
+        feed(":2}\r")
+        #expect(events.count == 1, "no newline yet: \(events)")
+        feed("\n")
+        #expect(events == [.frame(utf8("{\"a\":1}")), .frame(utf8("{\"b\":2}"))])
+        #expect(!c.hasPartialInput, "the partial line is dropped once handed out")
+    }
+
+    @Test("JSON lines: a line longer than max_frame_bytes is tooLarge however it is split; max_frame_bytes itself is fine")
+    func linesTooLarge() {
+        let maxFrame = 40
+        let ok = utf8("{\"k\":\"" + String(repeating: "a", count: maxFrame - 8) + "\"}")   // maxFrame bytes
+        #expect(ok.count == maxFrame)
+        // Exactly max_frame_bytes, with and without "\r".
+        checkEverySplit(.jsonLines, utf8("{}\n") + ok + utf8("\n{}\n"), maxFrame: maxFrame,
+                        expected: [.frame(utf8("{}")), .frame(ok), .frame(utf8("{}"))])
+        checkEverySplit(.jsonLines, utf8("{}\n") + ok + utf8("\r\n{}\n"), maxFrame: maxFrame,
+                        expected: [.frame(utf8("{}")), .frame(ok), .frame(utf8("{}"))])
+        // Two bytes over (one over is tolerated for the "\r"): tooLarge, nothing after it.
+        let big = ok + utf8("bb")
+        checkEverySplit(.jsonLines, utf8("{}\n") + big + utf8("\n{}\n"), maxFrame: maxFrame,
+                        expected: [.frame(utf8("{}")), .tooLarge])
+        // Far over and never finished: tooLarge once the held bytes pass the limit.
+        checkEverySplit(.jsonLines, utf8("{}\n") + [UInt8](repeating: 120, count: 3 * maxFrame), maxFrame: maxFrame,
+                        expected: [.frame(utf8("{}")), .tooLarge])
+        // An unfinished line of up to max_frame_bytes + 1 is still waiting: no event.
+        checkEverySplit(.jsonLines, utf8("{}\n") + [UInt8](repeating: 120, count: maxFrame + 1), maxFrame: maxFrame,
+                        expected: [.frame(utf8("{}"))])
+    }
+
+    @Test("JSON lines: a line of max_frame_bytes + 1 without \"\\r\" gets the same verdict at every split")
+    func linesOneOverConsistent() {
+        let maxFrame = 40
+        let stream = utf8("{}\n") + [UInt8](repeating: 121, count: maxFrame + 1) + utf8("\n{}\n")
+        let whole = feedChunks(.jsonLines, [stream], maxFrame: maxFrame)
+        #expect(whole.first == .frame(utf8("{}")))
+        checkEverySplit(.jsonLines, stream, maxFrame: maxFrame, expected: whole)
+    }
+
+    static let binaryBodies: [[UInt8]] = [
+        body(codec: 0, 1, seed: 0),      // just the codec byte
+        body(codec: 0, 7, seed: 1),
+        body(codec: 1, 3, seed: 2),      // codec bytes are not the splitter's business
+        body(codec: 0, 300, seed: 3),    // over ByteBuffer's first 256 bytes
+        body(codec: 2, 4, seed: 4),
+        body(codec: 0, 10, seed: 5),
+    ]
+
+    @Test("binary frames: the same bodies, in order, whole, split at every byte and one byte at a time")
+    func binaryEverySplit() {
+        let stream = Self.binaryBodies.flatMap(binaryFrame)
+        checkEverySplit(.binary, stream, maxFrame: 1024, expected: Self.binaryBodies.map { .frame($0) })
+    }
+
+    @Test("binary frames: a short stream split in three at every pair of positions")
+    func binaryThreeWay() {
+        let bodies = [body(codec: 0, 1, seed: 9), body(codec: 0, 6, seed: 8), body(codec: 1, 2, seed: 7)]
+        checkEverySplit(.binary, bodies.flatMap(binaryFrame), maxFrame: 16,
+                        expected: bodies.map { .frame($0) }, threeWay: true)
+    }
+
+    @Test("binary frames: a length of 0 is badFrame and the stream goes on, at every split")
+    func binaryLengthZero() {
+        let a = body(codec: 0, 5, seed: 1), b = body(codec: 0, 9, seed: 2)
+        checkEverySplit(.binary, binaryFrame(a) + header(0) + binaryFrame(b) + header(0) + header(0) + binaryFrame(a),
+                        maxFrame: 64, expected: [.frame(a), .badFrame, .frame(b), .badFrame, .badFrame, .frame(a)],
+                        threeWay: true)
+        // First thing on the connection.
+        checkEverySplit(.binary, header(0) + binaryFrame(b), maxFrame: 64, expected: [.badFrame, .frame(b)])
+    }
+
+    @Test("binary frames: a length over max_frame_bytes is tooLarge as soon as the header is in; max_frame_bytes itself is fine")
+    func binaryTooLarge() {
+        let maxFrame = 32
+        let a = body(codec: 0, 5, seed: 1)
+        let full = body(codec: 0, maxFrame, seed: 6)
+        checkEverySplit(.binary, binaryFrame(a) + binaryFrame(full) + binaryFrame(a), maxFrame: maxFrame,
+                        expected: [.frame(a), .frame(full), .frame(a)])
+        // The header alone (no body yet) is enough for the verdict.
+        checkEverySplit(.binary, binaryFrame(a) + header(maxFrame + 1), maxFrame: maxFrame,
+                        expected: [.frame(a), .tooLarge])
+        checkEverySplit(.binary, binaryFrame(a) + header(maxFrame + 1) + body(codec: 0, maxFrame + 1, seed: 2) + binaryFrame(a),
+                        maxFrame: maxFrame, expected: [.frame(a), .tooLarge])
+        // A huge length (top byte set) is not taken for a negative or small number.
+        checkEverySplit(.binary, [0xff, 0xff, 0xff, 0xff] + a, maxFrame: maxFrame, expected: [.tooLarge])
+        checkEverySplit(.binary, [0x80, 0, 0, 1] + a, maxFrame: maxFrame, expected: [.tooLarge])
+    }
+
+    @Test("undetermined and HTTP connections: feed hands out nothing")
+    func feedWithoutFraming() {
+        for framing in [UringServer.Framing.undetermined, .http] {
+            let c = newConnection(framing)
+            var called = false
+            utf8("{\"a\":1}\n").withUnsafeBytes { p in
+                let rest = FrameSplitter.feed(c, p, maxFrame: 64) { _ in called = true; return true }
+                #expect(rest.count == 0)
+            }
+            #expect(!called, "\(framing)")
+            #expect(!c.hasPartialInput)
+        }
+    }
+
+    // MARK: Early stop
+
+    /// Feeds `chunks` with an emit that stops after every event, and re-feeds what `feed`
+    /// returns (as the reactor does with held input) until it is empty. Checks that what comes
+    /// back is a suffix of the chunk just fed.
+    private static func feedStopping(_ framing: UringServer.Framing, _ chunks: [[UInt8]], maxFrame: Int) -> [Event] {
+        let c = newConnection(framing)
+        var events: [Event] = []
+        for chunk in chunks {
+            var pending = chunk
+            var rounds = 0
+            while true {
+                rounds += 1
+                if rounds > chunk.count + 2 { Issue.record("no progress re-feeding \(pending.count) bytes"); return events }
+                let before = events.count
+                let rest: [UInt8] = pending.withUnsafeBytes { p in
+                    Array(FrameSplitter.feed(c, p, maxFrame: maxFrame) { e in events.append(Event(e)); return false })
+                }
+                if rest.isEmpty { break }
+                #expect(events.count == before + 1, "a non-empty rest comes back only after one event that said stop")
+                #expect(pending.count > rest.count && Array(pending.suffix(rest.count)) == rest,
+                        "the rest is a proper suffix of what was fed")
+                pending = rest
+            }
+        }
+        return events
+    }
+
+    @Test("early stop, JSON lines: the rest after the frame comes back, exactly; re-fed it yields the others")
+    func earlyStopLinesExact() {
+        // Whole stream: the rest returned after frame k starts right after that frame's "\n".
+        let s = Self.lineStream
+        var ends: [Int] = []            // offset just after each handed-out line's "\n"
+        var start = 0
+        for (i, b) in s.enumerated() where b == 10 {
+            let line = Array(s[start..<i])
+            let trimmed = line.last == 13 ? Array(line.dropLast()) : line
+            if !(trimmed.count <= 16 && trimmed.allSatisfy { $0 == 32 || $0 == 9 }) { ends.append(i + 1) }
+            start = i + 1
+        }
+        #expect(ends.count == Self.lineFrames.count)
+        let c = newConnection(.jsonLines)
+        var pending = s
+        for (k, expected) in Self.lineFrames.enumerated() {
+            var got: [Event] = []
+            let rest: [UInt8] = pending.withUnsafeBytes { p in
+                Array(FrameSplitter.feed(c, p, maxFrame: 1024) { got.append(Event($0)); return false })
+            }
+            #expect(got == [expected], "frame \(k)")
+            #expect(rest == Array(s[ends[k]...]), "rest after frame \(k)")
+            pending = rest
+        }
+        #expect(pending.isEmpty)
+        #expect(!c.hasPartialInput)
+    }
+
+    @Test("early stop, binary: the rest after the frame (or after a length-0 header) comes back, exactly")
+    func earlyStopBinaryExact() {
+        let a = body(codec: 0, 3, seed: 1), b = body(codec: 1, 5, seed: 2)
+        let s = binaryFrame(a) + header(0) + binaryFrame(b)
+        let c = newConnection(.binary)
+        var got: [Event] = []
+        let stop = { (e: FrameEvent) -> Bool in got.append(Event(e)); return false }
+        let r1: [UInt8] = s.withUnsafeBytes { Array(FrameSplitter.feed(c, $0, maxFrame: 64, stop)) }
+        #expect(got == [.frame(a)])
+        #expect(r1 == Array(s[(4 + a.count)...]))
+        let r2: [UInt8] = r1.withUnsafeBytes { Array(FrameSplitter.feed(c, $0, maxFrame: 64, stop)) }
+        #expect(got == [.frame(a), .badFrame])
+        #expect(r2 == binaryFrame(b))
+        let r3: [UInt8] = r2.withUnsafeBytes { Array(FrameSplitter.feed(c, $0, maxFrame: 64, stop)) }
+        #expect(got == [.frame(a), .badFrame, .frame(b)])
+        #expect(r3.isEmpty)
+        #expect(!c.hasPartialInput)
+    }
+
+    @Test("early stop, any split: stopping after every event and re-feeding the rest yields the same events")
+    func earlyStopEverySplit() {
+        let lines = Self.lineStream
+        let bodies = Self.binaryBodies
+        let a = body(codec: 0, 5, seed: 1)
+        let binary = bodies.flatMap(binaryFrame) + header(0) + binaryFrame(a)
+        let binaryEvents = bodies.map { Event.frame($0) } + [.badFrame, .frame(a)]
+        for k in 0...lines.count {
+            let got = Self.feedStopping(.jsonLines, split(lines, at: k), maxFrame: 1024)
+            #expect(got == Self.lineFrames, "lines split at \(k)")
+            if got != Self.lineFrames { break }
+        }
+        #expect(Self.feedStopping(.jsonLines, bytewise(lines), maxFrame: 1024) == Self.lineFrames)
+        for k in 0...binary.count {
+            let got = Self.feedStopping(.binary, split(binary, at: k), maxFrame: 1024)
+            #expect(got == binaryEvents, "binary split at \(k)")
+            if got != binaryEvents { break }
+        }
+        #expect(Self.feedStopping(.binary, bytewise(binary), maxFrame: 1024) == binaryEvents)
+    }
+
+    @Test("a frame too large ends the feed with nothing returned, even when emit says stop")
+    func tooLargeReturnsNothing() {
+        for (framing, stream) in [(UringServer.Framing.jsonLines, utf8(String(repeating: "x", count: 100) + "\n{}\n")),
+                                  (.binary, header(100) + [UInt8](repeating: 0, count: 100) + binaryFrame([0]))] {
+            let c = newConnection(framing)
+            var got: [Event] = []
+            let rest: [UInt8] = stream.withUnsafeBytes { p in
+                Array(FrameSplitter.feed(c, p, maxFrame: 32) { got.append(Event($0)); return false })
+            }
+            #expect(got == [.tooLarge], "\(framing)")
+            #expect(rest.isEmpty, "\(framing)")
+        }
+    }
+}
+
+// MARK: Detect
+
+/// What the reactor does with the first chunks of a connection: `detect` while undetermined,
+/// skip what it consumed, then feed the rest (JSON lines, binary) or stop (HTTP: the bytes are
+/// in `input`). Returns nil when `detect` says not ok, with the chunk index where it did.
+private struct Driven {
+    var rejectedAtChunk: Int?
+    var framing: UringServer.Framing
+    var events: [Event]
+    var input: [UInt8]
+}
+
+private func drive(_ chunks: [[UInt8]], maxFrame: Int = 1024) -> Driven {
+    let c = newConnection()
+    var events: [Event] = []
+    for (n, chunk) in chunks.enumerated() {
+        var rejected = false
+        chunk.withUnsafeBytes { p in
+            var rest = p
+            if c.framing == .undetermined {
+                let (ok, used) = FrameSplitter.detect(c, rest)
+                if !ok { rejected = true; return }
+                #expect(used >= 0 && used <= rest.count)
+                rest = UnsafeRawBufferPointer(rebasing: rest[used...])
+                if c.framing == .undetermined { return }
+            }
+            if c.framing == .http {
+                if rest.count > 0 { c.extras.input.append(rest) }   // handleHTTP
+                return
+            }
+            _ = FrameSplitter.feed(c, rest, maxFrame: maxFrame) { events.append(Event($0)); return true }
+        }
+        if rejected {
+            return Driven(rejectedAtChunk: n, framing: c.framing, events: events, input: [])
+        }
+    }
+    return Driven(rejectedAtChunk: nil, framing: c.framing, events: events,
+                  input: c.extrasIfPresent.map { Array($0.input.readable) } ?? [])
+}
+
+/// One detect call on a fresh connection.
+private func detectOnce(_ bytes: [UInt8]) -> (ok: Bool, consumed: Int, framing: UringServer.Framing, sniffing: Bool) {
+    let c = newConnection()
+    let (ok, used) = bytes.withUnsafeBytes { FrameSplitter.detect(c, $0) }
+    return (ok, used, c.framing, c.isSniffingRequestLine)
+}
+
+@Suite("FrameSplitter.detect")
+struct FrameDetectTests {
+    @Test("'{' is JSON lines and '\\0' binary; leading whitespace is skipped; the first frame byte is not consumed")
+    func braceAndZero() {
+        for (prefix, n) in [("", 0), (" ", 1), ("\r\n", 2), ("\t \n\r ", 5)] {
+            let j = detectOnce(utf8(prefix + "{\"a\":1}\n"))
+            #expect(j.ok && j.framing == .jsonLines && j.consumed == n && !j.sniffing, "\(prefix.debugDescription)")
+            let b = detectOnce(utf8(prefix) + [0, 0, 0, 1, 0])
+            #expect(b.ok && b.framing == .binary && b.consumed == n && !b.sniffing, "\(prefix.debugDescription)")
+        }
+    }
+
+    @Test("whitespace only: ok, still undetermined, nothing held")
+    func whitespaceOnly() {
+        for s in [" ", "\r\n", "\n\n\t  \r"] {
+            let c = newConnection()
+            let (ok, used) = utf8(s).withUnsafeBytes { FrameSplitter.detect(c, $0) }
+            #expect(ok && used == s.utf8.count && c.framing == .undetermined, "\(s.debugDescription)")
+            #expect(!c.hasPartialInput && !c.isSniffingRequestLine)
+        }
+        let empty = detectOnce([])
+        #expect(empty.ok && empty.consumed == 0 && empty.framing == .undetermined)
+    }
+
+    @Test("a first byte that is not whitespace, '{', 0 or a letter is not ok")
+    func otherFirstBytes() {
+        for first: UInt8 in [UInt8(ascii: "["), UInt8(ascii: "\""), UInt8(ascii: "1"), UInt8(ascii: "/"),
+                             UInt8(ascii: "}"), 1, 0x16, 0x7f, 0xc3, 0xff] {
+            let r = detectOnce([first, UInt8(ascii: "{")])
+            #expect(!r.ok, "first byte \(first)")
+            #expect(r.framing == .undetermined)
+            let w = detectOnce(utf8("  ") + [first])
+            #expect(!w.ok, "first byte \(first) after spaces")
+        }
+    }
+
+    @Test("a known method decides HTTP as soon as the byte after it (SP, CR or LF) is in")
+    func knownMethods() {
+        for m in RequestLine.knownMethods.sorted() {
+            for sep in [" ", "\r", "\n"] {
+                let r = detectOnce(utf8(m + sep))
+                #expect(r.ok && r.framing == .http, "\(m)\(sep.debugDescription)")
+                #expect(r.consumed == m.utf8.count + 1)
+            }
+            // The method alone may still grow into another token.
+            let partial = detectOnce(utf8(m))
+            #expect(partial.ok && partial.framing == .undetermined && partial.sniffing, "\(m) alone")
+        }
+        // Even when the rest is malformed (the HTTP parser answers 400): the client means HTTP.
+        #expect(detectOnce(utf8("GET garbage\n")).framing == .http)
+        // Case-sensitive: "get " is not decided at once.
+        let lower = detectOnce(utf8("get "))
+        #expect(lower.ok && lower.framing == .undetermined && lower.sniffing)
+    }
+
+    /// For every prefix of `line`, fed one byte at a time and split in two at every byte, the
+    /// connection is undecided (ok, sniffing) before `decidedAt` bytes and decided (http, or
+    /// not ok when `http` is false) from `decidedAt` on.
+    private func checkDecidedAt(_ line: [UInt8], _ decidedAt: Int, http: Bool,
+                                sourceLocation: SourceLocation = #_sourceLocation) {
+        // Byte at a time on one connection.
+        let c = newConnection()
+        for i in 0..<line.count {
+            let (ok, used) = [line[i]].withUnsafeBytes { FrameSplitter.detect(c, $0) }
+            if i + 1 < decidedAt {
+                #expect(ok && used == 1 && c.framing == .undetermined && c.isSniffingRequestLine,
+                        "byte \(i) of \(String(decoding: line, as: UTF8.self).debugDescription): still undecided",
+                        sourceLocation: sourceLocation)
+            } else {
+                if http {
+                    #expect(ok && c.framing == .http, "byte \(i): HTTP", sourceLocation: sourceLocation)
+                    #expect(Array(c.extras.input.readable) == Array(line[...i]), "input holds the line so far",
+                            sourceLocation: sourceLocation)
+                } else {
+                    #expect(!ok, "byte \(i): not ok", sourceLocation: sourceLocation)
+                }
+                break
+            }
+        }
+        // Two chunks at every split.
+        for k in 0...line.count {
+            let d = drive(split(line, at: k))
+            if line.count < decidedAt {
+                #expect(d.rejectedAtChunk == nil && d.framing == .undetermined, sourceLocation: sourceLocation)
+            } else if http {
+                #expect(d.rejectedAtChunk == nil && d.framing == .http && d.input == line, "split at \(k)",
+                        sourceLocation: sourceLocation)
+            } else {
+                #expect(d.rejectedAtChunk == (k >= decidedAt ? 0 : 1), "split at \(k)", sourceLocation: sourceLocation)
+            }
+        }
+    }
+
+    @Test("known methods: HTTP at the byte after the method, at every split, and input keeps every byte")
+    func knownMethodEverySplit() {
+        let req = utf8("GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+        checkDecidedAt(req, 4, http: true)
+        checkDecidedAt(utf8("OPTIONS * HTTP/1.1\r\n"), 8, http: true)
+        checkDecidedAt(utf8("DELETE\r\n"), 7, http: true)
+    }
+
+    @Test("other tokens: HTTP only once the whole request line (SP target SP HTTP/d.d [CR] LF) is in")
+    func unknownTokenEverySplit() {
+        for line in ["FOO /x HTTP/1.1\r\n", "get / HTTP/1.0\n", "M-SEARCH * HTTP/1.1\r\n",
+                     "GETS /a?b=c HTTP/2.0\n", "x http://h/p HTTP/9.9\r\n", "BREW /pot\u{e9} HTTP/1.1\n"] {
+            let b = utf8(line)
+            checkDecidedAt(b, b.count, http: true)
+        }
+    }
+
+    @Test("lines that cannot be request lines are not ok at the byte that rules them out, at every split")
+    func notRequestLines() {
+        // (line, number of bytes after which it is no longer a possible request line)
+        let cases: [(String, Int)] = [
+            ("hello world\n", 12),             // LF where " HTTP/" should be
+            ("hello{", 6),                      // not a tchar, not SP
+            ("GETS/ HTTP/1.1\n", 5),            // token then "/" instead of SP
+            ("FOO  / HTTP/1.1\n", 5),           // empty target
+            ("FOO / HTTX/1.1\n", 10),
+            ("FOO / HTTP/x.1\n", 12),
+            ("FOO / HTTP/1.1 \n", 15),          // SP after the version
+            ("FOO / HTTP/1.1\r\r", 16),
+            ("FOO /\u{7f} HTTP/1.1\n", 6),      // DEL in the target
+            ("FOO\t/ HTTP/1.1\n", 4),
+            ("foo\r\n", 4),                     // a bare unknown token line
+            ("quit\n", 5),
+        ]
+        for (line, at) in cases {
+            checkDecidedAt(utf8(line), at, http: false)
+        }
+    }
+
+    @Test("a request line still unfinished past 8 KiB is HTTP (the parser answers 431)")
+    func longRequestLine() {
+        let token = [UInt8](repeating: UInt8(ascii: "A"), count: HTTPRequest.maxHeaderBytes)
+        let atLimit = detectOnce(token)
+        #expect(atLimit.ok && atLimit.framing == .undetermined && atLimit.sniffing)
+        let over = detectOnce(token + [UInt8(ascii: "A")])
+        #expect(over.ok && over.framing == .http)
+        let target = utf8("FOO /") + [UInt8](repeating: UInt8(ascii: "a"), count: HTTPRequest.maxHeaderBytes)
+        #expect(detectOnce(target).framing == .http)
+        #expect(detectOnce(Array(target.prefix(HTTPRequest.maxHeaderBytes))).framing == .undetermined)
+    }
+
+    @Test("leading whitespace then JSON lines or binary frames, split at every byte: detect + feed gives the frames")
+    func detectThenFeedEverySplit() {
+        let lines = utf8("\r\n  \n{\"a\":1}\r\n\n{\"b\":2}\n")
+        let lineEvents: [Event] = [.frame(utf8("{\"a\":1}")), .frame(utf8("{\"b\":2}"))]
+        let a = body(codec: 0, 6, seed: 1), b = body(codec: 0, 2, seed: 2)
+        let binary = utf8(" \n") + binaryFrame(a) + binaryFrame(b)
+        for (stream, framing, expected) in [(lines, UringServer.Framing.jsonLines, lineEvents), (binary, .binary, [Event.frame(a), .frame(b)])] {
+            for k in 0...stream.count {
+                let d = drive(split(stream, at: k))
+                #expect(d.rejectedAtChunk == nil && d.framing == framing && d.events == expected, "split at \(k)")
+            }
+            let d = drive(bytewise(stream))
+            #expect(d.rejectedAtChunk == nil && d.framing == framing && d.events == expected, "one byte at a time")
+        }
+    }
+
+    @Test("leading whitespace then an HTTP request, split at every byte: input holds the request from its first letter, and it parses")
+    func detectHTTPEverySplit() {
+        let request = utf8("POST /admin/kick?user=bob HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t0k\r\n\r\n")
+        let stream = utf8("\r\n ") + request
+        var chunkings = (0...stream.count).map { split(stream, at: $0) }
+        chunkings.append(bytewise(stream))
+        for (n, chunks) in chunkings.enumerated() {
+            let d = drive(chunks)
+            #expect(d.rejectedAtChunk == nil && d.framing == .http && d.input == request, "chunking \(n)")
+            let parsed = d.input.withUnsafeBytes { HTTPRequest.parse($0) }
+            guard case .request(let r) = parsed else { Issue.record("chunking \(n): \(parsed)"); continue }
+            #expect(r.method == "POST" && r.path == "/admin/kick" && r.authorization == "Bearer t0k")
+        }
+    }
+}
