@@ -17,7 +17,10 @@ struct HTTPRequest {
 
     static func parse(_ b: UnsafeRawBufferPointer) -> ParseResult {
         guard let end = headerEnd(b) else {
-            if b.count > maxHeaderBytes {
+            // Judged by where the head could still end: the bytes at the tail that may begin
+            // the blank line do not count, so the verdict is the same however the head is split
+            // across receives (the whole head is judged by `end` below).
+            if b.count - terminatorStart(b) > maxHeaderBytes {
                 return .error(status: 431, reason: "Request Header Fields Too Large", message: "request header over 8 KiB")
             }
             return .incomplete
@@ -101,6 +104,17 @@ struct HTTPRequest {
             return rest[cut] == "/" ? String(rest[cut...]) : "/" + rest[cut...]
         }
         return nil
+    }
+
+    /// How many bytes at the end of `b` could be the start of the head's terminator
+    /// ("\r\n\r\n" or "\n\n"): 0 to 3.
+    private static func terminatorStart(_ b: UnsafeRawBufferPointer) -> Int {
+        let n = b.count
+        func ends(_ tail: [UInt8]) -> Bool { n >= tail.count && b[(n - tail.count)...].elementsEqual(tail) }
+        if ends([13, 10, 13]) { return 3 }
+        if ends([13, 10]) { return 2 }
+        if ends([13]) || ends([10]) { return 1 }
+        return 0
     }
 
     private static func headerEnd(_ b: UnsafeRawBufferPointer) -> Int? {
