@@ -1,7 +1,7 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// The server targets (CURing, Optimizers, UringServer, tcpserver) do not import Foundation:
+// The server targets (CLinux, Primitives, UringServer, tcpserver) do not import Foundation:
 // `make check-no-foundation` and a test enforce it. Tests may use Foundation.
 // Release builds of the server targets skip dynamic exclusivity checks: the reactor mutates
 // buffers stored in class instances on every message, and the runtime checks were ~10 % of
@@ -17,8 +17,8 @@ let package = Package(
         .executable(name: "tcpserver-cli", targets: ["tcpserver-cli"]),
         .library(name: "UringServer", targets: ["UringServer"]),
         // For the Benchmarks/ package.
-        .library(name: "Optimizers", targets: ["Optimizers"]),
-        .library(name: "CURing", targets: ["CURing"]),
+        .library(name: "Primitives", targets: ["Primitives"]),
+        .library(name: "CLinux", targets: ["CLinux"]),
     ],
     dependencies: [
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
@@ -30,19 +30,19 @@ let package = Package(
         // Thin C shim over liburing: only what Swift cannot import cleanly (buffer-ring set-up,
         // probing, packed user_data). liburing's static inline helpers are imported directly.
         .target(
-            name: "CURing",
+            name: "CLinux",
             linkerSettings: [.linkedLibrary("uring")]
         ),
         .target(name: "CCompression", linkerSettings: [.linkedLibrary("lz4"), .linkedLibrary("zstd")]),
-        // Thin wrappers over libnuma + sched_setaffinity for the Optimizers buffer pool.
+        // Thin wrappers over libnuma + sched_setaffinity for the Primitives buffer pool.
         .target(name: "CNuma", linkerSettings: [.linkedLibrary("numa")]),
-        .target(name: "Optimizers", dependencies: ["CCompression", "CNuma"]),
+        .target(name: "Primitives", dependencies: ["CCompression", "CNuma"]),
         // Thin C shim over hiredis' RESP reader for the cluster link (Redis pub/sub).
         .target(name: "CHiredis", linkerSettings: [.linkedLibrary("hiredis")]),
         .target(
             name: "UringServer",
             dependencies: [
-                "CURing", "CHiredis", "Optimizers",
+                "CLinux", "CHiredis", "Primitives",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -56,8 +56,8 @@ let package = Package(
         // Socket/clock/proc helpers shared by the two load tools.
         .target(name: "LoadClient"),
         // The load tool: drives tcpserver, redis-server or nats-server over real sockets.
-        .executableTarget(name: "tcpserver-bench", dependencies: ["CURing", "LoadClient", "Optimizers", .product(name: "Histogram", package: "hdrhistogram-swift")]),
-        .testTarget(name: "OptimizersTests", dependencies: ["Optimizers"]),
-        .testTarget(name: "UringServerTests", dependencies: ["UringServer", "Optimizers"]),
+        .executableTarget(name: "tcpserver-bench", dependencies: ["CLinux", "LoadClient", "Primitives", .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"]),
+        .testTarget(name: "UringServerTests", dependencies: ["UringServer", "Primitives"]),
     ]
 )

@@ -13,13 +13,13 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/package-benchmark", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
-        // The io_uring/epoll workloads. CURing and package-benchmark cannot be imported in the
+        // The io_uring/epoll workloads. CLinux and package-benchmark cannot be imported in the
         // same Swift module (swift-system's <linux/io_uring.h> and liburing's copy of it
-        // clash in clang), so CURing is used only here, behind an `internal import`.
+        // clash in clang), so CLinux is used only here, behind an `internal import`.
         .target(
             name: "UringBenchSupport",
-            dependencies: [.product(name: "CURing", package: "tcpserver")],
-            // Resilient, so clients do not load the internally imported CURing module.
+            dependencies: [.product(name: "CLinux", package: "tcpserver")],
+            // Resilient, so clients do not load the internally imported CLinux module.
             swiftSettings: [.unsafeFlags(["-enable-library-evolution"])]
         ),
         .executableTarget(
@@ -33,12 +33,12 @@ let package = Package(
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
         ),
         .executableTarget(
-            name: "OptimizerBenchmarks",
+            name: "PrimitiveBenchmarks",
             dependencies: [
                 .product(name: "Benchmark", package: "package-benchmark"),
-                .product(name: "Optimizers", package: "tcpserver"),
+                .product(name: "Primitives", package: "tcpserver"),
             ],
-            path: "Benchmarks/OptimizerBenchmarks",
+            path: "Benchmarks/PrimitiveBenchmarks",
             swiftSettings: [.swiftLanguageMode(.v5)],
             plugins: [.plugin(name: "BenchmarkPlugin", package: "package-benchmark")]
         ),
@@ -58,7 +58,7 @@ let package = Package(
             name: "CompressionBenchmarks",
             dependencies: [
                 .product(name: "Benchmark", package: "package-benchmark"),
-                .product(name: "Optimizers", package: "tcpserver"),
+                .product(name: "Primitives", package: "tcpserver"),
             ],
             path: "Benchmarks/CompressionBenchmarks",
             swiftSettings: [.swiftLanguageMode(.v5)],

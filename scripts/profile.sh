@@ -161,7 +161,7 @@ out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-f
 def color(name):
     h = zlib.crc32(name.encode()) & 0xffff
     if name.endswith("_[k]") or "[kernel" in name: return f"rgb({200 + h % 55},{120 + h % 60},{60})"
-    if "UringServer" in name or "Reactor" in name or "Optimizers" in name: return f"rgb({80 + h % 60},{160 + h % 60},{80 + h % 40})"
+    if "UringServer" in name or "Reactor" in name or "Primitives" in name: return f"rgb({80 + h % 60},{160 + h % 60},{80 + h % 40})"
     return f"rgb({220 + h % 35},{100 + h % 100},{40 + h % 50})"
 def draw(node, x, level):
     w = node["v"] / total * (W - 20)

@@ -1,6 +1,6 @@
 import Glibc
 import LoadClient
-import Optimizers
+import Primitives
 
 // tcpserver's binary frames, as a subscriber that asked for compression receives them:
 // `[u32 BE N][u8 codec][N-1 bytes payload]`; codec 0 raw JSON, 1 LZ4 `[u32 BE size][block]`,

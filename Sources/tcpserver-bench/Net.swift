@@ -1,4 +1,4 @@
-import CURing
+import CLinux
 import Glibc
 import LoadClient
 
@@ -15,7 +15,7 @@ func die(_ msg: String) -> Never {
 
 func connectTCP(_ host: String, _ port: Int) -> Int32 {
     let fd = tryConnectTCP(host, port)
-    if fd < 0 { die("connect \(host):\(port) failed: errno \(curing_errno())") }
+    if fd < 0 { die("connect \(host):\(port) failed: errno \(clinux_errno())") }
     return fd
 }
 
@@ -25,7 +25,7 @@ func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) {
     while off < bytes.count {
         let n = send(fd, bytes.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL))
         if n > 0 { off += n; continue }
-        let e = curing_errno()
+        let e = clinux_errno()
         if e == EINTR { continue }
         if e == EAGAIN {
             var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
@@ -107,7 +107,7 @@ func epollWait(_ ep: Int32, _ events: inout [epoll_event], timeoutNs: UInt64) ->
     if let f = epollPwait2 {
         var ts = timespec(tv_sec: Int(timeoutNs / 1_000_000_000), tv_nsec: Int(timeoutNs % 1_000_000_000))
         let r = events.withUnsafeMutableBufferPointer { f(ep, $0.baseAddress, Int32($0.count), &ts, nil) }
-        if r >= 0 || curing_errno() != ENOSYS { return r }
+        if r >= 0 || clinux_errno() != ENOSYS { return r }
     }
     let ms = Int32(min(UInt64(Int32.max), (timeoutNs + 999_999) / 1_000_000))
     return epoll_wait(ep, &events, Int32(events.count), ms)
@@ -123,7 +123,7 @@ func addToEpoll(_ ep: Int32, _ fd: Int32) {
 func sleepSeconds(_ s: Double) {
     var ts = timespec(tv_sec: Int(s), tv_nsec: Int((s - Double(Int(s))) * 1e9))
     var rest = timespec()
-    while nanosleep(&ts, &rest) != 0 && curing_errno() == EINTR { ts = rest }
+    while nanosleep(&ts, &rest) != 0 && clinux_errno() == EINTR { ts = rest }
 }
 
 /// CPU seconds (user + system) this process has used: the load tool shares the machine's CPUs

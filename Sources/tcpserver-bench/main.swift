@@ -1,8 +1,8 @@
-import CURing
+import CLinux
 import Glibc
 import LoadClient
 import Histogram
-import Optimizers
+import Primitives
 
 // tcpserver-bench: drives a pub/sub server over real sockets and measures it.
 //   fanout: N subscribers in one room, M publishers, payload S bytes. Either a closed window (at
@@ -333,7 +333,7 @@ func runFanout(_ o: Options) {
                 while true {
                     let r = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
                     if r <= 0 {
-                        let e = r < 0 ? curing_errno() : 0
+                        let e = r < 0 ? clinux_errno() : 0
                         if r < 0 && (e == EAGAIN || e == EINTR) { break }
                         // Closed by the server (NATS cuts slow consumers, Redis past its
                         // output-buffer limit): count it, keep going; the missing deliveries
@@ -588,7 +588,7 @@ func runHold(_ o: Options) {
                     unsolicited += r
                     if r < buf.count { break } else { continue }
                 }
-                if r < 0 && (curing_errno() == EAGAIN || curing_errno() == EINTR) { break }
+                if r < 0 && (clinux_errno() == EAGAIN || clinux_errno() == EINTR) { break }
                 epoll_ctl(ep, EPOLL_CTL_DEL, fd, nil)
                 closed += 1
                 break

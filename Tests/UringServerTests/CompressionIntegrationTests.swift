@@ -1,5 +1,5 @@
 import Foundation
-import Optimizers
+import Primitives
 import Testing
 import UringServer
 

@@ -1,6 +1,6 @@
 import Testing
 import UringServer
-import Optimizers
+import Primitives
 
 // MARK: Helpers
 

@@ -10,7 +10,7 @@
 // package-benchmark runs every benchmark in a process of its own, which would repeat it 18 times).
 import Benchmark
 import Glibc
-import Optimizers
+import Primitives
 
 // MARK: - data (deterministic)
 
@@ -30,7 +30,7 @@ private let smallJSON: [UInt8] = Array(
     #"{"type":"chat","room":"lobby","from":"alice","text":"is the deploy still on for 3pm?","ts":1732500000000}"#.utf8)
 
 /// English-like text: words drawn from a 30-word vocabulary (the same generator as
-/// Tests/OptimizersTests/CompressionTests.swift, so the numbers compare with
+/// Tests/PrimitivesTests/CompressionTests.swift, so the numbers compare with
 /// docs/compression-notes.md).
 private func englishText(_ count: Int, seed: UInt64 = 42) -> [UInt8] {
     let words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "server",

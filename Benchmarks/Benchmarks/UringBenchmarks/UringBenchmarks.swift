@@ -25,7 +25,7 @@ final class Lazy<T: AnyObject> {
 let benchmarks: @Sendable () -> Void = {
     // Every loop here is allocation-free once set up: each benchmark has a committed
     // mallocCountTotal threshold of 0 (Thresholds/), checked with zero tolerance.
-    // Names have no spaces or slashes (threshold file names, see OptimizerBenchmarks).
+    // Names have no spaces or slashes (threshold file names, see PrimitiveBenchmarks).
     Benchmark.defaultConfiguration = .init(
         metrics: [.wallClock, .throughput, .mallocCountTotal],
         warmupIterations: 3,

@@ -1,16 +1,16 @@
 // The io_uring and epoll workloads behind UringBenchmarks.
 //
-// A separate module because CURing cannot be imported next to package-benchmark: Benchmark
+// A separate module because CLinux cannot be imported next to package-benchmark: Benchmark
 // depends on swift-system, whose CSystem clang module includes the kernel's <linux/io_uring.h>,
 // while liburing 2.3 ships its own copy of that header with different anonymous unions, and
-// clang refuses the two definitions of `struct io_uring_sqe` in one compilation. Here CURing is
+// clang refuses the two definitions of `struct io_uring_sqe` in one compilation. Here CLinux is
 // an `internal import` in a module built with library evolution (so clients never load it),
 // the public API only uses Swift types, and each call runs a whole loop (`iterations` times)
 // so the cross-module call is not what gets measured.
 //
-// Rings are created on the thread that calls `make…`: curing_queue_init asks for
+// Rings are created on the thread that calls `make…`: clinux_queue_init asks for
 // IORING_SETUP_SINGLE_ISSUER, so the creating thread must be the one that submits.
-internal import CURing
+internal import CLinux
 import Glibc
 
 final class Ring {
@@ -20,8 +20,8 @@ final class Ring {
 
     init(entries: UInt32) {
         var f: UInt32 = 0
-        let rc = curing_queue_init(&ring, entries, &f)
-        precondition(rc == 0, "curing_queue_init: \(rc)")
+        let rc = clinux_queue_init(&ring, entries, &f)
+        precondition(rc == 0, "clinux_queue_init: \(rc)")
         flags = f
         cqes = .allocate(capacity: Int(entries) * 2)
     }
@@ -177,8 +177,8 @@ public final class UringMultishotEcho: RoundTripper {
         (a, b) = tcpPair(nonBlocking: false)
         out.initializeMemory(as: UInt8.self, repeating: 0x62, count: 4096)
         var err: Int32 = 0
-        guard let br = curing_buf_ring_setup(&ring.ring, UInt32(Self.bufCount), Self.group, &err) else {
-            fatalError("curing_buf_ring_setup: \(err)")
+        guard let br = clinux_buf_ring_setup(&ring.ring, UInt32(Self.bufCount), Self.group, &err) else {
+            fatalError("clinux_buf_ring_setup: \(err)")
         }
         self.br = br
         mask = io_uring_buf_ring_mask(UInt32(Self.bufCount))
@@ -192,13 +192,13 @@ public final class UringMultishotEcho: RoundTripper {
 
     deinit {
         close(a); close(b)
-        curing_buf_ring_free(&ring.ring, br, UInt32(Self.bufCount), Self.group)
+        clinux_buf_ring_free(&ring.ring, br, UInt32(Self.bufCount), Self.group)
         out.deallocate(); bufs.deallocate()
     }
 
     func arm(_ fd: Int32, tag: UInt64) {
         let s = ring.sqe()
-        curing_prep_recv_multishot_select(s, fd, Self.group)
+        clinux_prep_recv_multishot_select(s, fd, Self.group)
         io_uring_sqe_set_data64(s, tag)
     }
 
@@ -291,15 +291,15 @@ public final class BufRingRecycler {
 
     public init() {
         var err: Int32 = 0
-        guard let br = curing_buf_ring_setup(&ring.ring, UInt32(entries), Self.group, &err) else {
-            fatalError("curing_buf_ring_setup: \(err)")
+        guard let br = clinux_buf_ring_setup(&ring.ring, UInt32(entries), Self.group, &err) else {
+            fatalError("clinux_buf_ring_setup: \(err)")
         }
         self.br = br
         mask = io_uring_buf_ring_mask(UInt32(entries))
     }
 
     deinit {
-        curing_buf_ring_free(&ring.ring, br, UInt32(entries), Self.group)
+        clinux_buf_ring_free(&ring.ring, br, UInt32(entries), Self.group)
         bufs.deallocate()
     }
 

@@ -19,7 +19,7 @@
 //     each message parses with JSONReader and has a string "type"; after every connection is
 //     gone, no connection is left open.
 
-import Optimizers
+import Primitives
 import UringServer
 
 // One harness for the whole run: a ProtocolHarness is never freed (ServerShared.reactors and

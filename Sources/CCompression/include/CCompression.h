@@ -1,4 +1,4 @@
-// CCompression: the thin C layer over liblz4 and libzstd for Optimizers/Compression.swift.
+// CCompression: the thin C layer over liblz4 and libzstd for Primitives/Compression.swift.
 // Swift calls the libraries' functions directly; this header adds only what Swift cannot
 // import cleanly: the ZSTD_CONTENTSIZE_* sentinels (macros with arithmetic).
 //

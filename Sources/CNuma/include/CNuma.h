@@ -1,4 +1,4 @@
-// CNuma: thin wrappers over libnuma (and sched_setaffinity) for the Optimizers buffer pool.
+// CNuma: thin wrappers over libnuma (and sched_setaffinity) for the Primitives buffer pool.
 // Kept as plain functions so Swift never has to deal with libnuma's bitmask structs or the
 // glibc CPU_SET macros, which Swift cannot import.
 #ifndef CNUMA_H

@@ -1,5 +1,5 @@
 import Glibc
-import Optimizers
+import Primitives
 
 /// Cluster mode (`cluster=redis`): ties this node's rooms to the other nodes through the Redis
 /// link. Reactors call it without blocking (every call only queues for the link thread); room

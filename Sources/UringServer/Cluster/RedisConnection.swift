@@ -1,5 +1,5 @@
 import CHiredis
-import CURing
+import CLinux
 import Glibc
 
 /// A resolved socket address for the Redis server.

@@ -1,4 +1,4 @@
-import CURing
+import CLinux
 import Glibc
 import Synchronization
 

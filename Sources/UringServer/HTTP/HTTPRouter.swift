@@ -1,4 +1,4 @@
-import Optimizers
+import Primitives
 
 /// The HTTP routes on the server's own port (HTTP is told apart from the chat protocol by its
 /// first line, `RequestLine`). One request per connection; the response closes it; a head not

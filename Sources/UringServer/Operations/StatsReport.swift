@@ -1,4 +1,4 @@
-import Optimizers
+import Primitives
 
 /// Renders GET /stats: the merged per-reactor snapshots (at most a second old), the monitor's
 /// state and the feature flags, as one JSON object.

@@ -1,4 +1,4 @@
-import Optimizers
+import Primitives
 
 /// Rooms: join_room, leave_room, send_chat, and presence. The fan-out itself (local members,
 /// hand-off to other reactors) is the reactor's `broadcast`; this plugin owns the semantics.

@@ -1,4 +1,4 @@
-import Optimizers
+import Primitives
 
 /// The fallback at the end of the chain: session start (`hello`) and `ping`.
 final class CoreHandler: MessageProcessor {

@@ -1,4 +1,4 @@
-import Optimizers
+import Primitives
 
 /// A link in the plugin chain. Processors are asked in registration order; the first whose
 /// `canHandle` says yes gets the message; the core handler (hello, ping) is the fallback and

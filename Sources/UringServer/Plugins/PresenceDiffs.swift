@@ -1,4 +1,4 @@
-import Optimizers
+import Primitives
 
 /// Presence for rooms past `presence_max_members`: joins and leaves are gathered per room and
 /// sent as one `presence` diff every `presence_interval_ms` (docs/protocol.md, "Presence").

@@ -1,4 +1,4 @@
-import Optimizers
+import Primitives
 
 /// The example plugin from docs/architecture.md: `{"type":"whoami"}` answers with the
 /// connection's user, session and rooms. Not registered by default; register it with

@@ -1,4 +1,4 @@
-import Optimizers
+import Primitives
 
 /// What the splitter found in a connection's byte stream.
 enum FrameEvent {

@@ -1,4 +1,4 @@
-import Optimizers
+import Primitives
 
 // A validating, non-allocating reader for one JSON object per line (the client→server
 // protocol, e.g. `{"type":"send_chat","room":"lobby","text":"hi","id":7}`).

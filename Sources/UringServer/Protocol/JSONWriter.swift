@@ -1,4 +1,4 @@
-import Optimizers
+import Primitives
 
 // JSON string output straight into a connection's ByteBuffer, without intermediate Strings.
 

@@ -2,7 +2,7 @@
 // ProtocolHarness / JSONReader. Each test names the minimized input it came from.
 
 import Glibc
-import Optimizers
+import Primitives
 import Testing
 import UringServer
 

@@ -1,4 +1,4 @@
-import Optimizers
+import Primitives
 import Testing
 
 /// `PooledByteBuffer`: the output queue every connection uses. Contents survive growth across

@@ -1,4 +1,4 @@
-import CURing
+import CLinux
 import Glibc
 import Synchronization
 
@@ -122,7 +122,7 @@ public final class Server: @unchecked Sendable {
             return "kernel \(SystemInfo.kernelRelease) is older than 5.19 (multishot accept/recv and buffer rings)"
         }
         var why = [CChar](repeating: 0, count: 256)
-        if curing_probe(&why, UInt(why.count)) != 0 {
+        if clinux_probe(&why, UInt(why.count)) != 0 {
             return why.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         }
         return nil

@@ -1,8 +1,8 @@
-// Optimizers micro-benchmarks: FrameScanner SIMD vs scalar, StripedMap vs SingleLockMap with
+// Primitives micro-benchmarks: FrameScanner SIMD vs scalar, StripedMap vs SingleLockMap with
 // 2 threads, BufferPool take/give vs malloc/free.
 import Benchmark
 import Glibc
-import Optimizers
+import Primitives
 
 // MARK: - data
 

@@ -1,5 +1,5 @@
 #define _GNU_SOURCE
-#include "CURing.h"
+#include "CLinux.h"
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -7,11 +7,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-int curing_errno(void) { return errno; }
+int clinux_errno(void) { return errno; }
 
-int curing_accept_nonblock(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+int clinux_accept_nonblock(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
 
-int curing_queue_init(struct io_uring *ring, unsigned entries, unsigned *flags_used) {
+int clinux_queue_init(struct io_uring *ring, unsigned entries, unsigned *flags_used) {
     static const unsigned attempts[] = {
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN,
         IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN,
@@ -32,7 +32,7 @@ int curing_queue_init(struct io_uring *ring, unsigned entries, unsigned *flags_u
     return ret;
 }
 
-struct io_uring_buf_ring *curing_buf_ring_setup(struct io_uring *ring, unsigned entries,
+struct io_uring_buf_ring *clinux_buf_ring_setup(struct io_uring *ring, unsigned entries,
                                                 unsigned short bgid, int *err) {
     size_t size = entries * sizeof(struct io_uring_buf);
     void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
@@ -57,22 +57,22 @@ struct io_uring_buf_ring *curing_buf_ring_setup(struct io_uring *ring, unsigned 
     return br;
 }
 
-void curing_buf_ring_free(struct io_uring *ring, struct io_uring_buf_ring *br,
+void clinux_buf_ring_free(struct io_uring *ring, struct io_uring_buf_ring *br,
                           unsigned entries, unsigned short bgid) {
     io_uring_unregister_buf_ring(ring, bgid);
     munmap(br, entries * sizeof(struct io_uring_buf));
 }
 
-void curing_prep_recv_multishot_select(struct io_uring_sqe *sqe, int fd, unsigned short bgid) {
+void clinux_prep_recv_multishot_select(struct io_uring_sqe *sqe, int fd, unsigned short bgid) {
     io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = bgid;
 }
 
-int curing_probe(char *why, unsigned long why_len) {
+int clinux_probe(char *why, unsigned long why_len) {
     struct io_uring ring;
     unsigned flags = 0;
-    int ret = curing_queue_init(&ring, 8, &flags);
+    int ret = clinux_queue_init(&ring, 8, &flags);
     if (ret < 0) {
         snprintf(why, why_len, "io_uring_setup failed: %s", strerror(-ret));
         return -1;
@@ -97,18 +97,18 @@ int curing_probe(char *why, unsigned long why_len) {
     }
     io_uring_free_probe(probe);
     int err = 0;
-    struct io_uring_buf_ring *br = curing_buf_ring_setup(&ring, 8, 0, &err);
+    struct io_uring_buf_ring *br = clinux_buf_ring_setup(&ring, 8, 0, &err);
     if (!br) {
         snprintf(why, why_len, "provided-buffer rings unsupported: %s", strerror(-err));
         io_uring_queue_exit(&ring);
         return -1;
     }
-    curing_buf_ring_free(&ring, br, 8, 0);
+    clinux_buf_ring_free(&ring, br, 8, 0);
     io_uring_queue_exit(&ring);
     return 0;
 }
 
-int curing_opcode_supported(struct io_uring *ring, int op) {
+int clinux_opcode_supported(struct io_uring *ring, int op) {
     struct io_uring_probe *p = io_uring_get_probe_ring(ring);
     if (!p) return 0;
     int ok = io_uring_opcode_supported(p, op);
@@ -123,15 +123,26 @@ int curing_opcode_supported(struct io_uring *ring, int op) {
 #endif
 // liburing's internal flag (int_flags.h) for "the ring fd is registered": then
 // io_uring_enter takes the registered index and IORING_ENTER_REGISTERED_RING.
-#define CURING_INT_FLAG_REG_RING 1
+#define CLINUX_INT_FLAG_REG_RING 1
 
-int curing_min_wait_supported(struct io_uring *ring) {
+int clinux_min_wait_supported(struct io_uring *ring) {
     return (ring->features & IORING_FEAT_MIN_TIMEOUT) != 0;
 }
 
+// The two helpers below read liburing 2.3's private state (sq->sqe_head/sqe_tail, int_flags):
+// liburing 2.3 has no public call that submits and waits with a minimum wait. liburing 2.4+
+// defines IO_URING_VERSION_*; on those the private layout is not assumed: stop the build here
+// rather than read fields that may have moved (2.8+ offers io_uring_submit_and_wait_min_timeout,
+// the replacement to switch to).
+#if defined(IO_URING_VERSION_MAJOR)
+#if IO_URING_VERSION_MAJOR != 2 || IO_URING_VERSION_MINOR != 3
+#error "clinux_submit_and_wait_batch relies on liburing 2.3 internals: port it to io_uring_submit_and_wait_min_timeout"
+#endif
+#endif
+
 // liburing 2.3's __io_uring_flush_sq (not exported): publish the SQEs queued since the last
 // submit and return how many the kernel has yet to consume.
-static unsigned curing_flush_sq(struct io_uring *ring) {
+static unsigned clinux_flush_sq(struct io_uring *ring) {
     struct io_uring_sq *sq = &ring->sq;
     unsigned tail = sq->sqe_tail;
     if (sq->sqe_head != tail) {
@@ -141,7 +152,7 @@ static unsigned curing_flush_sq(struct io_uring *ring) {
     return tail - IO_URING_READ_ONCE(*sq->khead);
 }
 
-int curing_submit_and_wait_batch(struct io_uring *ring, unsigned wait_nr, unsigned min_wait_usec,
+int clinux_submit_and_wait_batch(struct io_uring *ring, unsigned wait_nr, unsigned min_wait_usec,
                                  long long timeout_ns) {
     struct __kernel_timespec ts;
     struct io_uring_getevents_arg arg;
@@ -155,16 +166,16 @@ int curing_submit_and_wait_batch(struct io_uring *ring, unsigned wait_nr, unsign
     }
     unsigned flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
     int fd = ring->ring_fd;
-    if (ring->int_flags & CURING_INT_FLAG_REG_RING) {
+    if (ring->int_flags & CLINUX_INT_FLAG_REG_RING) {
         flags |= IORING_ENTER_REGISTERED_RING;
         fd = ring->enter_ring_fd;
     }
-    unsigned submit = curing_flush_sq(ring);
+    unsigned submit = clinux_flush_sq(ring);
     int ret = (int)syscall(__NR_io_uring_enter, fd, submit, wait_nr, flags, &arg, sizeof(arg));
     return ret < 0 ? -errno : ret;
 }
 
-long curing_pipe_open(int fds[2], long capacity) {
+long clinux_pipe_open(int fds[2], long capacity) {
     if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return -errno;
     long got = fcntl(fds[1], F_SETPIPE_SZ, (int)capacity);
     if (got < capacity) {
@@ -176,12 +187,12 @@ long curing_pipe_open(int fds[2], long capacity) {
     return got;
 }
 
-long curing_tee(int in, int out, size_t len) {
+long clinux_tee(int in, int out, size_t len) {
     ssize_t n = tee(in, out, len, SPLICE_F_NONBLOCK);
     return n < 0 ? -errno : n;
 }
 
-long curing_splice(int in, int out, size_t len) {
+long clinux_splice(int in, int out, size_t len) {
     ssize_t n = splice(in, NULL, out, NULL, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
     return n < 0 ? -errno : n;
 }

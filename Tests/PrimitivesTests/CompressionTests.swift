@@ -3,7 +3,7 @@ import CCompression
 #if canImport(Glibc)
 import Glibc
 #endif
-import Optimizers
+import Primitives
 
 /// Deterministic xorshift so failures reproduce.
 private struct XorShift: RandomNumberGenerator {

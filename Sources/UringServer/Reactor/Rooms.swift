@@ -1,4 +1,4 @@
-import Optimizers
+import Primitives
 import Synchronization
 
 /// The fan-out engine's room state.

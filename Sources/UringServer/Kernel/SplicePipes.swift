@@ -1,4 +1,4 @@
-import CURing
+import CLinux
 import Glibc
 
 /// The two ends of a non-blocking pipe.
@@ -110,7 +110,7 @@ final class SplicePipes {
     private func openPipe() -> SplicePipe? {
         guard openPipes < Self.maxPipes else { return nil }
         var fds: [Int32] = [-1, -1]
-        let got = curing_pipe_open(&fds, Self.capacity)
+        let got = clinux_pipe_open(&fds, Self.capacity)
         guard got >= Self.capacity else { return nil }
         openPipes += 1
         return SplicePipe(readFD: fds[0], writeFD: fds[1])
@@ -169,7 +169,7 @@ final class SplicePipes {
         }
         guard b.layout.slotsInUse + need <= Self.slots && !b.layout.isFull,
               let s = source, let p = b.pipe ?? take() else { return .noRoom }
-        let n = curing_tee(s.readFD, p.writeFD, sourceBytes)
+        let n = clinux_tee(s.readFD, p.writeFD, sourceBytes)
         if n == sourceBytes {
             b.pipe = p
             b.layout.added(n)
@@ -194,7 +194,7 @@ final class SplicePipes {
         var left = sourceBytes
         sourceBytes = 0
         while left > 0 {
-            let n = curing_splice(s.readFD, devNull, left)
+            let n = clinux_splice(s.readFD, devNull, left)
             if n > 0 { left -= n; continue }
             if n == -EINTR { continue }
             closePipe(s)
@@ -210,7 +210,7 @@ final class SplicePipes {
     func drain(_ b: inout OutputBlocks, to fd: Int32) -> DrainResult {
         guard let p = b.pipe else { return .drained }
         while b.layout.bytes > 0 {
-            let n = curing_splice(p.readFD, fd, b.layout.bytes)
+            let n = clinux_splice(p.readFD, fd, b.layout.bytes)
             if n > 0 {
                 b.layout.consumed(n)
             } else if n == -EINTR {

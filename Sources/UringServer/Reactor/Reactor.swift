@@ -1,6 +1,6 @@
-import CURing
+import CLinux
 import Glibc
-import Optimizers
+import Primitives
 import Synchronization
 
 /// One reactor thread: owns its listening socket, its ring (or epoll set), its connections and
@@ -324,7 +324,7 @@ public final class Reactor: IOEventHandler {
             flushList = []
             flushOrigins = []
         }
-        _ = curing_malloc_trim()
+        _ = clinux_malloc_trim()
     }
     private var bytesInAtLastSecond = 0
     private var heapTrimmed = true

@@ -1,4 +1,4 @@
-import Optimizers
+import Primitives
 
 /// The small messages one room received during the current turn (and the big ones too when
 /// the reactor splices), kept together so that each member takes them in one piece at the end

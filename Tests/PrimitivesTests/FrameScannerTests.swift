@@ -1,5 +1,5 @@
 import Testing
-import Optimizers
+import Primitives
 
 /// Deterministic xorshift so failures reproduce.
 private struct XorShift: RandomNumberGenerator {

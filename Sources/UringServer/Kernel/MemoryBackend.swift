@@ -2,7 +2,7 @@
 /// they had been received, and read back what it sent. Sends complete at once; closes release
 /// at once. (TigerBeetle's approach: the same reactor code, driven one step at a time.)
 import Glibc
-import Optimizers
+import Primitives
 
 final class MemoryBackend: IOBackend {
     /// What each connection was sent, by connection slot.

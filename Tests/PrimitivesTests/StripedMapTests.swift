@@ -1,5 +1,5 @@
 import Testing
-import Optimizers
+import Primitives
 import Synchronization
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,4 @@
-import Optimizers
+import Primitives
 
 /// How a connection frames its messages, decided by its first bytes.
 enum Framing: UInt8 {

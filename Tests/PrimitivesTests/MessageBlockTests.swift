@@ -1,5 +1,5 @@
 import Glibc
-import Optimizers
+import Primitives
 import Testing
 
 /// `MessageBlock` and `BlockQueue`: a fan-out message queued by reference, interleaved with a

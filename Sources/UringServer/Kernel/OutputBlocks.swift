@@ -1,5 +1,5 @@
 import Glibc
-import Optimizers
+import Primitives
 
 /// A connection's queued references to shared message blocks (see `MessageBlock`), for the
 /// output buffer being filled (`out`) and the one being sent (`sending`, io_uring), plus the

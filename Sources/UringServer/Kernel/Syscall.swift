@@ -1,4 +1,4 @@
-import CURing
+import CLinux
 import Glibc
 
 /// A failed system call: the errno and the call's name. Every syscall wrapper in the IO folder
@@ -9,7 +9,7 @@ public struct SyscallError: Error, CustomStringConvertible {
     public var description: String { "\(call): \(errnoString(errno))" }
 }
 
-@inline(__always) func currentErrno() -> Int32 { curing_errno() }
+@inline(__always) func currentErrno() -> Int32 { clinux_errno() }
 
 func errnoString(_ e: Int32) -> String {
     guard let s = strerror(e) else { return "errno \(e)" }

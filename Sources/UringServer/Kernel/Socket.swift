@@ -1,4 +1,4 @@
-import CURing
+import CLinux
 import Glibc
 
 /// Thin typed wrappers over the socket calls the reactors need.

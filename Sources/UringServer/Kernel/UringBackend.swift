@@ -1,6 +1,6 @@
-import CURing
+import CLinux
 import Glibc
-import Optimizers
+import Primitives
 
 /// io_uring backend: multishot accept, multishot recv into a provided-buffer ring, one send in
 /// flight per socket, everything a turn queued submitted by one io_uring_submit_and_wait.
@@ -75,9 +75,9 @@ final class UringBackend: IOBackend {
         self.pool = pool
         self.pipes = pipes
         var flags: UInt32 = 0
-        _ = try uringCall("io_uring_queue_init", curing_queue_init(&ring, UInt32(entries), &flags))
+        _ = try uringCall("io_uring_queue_init", clinux_queue_init(&ring, UInt32(entries), &flags))
         setupFlags = flags
-        let batching = waitBatch > 1 && waitBatchMicros > 0 && curing_min_wait_supported(&ring) != 0
+        let batching = waitBatch > 1 && waitBatchMicros > 0 && clinux_min_wait_supported(&ring) != 0
         self.waitBatch = batching ? UInt32(waitBatch) : 0
         self.waitBatchMicros = batching ? UInt32(waitBatchMicros) : 0
         batchedWait = batching
@@ -85,10 +85,10 @@ final class UringBackend: IOBackend {
         // liburing then enters with IORING_ENTER_REGISTERED_RING. Optional (kernel 5.18+);
         // other rings still reach this one through its real fd (MSG_RING).
         _ = io_uring_register_ring_fd(&ring)
-        self.zeroCopyThreshold = zeroCopyThreshold > 0 && curing_opcode_supported(&ring, Int32(IORING_OP_SEND_ZC.rawValue)) != 0
+        self.zeroCopyThreshold = zeroCopyThreshold > 0 && clinux_opcode_supported(&ring, Int32(IORING_OP_SEND_ZC.rawValue)) != 0
             ? zeroCopyThreshold : 0
         var err: Int32 = 0
-        guard let br = curing_buf_ring_setup(&ring, UInt32(recvBufferCount), Self.bufGroup, &err) else {
+        guard let br = clinux_buf_ring_setup(&ring, UInt32(recvBufferCount), Self.bufGroup, &err) else {
             io_uring_queue_exit(&ring)
             throw SyscallError(call: "io_uring_register_buf_ring", errno: -err)
         }
@@ -100,7 +100,7 @@ final class UringBackend: IOBackend {
         let mem = mmap(nil, recvBufferCount * recvBufferSize, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         guard let mem, mem != MAP_FAILED else {
-            curing_buf_ring_free(&ring, br, UInt32(recvBufferCount), Self.bufGroup)
+            clinux_buf_ring_free(&ring, br, UInt32(recvBufferCount), Self.bufGroup)
             io_uring_queue_exit(&ring)
             throw SyscallError(call: "mmap", errno: currentErrno())
         }
@@ -115,7 +115,7 @@ final class UringBackend: IOBackend {
 
     func shutdown() {
         cqeBatch.deallocate()
-        curing_buf_ring_free(&ring, bufRing, UInt32(bufCount), Self.bufGroup)
+        clinux_buf_ring_free(&ring, bufRing, UInt32(bufCount), Self.bufGroup)
         munmap(bufBase, bufCount * bufSize)
         io_uring_queue_exit(&ring)
         wakeValue.deallocate()   // after the exit: the ring's pending read is gone with it
@@ -193,7 +193,7 @@ final class UringBackend: IOBackend {
 
     func startReceiving(_ c: Connection) {
         let s = sqe()
-        curing_prep_recv_multishot_select(s, c.fd, Self.bufGroup)
+        clinux_prep_recv_multishot_select(s, c.fd, Self.bufGroup)
         io_uring_sqe_set_data64(s, Self.pack(c, .recv))
         c.recvArmed = true
     }
@@ -322,7 +322,7 @@ final class UringBackend: IOBackend {
             // the submit itself and bring no new work, so counting them ended the wait early
             // and split the load into more, smaller turns (fan-out 50 x 64 B, alternating A/B,
             // medians of 10: +4.7 % deliveries per CPU-s, +5 % deliveries/s).
-            _ = curing_submit_and_wait_batch(&ring, waitBatch &+ sendsSinceWait, waitBatchMicros,
+            _ = clinux_submit_and_wait_batch(&ring, waitBatch &+ sendsSinceWait, waitBatchMicros,
                                              timeoutMillis < 0 ? -1 : Int64(timeoutMillis) * 1_000_000)
         } else if timeoutMillis < 0 {
             _ = io_uring_submit_and_wait(&ring, 1)

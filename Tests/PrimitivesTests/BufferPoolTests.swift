@@ -1,5 +1,5 @@
 import Testing
-import Optimizers
+import Primitives
 import Synchronization
 
 @Suite struct BufferPoolTests {

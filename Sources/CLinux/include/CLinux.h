@@ -1,9 +1,9 @@
-// CURing: the thin C layer over liburing. Swift imports liburing's static inline helpers
+// CLinux: the thin C layer over liburing. Swift imports liburing's static inline helpers
 // (io_uring_prep_*, io_uring_cqe_*) directly; this header adds only what is awkward or
 // impossible from Swift: ring set-up with feature fallback, provided-buffer-ring set-up
 // (liburing 2.3 has no io_uring_setup_buf_ring), anonymous-union SQE fields, and the probe.
-#ifndef CURING_H
-#define CURING_H
+#ifndef CLINUX_H
+#define CLINUX_H
 
 // The system headers come first, without _GNU_SOURCE, so their declarations match the ones
 // Swift's Glibc module has; liburing.h defines _GNU_SOURCE, but by then the include guards
@@ -32,65 +32,65 @@ extern "C" {
 
 /// glibc's malloc_trim(0): free heap memory of every arena goes back to the system (Swift's
 /// Glibc module does not import <malloc.h>).
-static inline int curing_malloc_trim(void) { return malloc_trim(0); }
+static inline int clinux_malloc_trim(void) { return malloc_trim(0); }
 
 /// Set up `ring` for a single reactor thread. Tries SINGLE_ISSUER|DEFER_TASKRUN first (kernel
 /// 6.1+), then SINGLE_ISSUER|COOP_TASKRUN, then no flags. Returns 0 or -errno; `*flags_used`
 /// receives the setup flags that were accepted.
-int curing_queue_init(struct io_uring *ring, unsigned entries, unsigned *flags_used);
+int clinux_queue_init(struct io_uring *ring, unsigned entries, unsigned *flags_used);
 
 /// Allocate (page-aligned, mmap) and register a provided-buffer ring of `entries` slots
 /// (a power of two) for group `bgid`. Returns NULL and sets `*err` to -errno on failure.
-struct io_uring_buf_ring *curing_buf_ring_setup(struct io_uring *ring, unsigned entries,
+struct io_uring_buf_ring *clinux_buf_ring_setup(struct io_uring *ring, unsigned entries,
                                                 unsigned short bgid, int *err);
 
-/// Unregister and unmap a ring created by curing_buf_ring_setup.
-void curing_buf_ring_free(struct io_uring *ring, struct io_uring_buf_ring *br,
+/// Unregister and unmap a ring created by clinux_buf_ring_setup.
+void clinux_buf_ring_free(struct io_uring *ring, struct io_uring_buf_ring *br,
                           unsigned entries, unsigned short bgid);
 
 /// Multishot recv that selects its buffer from provided-buffer group `bgid`.
-void curing_prep_recv_multishot_select(struct io_uring_sqe *sqe, int fd, unsigned short bgid);
+void clinux_prep_recv_multishot_select(struct io_uring_sqe *sqe, int fd, unsigned short bgid);
 
 /// Checks that this kernel can run the io_uring reactor: ring creation with the flags above,
 /// and the opcodes ACCEPT, RECV, SEND, READ, MSG_RING, plus provided-buffer rings.
 /// Returns 0 when usable; otherwise -1 and writes a reason into `why`.
-int curing_probe(char *why, unsigned long why_len);
+int clinux_probe(char *why, unsigned long why_len);
 
 /// 1 when this ring's kernel supports opcode `op` (IORING_REGISTER_PROBE), else 0.
-int curing_opcode_supported(struct io_uring *ring, int op);
+int clinux_opcode_supported(struct io_uring *ring, int op);
 
 /// 1 when the kernel honours a minimum wait in io_uring_getevents_arg (IORING_FEAT_MIN_TIMEOUT,
 /// kernel 6.12+), else 0.
-int curing_min_wait_supported(struct io_uring *ring);
+int clinux_min_wait_supported(struct io_uring *ring);
 
 /// Submits what is queued and waits in one io_uring_enter: until `wait_nr` completions are
 /// ready, or — once `min_wait_usec` has passed — until at least one is, or until `timeout_ns`
-/// (< 0: no limit). Needs curing_min_wait_supported. Returns the number submitted or -errno
+/// (< 0: no limit). Needs clinux_min_wait_supported. Returns the number submitted or -errno
 /// (-ETIME when the timeout passed).
-int curing_submit_and_wait_batch(struct io_uring *ring, unsigned wait_nr, unsigned min_wait_usec,
+int clinux_submit_and_wait_batch(struct io_uring *ring, unsigned wait_nr, unsigned min_wait_usec,
                                  long long timeout_ns);
 
 /// accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC): accept4 is a GNU extension that
 /// Swift's Glibc module (built without _GNU_SOURCE) does not declare.
-int curing_accept_nonblock(int fd);
+int clinux_accept_nonblock(int fd);
 
 /// pipe2(O_NONBLOCK | O_CLOEXEC) into fds[0] (read end) and fds[1] (write end), then
 /// F_SETPIPE_SZ to at least `capacity` bytes. Returns the pipe's capacity in bytes, or -errno
 /// (the pipe is closed again when it cannot be made that large: unprivileged users have a
 /// per-user budget of pipe pages, fs/pipe-user-pages-soft).
-long curing_pipe_open(int fds[2], long capacity);
+long clinux_pipe_open(int fds[2], long capacity);
 
 /// tee(in, out, len, SPLICE_F_NONBLOCK): duplicates up to `len` bytes at the head of pipe `in`
 /// into pipe `out` by reference (no copy, `in` keeps them). Returns bytes or -errno.
-long curing_tee(int in, int out, size_t len);
+long clinux_tee(int in, int out, size_t len);
 
 /// splice(in, NULL, out, NULL, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE): moves up to `len`
 /// bytes from pipe `in` to `out` (a socket: its pages are attached to the socket buffer, not
 /// copied; it must be O_NONBLOCK for the call not to wait for room). Returns bytes or -errno.
-long curing_splice(int in, int out, size_t len);
+long clinux_splice(int in, int out, size_t len);
 
 /// errno of the calling thread (Swift's errno accessor is Glibc-specific; keep one place).
-int curing_errno(void);
+int clinux_errno(void);
 
 #ifdef __cplusplus
 }

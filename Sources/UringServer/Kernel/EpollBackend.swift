@@ -1,6 +1,6 @@
-import CURing
+import CLinux
 import Glibc
-import Optimizers
+import Primitives
 
 /// epoll backend: level-triggered readiness, reads into one scratch buffer per reactor (idle
 /// connections hold no receive memory, as with the io_uring buffer ring), writes straight from
@@ -200,7 +200,7 @@ final class EpollBackend: IOBackend {
 
     private func acceptAll(_ handler: IOEventHandler) {
         for _ in 0..<256 {
-            let fd = curing_accept_nonblock(listenFD)
+            let fd = clinux_accept_nonblock(listenFD)
             if fd < 0 { return }   // EAGAIN (drained) or a transient error; level-triggered retries
             handler.connectionAccepted(fd: fd)
         }
