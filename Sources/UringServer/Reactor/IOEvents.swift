@@ -1,0 +1,96 @@
+import CLinux
+import Glibc
+import Primitives
+
+// The reactor's side of the kernel seam: what the backend reports (accepts, receives, send
+// completions, releases, wake-ups).
+
+extension Reactor {
+    func connectionAccepted(fd: Int32) {
+        counters.accepted += 1
+        let peer = Socket.peerIPv4(fd)
+        switch shared.admit(peerIP: peer) {
+        case .admitted: break
+        case .serverFull:
+            limitHit("max_connections")
+            rejectAtAccept(fd, "{\"type\":\"error\",\"code\":\"server_full\",\"message\":\"server is at max_connections\"}\n")
+            return
+        case .tooManyFromAddress:
+            limitHit("max_connections_per_ip")
+            rejectAtAccept(fd, "{\"type\":\"error\",\"code\":\"too_many_connections\",\"message\":\"too many connections from this address (max_connections_per_ip)\"}\n")
+            return
+        }
+        if fd < 1_000_000 { Socket.configureAccepted(fd) }   // (harness fds are not sockets)
+        let slot = freeSlots.popLast() ?? {
+            connections.append(nil)
+            return connections.count - 1
+        }()
+        let c = Connection(fd: fd, slot: slot, peerIP: peer,
+                           now: turnNanos == 0 ? Clock.monoNanos() : turnNanos, burst: config.rateLimitBurst)
+        connections[slot] = c
+        lastAcceptedSlot = slot
+        liveConnections += 1
+        backend.startReceiving(c)
+
+    }
+
+    func rejectAtAccept(_ fd: Int32, _ msg: StaticString) {
+        Socket.writeOnce(fd, UnsafeRawBufferPointer(start: msg.utf8Start, count: msg.utf8CodeUnitCount))
+        Glibc.close(fd)
+        counters.closed += 1
+    }
+
+    func connectionReceiveEnded(_ c: Connection, error: Int32) {
+        // Peer closed or reset: flush what is queued (if the socket still takes it), then close.
+        if error != 0 { c.dropQueuedOutput(pool: pool) }
+        closeAfterFlush(c)
+    }
+
+    func connectionSendCompleted(_ c: Connection, error: Int32) {
+        if error != 0 {
+            // A peer that reset or went away is its own doing; any other send error is the
+            // server's (the monitor's error_rate counts those).
+            if error != EPIPE && error != ECONNRESET && error != ETIMEDOUT { counters.serverFailures &+= 1 }
+            c.dropQueuedOutput(pool: pool)
+            closeAfterFlush(c)
+        } else {
+            sendFinished(c)
+        }
+        if c.closeAfterFlush || c.hasQueuedOutput { markForFlush(c) }
+    }
+
+    func zeroCopySendFinished(copied: Bool) {
+        counters.zeroCopySends &+= 1
+        if copied { counters.zeroCopyCopied &+= 1 }
+    }
+
+    func connectionReleased(_ c: Connection) {
+        c.releaseOutput(pool: pool, blocksPool: blocksPool)
+        connections[Int(c.slot)] = nil
+        freeSlots.append(Int(c.slot))
+        liveConnections -= 1
+        counters.closed += 1
+        shared.connectionClosed(peerIP: c.peerIP)
+    }
+
+    func wakeup() {
+        if shared.draining.load(ordering: .acquiring) && !draining { beginDrain() }
+        // Ring records first: anything in the overflow inbox is newer than them.
+        for source in 0..<shared.reactors.count where source != index {
+            shared.handoff[source][index]!.drain { room, origin, body in
+                guard let local = room.locals[index] else { return }
+                originNanos = origin
+                renderGeneration &+= 1
+                deliverLocal(local, body, excluding: nil)
+            }
+        }
+        inbox.drain(into: &deliveries)
+        for d in deliveries {
+            guard let local = d.room.locals[index] else { continue }
+            originNanos = d.message.originNanos
+            renderGeneration &+= 1
+            deliverLocal(local, d.message.body.readable, excluding: nil)
+        }
+        deliveries.removeAll(keepingCapacity: true)
+    }
+}
