@@ -32,6 +32,26 @@ final class ClusterNode: @unchecked Sendable {
     func start() { link.start() }
     func stop() { link.stop() }
 
+    // MARK: what the plugins and operations use (they never see the link itself)
+
+    /// Publishes a rendered room message for the other nodes. On the message path: inlined so
+    /// the indirection costs nothing.
+    @inline(__always)
+    func publish(room: String, body: UnsafeRawBufferPointer) { link.publish(room: room, body: body) }
+
+    /// Members on the other live nodes as last fetched; nil while unknown (see RedisLink).
+    func remoteMemberCount(room: String) -> Int? { link.remoteMemberCount(room: room) }
+    func setLocalMemberCount(room: String, count: Int) { link.setLocalMemberCount(room: room, count: count) }
+    /// The first local member joined: subscribe and start tracking the room's count.
+    func roomActivated(_ room: String) { link.roomActivated(room) }
+    /// The last local member left: unsubscribe and drop this node's count.
+    func roomDeactivated(_ room: String) { link.roomDeactivated(room) }
+    /// User → node registry (with TTL); counted per connection of the user.
+    func userConnected(_ user: String) { link.userConnected(user) }
+    func userDisconnected(_ user: String) { link.userDisconnected(user) }
+    var isConnected: Bool { link.stats.connected }
+    var stats: ClusterStats { link.stats }
+
     /// host-pid-random: unique per process, readable in Redis keys.
     static func defaultNodeId() -> String {
         var buf = [CChar](repeating: 0, count: 64)
@@ -42,7 +62,7 @@ final class ClusterNode: @unchecked Sendable {
     }
 
     func renderStats(into b: inout ByteBuffer) {
-        let s = link.stats
+        let s = stats
         b.append("{\"mode\":\"redis\",\"node_id\":")
         b.appendJSONString(nodeId)
         b.append(",\"connected\":")

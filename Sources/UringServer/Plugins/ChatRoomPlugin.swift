@@ -21,7 +21,7 @@ public final class ChatRoomPlugin: MessageProcessor {
     /// Members across the cluster: this node's count now plus the other nodes' as last fetched
     /// (the link refreshes it on every change and heartbeat).
     private func clusterCount(_ room: String, local: Int) -> Int {
-        guard let cluster, let remote = cluster.link.remoteMemberCount(room: room) else { return local }
+        guard let cluster, let remote = cluster.remoteMemberCount(room: room) else { return local }
         return local + remote
     }
 
@@ -29,7 +29,7 @@ public final class ChatRoomPlugin: MessageProcessor {
     /// the same bytes for the other nodes.
     private func fanOut(_ local: LocalRoom, excluding: Connection?, _ reactor: Reactor, _ body: (inout ByteBuffer) -> Void) {
         reactor.broadcast(local, excluding: excluding, body)
-        if let cluster { cluster.link.publish(room: local.name, body: reactor.lastRendered) }
+        if let cluster { cluster.publish(room: local.name, body: reactor.lastRendered) }
     }
 
     public var featureFlag: String? { "enable_chat_rooms" }
@@ -95,9 +95,9 @@ public final class ChatRoomPlugin: MessageProcessor {
         }
         var members = count
         if let cluster {
-            if count == 1 { cluster.link.roomActivated(roomName) }
-            cluster.link.setLocalMemberCount(room: roomName, count: count)
-            if cluster.link.remoteMemberCount(room: roomName) == nil && cluster.link.stats.connected {
+            if count == 1 { cluster.roomActivated(roomName) }
+            cluster.setLocalMemberCount(room: roomName, count: count)
+            if cluster.remoteMemberCount(room: roomName) == nil && cluster.isConnected {
                 // The first member here: the other nodes' count is not known yet. The link
                 // fetches it now; hold this connection's input and answer when it arrives
                 // (turnEnded), so `joined` carries the cluster-wide count and stays in order.
@@ -144,7 +144,7 @@ public final class ChatRoomPlugin: MessageProcessor {
         var i = 0
         while i < pendingJoins.count {
             let p = pendingJoins[i]
-            if cluster.link.remoteMemberCount(room: p.room) == nil && now < p.deadline { i += 1; continue }
+            if cluster.remoteMemberCount(room: p.room) == nil && now < p.deadline { i += 1; continue }
             pendingJoins.remove(at: i)
             // Without the other nodes' count by the deadline (Redis slow or gone), the local
             // count is the best there is.
@@ -159,7 +159,7 @@ public final class ChatRoomPlugin: MessageProcessor {
         for p in due {
             let members = clusterCount(p.room.name, local: rooms.memberCount(p.room.name))
             reactor.broadcast(p.room) { b in PresenceDiffs.render(&b, p, members: members) }
-            if let cluster { cluster.link.publish(room: p.room.name, body: reactor.lastRendered) }
+            if let cluster { cluster.publish(room: p.room.name, body: reactor.lastRendered) }
         }
     }
 
@@ -190,8 +190,8 @@ public final class ChatRoomPlugin: MessageProcessor {
             // Joined the directory but never answered: undo the membership count.
             let p = pendingJoins.remove(at: i)
             let remaining = rooms.leave(p.shared, reactor: reactor.index)
-            cluster?.link.setLocalMemberCount(room: p.room, count: remaining)
-            if remaining == 0 { cluster?.link.roomDeactivated(p.room) }
+            cluster?.setLocalMemberCount(room: p.room, count: remaining)
+            if remaining == 0 { cluster?.roomDeactivated(p.room) }
         }
         let joined = c.rooms
         c.rooms.removeAll()
@@ -203,8 +203,8 @@ public final class ChatRoomPlugin: MessageProcessor {
         if local.memberCount == 0 { local.shared.dropLocal(for: reactor.index) }
         let remaining = rooms.leave(local.shared, reactor: reactor.index)
         if let cluster {
-            cluster.link.setLocalMemberCount(room: local.name, count: remaining)
-            if remaining == 0 { cluster.link.roomDeactivated(local.name) }
+            cluster.setLocalMemberCount(room: local.name, count: remaining)
+            if remaining == 0 { cluster.roomDeactivated(local.name) }
         }
         if presence(for: c), let user = c.user {
             // Judged by the size the room had with this member, as the join was.

@@ -16,7 +16,7 @@ final class CoreHandler: MessageProcessor {
     }
 
     func connectionClosed(_ c: Connection, _ reactor: Reactor) {
-        if let user = c.user { cluster?.link.userDisconnected(user) }
+        if let user = c.user { cluster?.userDisconnected(user) }
     }
 
     func canHandle(_ type: String) -> Bool { type == "hello" || type == "ping" }
@@ -60,7 +60,7 @@ final class CoreHandler: MessageProcessor {
         c.user = user
         c.setSession(reactor: reactor.index, counter: sessionCounter, nonce: rng.next() as UInt32)
         let session = c.session ?? ""
-        cluster?.link.userConnected(user)   // user → node registry (with TTL)
+        cluster?.userConnected(user)   // user → node registry (with TTL)
         reactor.reply(to: c) { b in
             b.append("{\"type\":\"welcome\",\"user\":")
             b.appendJSONString(user)

@@ -1,0 +1,46 @@
+import Synchronization
+
+// What the link counts (for /stats, the monitor and the tests) and how publish failures are
+// counted and logged.
+
+public struct ClusterStats: Sendable {
+    public var connected: Bool
+    /// Times the link came back up after having been up before.
+    public var reconnects: Int
+    /// PUBLISH commands Redis acknowledged.
+    public var published: Int
+    /// Messages from other nodes handed to `deliver`.
+    public var received: Int
+    /// Cross-node messages that could not be published (Redis down, too slow, or the link went
+    /// down before Redis acknowledged them).
+    public var publishFailures: Int
+    /// Channels the pub/sub connection is subscribed to (as confirmed by Redis).
+    public var subscribedRooms: Int
+}
+
+extension RedisLink {
+    public var stats: ClusterStats {
+        ClusterStats(
+            connected: connected.load(ordering: .relaxed),
+            reconnects: reconnects.load(ordering: .relaxed),
+            published: published.load(ordering: .relaxed),
+            received: received.load(ordering: .relaxed),
+            publishFailures: publishFailures.load(ordering: .relaxed),
+            subscribedRooms: subscribedRooms.load(ordering: .relaxed))
+    }
+
+    /// Counts failed publishes and logs at most one line per 5 s (with the count since the last).
+    func countFailures(_ n: Int, reason: String) {
+        guard n > 0 else { return }
+        let total = publishFailures.wrappingAdd(n, ordering: .relaxed).newValue
+        let now = Self.nowMillis()
+        let last = failuresLoggedAt.load(ordering: .relaxed)
+        guard now - last >= 5000,
+              failuresLoggedAt.compareExchange(expected: last, desired: now, ordering: .relaxed).exchanged
+        else { return }
+        let before = failuresLogged.exchange(total, ordering: .relaxed)
+        logger.warning("cluster publish failed", [
+            "reason": reason, "failed": String(total - before), "failed_total": String(total),
+        ])
+    }
+}
