@@ -69,7 +69,7 @@ final class RedisConnection {
         close()
         let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
         let s = socket(addr.family, type, 0)
-        guard s >= 0 else { throw RedisLinkError("socket: \(errnoString(currentErrno()))") }
+        guard s >= 0 else { throw RedisLinkError("socket: \(errnoString(Errno.current.rawValue))") }
         var one: Int32 = 1
         setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
         setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -85,7 +85,7 @@ final class RedisConnection {
             state = .up
             return
         }
-        let e = currentErrno()
+        let e = Errno.current.rawValue
         if e == EINPROGRESS || e == EINTR {
             state = .connecting
             return
@@ -99,7 +99,7 @@ final class RedisConnection {
         guard state == .connecting else { return }
         var err: Int32 = 0
         var len = socklen_t(MemoryLayout<Int32>.size)
-        if getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 { err = currentErrno() }
+        if getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 { err = Errno.current.rawValue }
         if err != 0 {
             close()
             throw RedisLinkError("connect: \(errnoString(err))")
@@ -118,7 +118,7 @@ final class RedisConnection {
                 outOffset += n
                 continue
             }
-            let e = currentErrno()
+            let e = Errno.current.rawValue
             if n < 0 && e == EINTR { continue }
             if n < 0 && (e == EAGAIN || e == EWOULDBLOCK) { break }
             throw RedisLinkError("\(name) write: \(errnoString(e))")
@@ -141,7 +141,7 @@ final class RedisConnection {
             let n = recv(fd, buffer.baseAddress, buffer.count, 0)
             if n == 0 { throw RedisLinkError("\(name) connection closed by redis") }
             if n < 0 {
-                let e = currentErrno()
+                let e = Errno.current.rawValue
                 if e == EINTR { continue }
                 if e == EAGAIN || e == EWOULDBLOCK { return }
                 throw RedisLinkError("\(name) read: \(errnoString(e))")

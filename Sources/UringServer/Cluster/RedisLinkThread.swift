@@ -62,7 +62,7 @@ extension RedisLink {
             let timeout = Int32(max(0, min(1000, deadline - now)))
             let rc = poll(&fds, nfds_t(n), timeout)
             if rc < 0 {
-                if currentErrno() != EINTR { usleep(1000) }
+                if Errno.current.rawValue != EINTR { usleep(1000) }
                 continue
             }
             if rc == 0 { continue }

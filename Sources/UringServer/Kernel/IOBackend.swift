@@ -1,43 +1,49 @@
-/// What a reactor needs from its I/O backend. Two implementations: `UringBackend` (io_uring,
-/// completion based) and `EpollBackend` (readiness based). The reactor's protocol, rooms and
-/// plugins are the same over both; only this seam differs.
+import Primitives
+
+/// What a reactor needs from its I/O backend. Two kernel implementations — `UringBackend`
+/// (io_uring, completion based) and `EpollBackend` (readiness based) — and `MemoryBackend` for
+/// tests. The reactor's protocol, rooms and plugins are the same over all of them; nothing of
+/// a backend's machinery (rings, epoll sets, user_data) shows through this seam.
 ///
 /// Ownership rule (TigerBeetle's): a backend may hold a connection's buffers in flight, so a
 /// connection is only *released* (fd closed, record dropped) when the backend says so through
 /// `IOEventHandler.connectionReleased`, after its last completion has been reaped.
 protocol IOBackend: AnyObject {
-    /// Arms accepting on a listening socket.
+    /// Arms accepting on a listening socket (non-blocking); the backend closes it at shutdown.
     func addListener(fd: Int32) throws(SyscallError)
-    /// Arms the eventfd other threads write to wake this reactor.
-    func addWakeup(fd: Int32) throws(SyscallError)
+    /// Arms `target`, which other threads use to wake this reactor (see `wake`).
+    func addWakeup(_ target: WakeTarget) throws(SyscallError)
     /// Starts receiving on a freshly accepted connection.
     func startReceiving(_ c: Connection)
-    /// Starts sending `c.out` (called at the end of a turn when output is queued and no send is
-    /// in flight). The backend sets `c.sendInFlight` while it still owns bytes.
+    /// Starts sending `c`'s queued output (called at the end of a turn when output is queued
+    /// and no send is in flight). `c.sendInFlight` stays true while the kernel owns bytes.
     func send(_ c: Connection)
     /// Tears the connection down; `connectionReleased` follows once nothing is in flight.
     func close(_ c: Connection)
+    /// Turns away an accepted socket that never became a connection: one best-effort write of
+    /// `message` (never blocking), then close.
+    func refuse(fd: Int32, _ message: UnsafeRawBufferPointer)
+    /// Wakes another reactor (at the latest with this turn's submit).
+    func wake(_ peer: WakeTarget)
     /// Submits what the turn queued, waits for at least one event (or `timeoutMillis`, -1 for
-    /// none), and dispatches every ready event to `handler`.
-    func poll(timeoutMillis: Int32, handler: IOEventHandler)
-    /// Frees the backend's kernel resources; called on the reactor thread as it exits.
-    func shutdown()
+    /// none), and dispatches every ready event to `handler`. `gather`: the reactor expects
+    /// fan-out, so trading a little latency for more completions per wake-up pays; a backend
+    /// that cannot gather ignores it. Returns whether this wait gathered.
+    @discardableResult
+    func poll(timeoutMillis: Int32, gather: Bool, handler: IOEventHandler) -> Bool
+    /// Counters only the backend can keep (cumulative).
+    var counters: KernelCounters { get }
     /// Called once a second: a backend that received nothing since the last call may give
     /// idle receive memory back to the system.
     func releaseIdleMemory()
-    /// Turns batched waiting (io_uring's minimum wait) on or off; a no-op where unsupported.
-    func setBatchedWait(_ on: Bool)
-    var batchedWait: Bool { get }
-    /// This backend's io_uring fd, for other rings' MSG_RING wakeups (-1 for epoll).
-    var ringFD: Int32 { get }
-    /// Wakes another reactor: a MSG_RING to its ring when both sides are io_uring (an SQE in
-    /// this turn's batch, no extra syscall), else a write to its eventfd.
-    func wakePeer(ringFD: Int32, eventFD: Int32)
+    /// Closes the listener and every connection fd still open, then frees the backend's
+    /// kernel resources; called on the reactor thread as it exits.
+    func shutdown()
 }
 
 /// Events a backend delivers to its reactor. All calls happen on the reactor thread.
 protocol IOEventHandler: AnyObject {
-    func connectionAccepted(fd: Int32)
+    func connectionAccepted(_ socket: AcceptedSocket)
     /// `bytes` are valid only during the call (they live in a provided or scratch buffer).
     func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer)
     /// The peer closed (`error == 0`) or the receive failed with `error`.
@@ -45,8 +51,35 @@ protocol IOEventHandler: AnyObject {
     /// All queued output was written (no more send in flight); `error != 0` when a send failed.
     func connectionSendCompleted(_ c: Connection, error: Int32)
     func connectionReleased(_ c: Connection)
-    /// A zero-copy send's buffer came back; `copied` when the kernel copied the bytes anyway
-    /// (it does for loopback peers, so SEND_ZC saves nothing there).
-    func zeroCopySendFinished(copied: Bool)
     func wakeup()
+}
+
+/// The settings a backend is made from (a subset of `ServerConfig`).
+struct BackendSettings {
+    var ringEntries = 4096
+    var recvBufferCount = 256
+    var recvBufferSize = 4096
+    var zeroCopyThreshold = 0
+    var waitBatch = 0
+    var waitBatchMicros = 0
+}
+
+enum IOBackends {
+    /// The backend for `mode`, created on the reactor thread (io_uring rings are bound to
+    /// their issuer). `warn` receives set-up notes worth a log line.
+    static func make(_ mode: IOMode, _ s: BackendSettings, pool: BufferPool, pipes: SplicePipes?,
+                     warn: (String) -> Void) throws(SyscallError) -> IOBackend {
+        switch mode {
+        case .uring:
+            let uring = try UringBackend(entries: s.ringEntries, recvBufferCount: s.recvBufferCount,
+                                         recvBufferSize: s.recvBufferSize, zeroCopyThreshold: s.zeroCopyThreshold,
+                                         waitBatch: s.waitBatch, waitBatchMicros: s.waitBatchMicros, pool: pool, pipes: pipes)
+            if s.zeroCopyThreshold > 0 && uring.zeroCopyThreshold == 0 {
+                warn("IORING_OP_SEND_ZC unsupported by this kernel: plain sends only")
+            }
+            return uring
+        case .epoll:
+            return try EpollBackend(recvBufferSize: s.recvBufferSize, pool: pool, pipes: pipes)
+        }
+    }
 }

@@ -11,10 +11,15 @@ final class MemoryBackend: IOBackend {
     private var released: [Connection] = []
 
     func addListener(fd: Int32) throws(SyscallError) {}
-    func addWakeup(fd: Int32) throws(SyscallError) {}
+    func addWakeup(_ target: WakeTarget) throws(SyscallError) {}
+    func wake(_ peer: WakeTarget) {}
+    /// Accepts turned away (`refuse`), with the message each was sent.
+    var refused: [[UInt8]] = []
+    func refuse(fd: Int32, _ message: UnsafeRawBufferPointer) { refused.append(Array(message)) }
+    let counters = KernelCounters()
 
     func startReceiving(_ c: Connection) {
-        c.recvArmed = true
+        c.ops.recv = .inFlight
         closedSlots.remove(Int(c.slot))   // a reused slot is a new, open connection
         sent[Int(c.slot)] = nil
     }
@@ -30,10 +35,10 @@ final class MemoryBackend: IOBackend {
             c.dropQueuedOutput(pool: pool)
             return
         }
-        if let b = c.blocks, !b.pointee.out.isEmpty {
+        if let b = c.output.blocks, !b.pointee.out.isEmpty {
             // Gather own bytes and shared blocks in queue order, as sendmsg would.
             while c.hasQueuedOutput {
-                let (n, total) = b.pointee.out.fill(b.pointee.iov, max: OutputBlocks.iovCapacity, own: c.out.readable)
+                let (n, total) = b.pointee.out.fill(b.pointee.iov, max: OutputBlocks.iovCapacity, own: c.output.out.readable)
                 for i in 0..<n {
                     let v = b.pointee.iov[i]
                     sent[Int(c.slot), default: []].append(contentsOf: UnsafeRawBufferPointer(start: v.iov_base, count: v.iov_len))
@@ -42,32 +47,28 @@ final class MemoryBackend: IOBackend {
             }
             return
         }
-        sent[Int(c.slot), default: []].append(contentsOf: c.out.readable)
-        c.out.removeAll()
+        sent[Int(c.slot), default: []].append(contentsOf: c.output.out.readable)
+        c.output.out.removeAll()
     }
 
     func close(_ c: Connection) {
-        c.closeStarted = true
-        c.recvArmed = false
-        c.fdClosed = true
+        c.ops.recv = .idle
+        c.lifecycle = .released
         closedSlots.insert(Int(c.slot))
         released.append(c)
     }
 
-    func poll(timeoutMillis: Int32, handler: IOEventHandler) {
+    @discardableResult
+    func poll(timeoutMillis: Int32, gather: Bool, handler: IOEventHandler) -> Bool {
         let r = released
         released.removeAll()
         for c in r { handler.connectionReleased(c) }
+        return false
     }
 
     func releaseIdleMemory() {}   // one small scratch buffer: nothing worth giving back
-    func setBatchedWait(_ on: Bool) {}
-    var batchedWait: Bool { false }
 
     func shutdown() {}
-
-    var ringFD: Int32 { -1 }
-    func wakePeer(ringFD: Int32, eventFD: Int32) {}
 }
 
 /// Drives one reactor over a `MemoryBackend`: the protocol, the plugin chain and the rooms with
@@ -156,6 +157,6 @@ public final class ProtocolHarness {
 
     private func step() {
         reactor.endTurnForTesting()
-        backend.poll(timeoutMillis: 0, handler: reactor)
+        backend.poll(timeoutMillis: 0, gather: false, handler: reactor)
     }
 }

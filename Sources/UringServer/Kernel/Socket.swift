@@ -5,27 +5,27 @@ import Glibc
 enum Socket {
     /// A TCP listening socket on host:port with SO_REUSEPORT, so every reactor can own one
     /// bound to the same port and the kernel spreads incoming connections across them.
-    static func listen(host: String, port: Int, nonBlocking: Bool, backlog: Int32 = 4096) throws(SyscallError) -> Int32 {
+    /// The socket is non-blocking: epoll needs it, and io_uring's accept does not mind.
+    static func listen(host: String, port: Int, backlog: Int32 = 4096) throws(SyscallError) -> Int32 {
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port)).bigEndian
         if inet_pton(AF_INET, host, &addr.sin_addr) != 1 {
             throw SyscallError(call: "inet_pton", errno: EINVAL)
         }
-        var type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
-        if nonBlocking { type |= Int32(SOCK_NONBLOCK.rawValue) }
-        let fd = try syscall("socket") { socket(AF_INET, type, 0) }
+        let type = Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue)
+        let fd = try Sys.call("socket") { socket(AF_INET, type, 0) }
         do {
             try setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)
             try setOption(fd, SOL_SOCKET, SO_REUSEPORT, 1)
-            _ = try syscall("bind") {
+            _ = try Sys.call("bind") {
                 withUnsafePointer(to: &addr) {
                     $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                         bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
                     }
                 }
             }
-            _ = try syscall("listen") { Glibc.listen(fd, backlog) }
+            _ = try Sys.call("listen") { Glibc.listen(fd, backlog) }
         } catch {
             close(fd)
             throw error
@@ -40,10 +40,10 @@ enum Socket {
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = in_port_t(UInt16(port)).bigEndian
         inet_pton(AF_INET, host, &addr.sin_addr)
-        let fd = try syscall("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        let fd = try Sys.call("socket") { socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
         defer { close(fd) }
         try setOption(fd, SOL_SOCKET, SO_REUSEADDR, 1)   // TIME_WAIT leftovers are fine
-        _ = try syscall("bind") {
+        _ = try Sys.call("bind") {
             withUnsafePointer(to: &addr) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
                     bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
@@ -74,7 +74,7 @@ enum Socket {
 
     static func setOption(_ fd: Int32, _ level: Int32, _ name: Int32, _ value: Int32) throws(SyscallError) {
         var v = value
-        _ = try syscall("setsockopt") {
+        _ = try Sys.call("setsockopt") {
             setsockopt(fd, level, name, &v, socklen_t(MemoryLayout<Int32>.size))
         }
     }
@@ -83,11 +83,6 @@ enum Socket {
     static func configureAccepted(_ fd: Int32) {
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-    }
-
-    static func setNonBlocking(_ fd: Int32) {
-        let flags = fcntl(fd, F_GETFL)
-        _ = fcntl(fd, F_SETFL, flags | O_NONBLOCK)
     }
 
     /// Best-effort immediate write used only for one-off replies on sockets we are about to

@@ -134,7 +134,7 @@ final class SplicePipes {
             let n = write(s.writeFD, bytes.baseAddress! + done, bytes.count - done)
             if n > 0 {
                 done += n
-            } else if n < 0 && currentErrno() == EINTR {
+            } else if n < 0 && Errno.current.rawValue == EINTR {
                 continue
             } else {
                 // Cannot happen with an empty pipe of `capacity` bytes; do not guess at its

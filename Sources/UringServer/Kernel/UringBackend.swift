@@ -5,12 +5,12 @@ import Primitives
 /// io_uring backend: multishot accept, multishot recv into a provided-buffer ring, one send in
 /// flight per socket, everything a turn queued submitted by one io_uring_submit_and_wait.
 ///
-/// user_data packing (as liburing's examples/proxy.c): the low 4 bits are the operation, the
-/// rest is the Connection's object address (objects are 16-byte aligned). The connection
-/// record stays alive in the reactor's table until its last completion is reaped, so the
-/// pointer in user_data is always valid when the CQE arrives.
+/// user_data packs the operation, the connection's slot and the slot's generation (`SlotTable`),
+/// and each kind of operation has its own record in the connection (`ConnectionOps`): a
+/// connection is released once every record is idle. When the SQ is full, prepared SQEs wait
+/// in a FIFO and go in before the next submit (never a submit in the middle of dispatch).
 final class UringBackend: IOBackend {
-    private enum Op: UInt64 {
+    enum Op: UInt8 {
         case accept = 1, recv = 2, send = 3, wake = 4
         /// A MSG_RING from another reactor (arrives on this ring) / our own MSG_RING's completion.
         case peerWake = 5, peerWakeSent = 6
@@ -22,34 +22,40 @@ final class UringBackend: IOBackend {
 
     // Not in liburing 2.3's headers (kernel 6.2+): ask the notification to say whether the
     // kernel had to copy after all.
-    private static let sendZCReportUsage: UInt16 = 1 << 3
-    private static let notifUsageZCCopied: UInt32 = 1 << 31
+    static let sendZCReportUsage: UInt16 = 1 << 3
+    static let notifUsageZCCopied: UInt32 = 1 << 31
 
-    private var ring = io_uring()
-    private var bufRing: UnsafeMutablePointer<io_uring_buf_ring>
+    var ring = io_uring()
+    var bufRing: UnsafeMutablePointer<io_uring_buf_ring>
     private let bufCount: Int
-    private let bufSize: Int
-    private let bufMask: Int32
-    private let bufBase: UnsafeMutableRawPointer
+    let bufSize: Int
+    let bufMask: Int32
+    let bufBase: UnsafeMutableRawPointer
     private static let bufGroup: UInt16 = 0
     /// Buffers handed back this batch; made visible to the kernel in one advance.
-    private var pendingRecycles: Int32 = 0
+    var pendingRecycles: Int32 = 0
     /// A receive completed since the last `releaseIdleMemory`; the buffers' pages have been
     /// given back since the last receive.
-    private var receivedSinceIdleCheck = false
-    private var buffersReleased = true
+    var receivedSinceIdleCheck = false
+    var buffersReleased = true
 
-    private var listenFD: Int32 = -1
+    var listenFD: Int32 = -1
+    var slots = SlotTable()
+    /// Connections whose last operation completed after their close: handed back after the batch.
+    var released: [Connection] = []
+    /// Prepared SQEs that found the SQ full, in order; moved into the SQ before the next submit.
+    var overflow: [io_uring_sqe] = []
+    var counters = KernelCounters()
     /// CQE pointers of the batch being reaped.
-    private static let cqeBatchSize = 256
-    private let cqeBatch = UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>.allocate(capacity: UringBackend.cqeBatchSize)
-    private var wakeFD: Int32 = -1
+    static let cqeBatchSize = 256
+    let cqeBatch = UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>.allocate(capacity: UringBackend.cqeBatchSize)
+    var wakeTarget: WakeTarget?
     /// Where the eventfd read lands. Allocated: the kernel writes it after the call that
     /// prepared the read has returned, so it needs a fixed address (a pointer from
     /// withUnsafeMutablePointer is only valid inside the closure).
     private let wakeValue = UnsafeMutablePointer<UInt64>.allocate(capacity: 1)
     /// Connections whose multishot recv ended with ENOBUFS: re-armed after the batch recycled.
-    private var rearmRecv: [Connection] = []
+    var rearmRecv: [Connection] = []
     let setupFlags: UInt32
     /// Sends of at least this many bytes use IORING_OP_SEND_ZC (0: never, or unsupported here).
     let zeroCopyThreshold: Int
@@ -59,28 +65,25 @@ final class UringBackend: IOBackend {
     /// here or disabled; then every completion wakes the reactor.
     let waitBatch: UInt32
     let waitBatchMicros: UInt32
-    /// Whether the next waits use the batch (see `setBatchedWait`).
-    private(set) var batchedWait = false
     /// Send SQEs prepared since the last wait: their completions (mostly posted during the
     /// submit itself) carry no new work, so the batched wait counts past them.
-    private var sendsSinceWait: UInt32 = 0
+    var sendsSinceWait: UInt32 = 0
 
     /// The reactor's pool: shared message blocks go back to it once sent.
-    private let pool: BufferPool
+    let pool: BufferPool
     /// The reactor's pipes for spliced room batches (nil: it does not splice).
-    private let pipes: SplicePipes?
+    let pipes: SplicePipes?
 
     init(entries: Int, recvBufferCount: Int, recvBufferSize: Int, zeroCopyThreshold: Int,
          waitBatch: Int = 0, waitBatchMicros: Int = 0, pool: BufferPool, pipes: SplicePipes? = nil) throws(SyscallError) {
         self.pool = pool
         self.pipes = pipes
         var flags: UInt32 = 0
-        _ = try uringCall("io_uring_queue_init", clinux_queue_init(&ring, UInt32(entries), &flags))
+        _ = try Sys.negated("io_uring_queue_init", clinux_queue_init(&ring, UInt32(entries), &flags))
         setupFlags = flags
         let batching = waitBatch > 1 && waitBatchMicros > 0 && clinux_min_wait_supported(&ring) != 0
         self.waitBatch = batching ? UInt32(waitBatch) : 0
         self.waitBatchMicros = batching ? UInt32(waitBatchMicros) : 0
-        batchedWait = batching
         // Registered ring fd: every io_uring_enter skips the fd table lookup (fdget/fdput);
         // liburing then enters with IORING_ENTER_REGISTERED_RING. Optional (kernel 5.18+);
         // other rings still reach this one through its real fd (MSG_RING).
@@ -102,7 +105,7 @@ final class UringBackend: IOBackend {
         guard let mem, mem != MAP_FAILED else {
             clinux_buf_ring_free(&ring, br, UInt32(recvBufferCount), Self.bufGroup)
             io_uring_queue_exit(&ring)
-            throw SyscallError(call: "mmap", errno: currentErrno())
+            throw SyscallError(call: "mmap", errno: Errno.current.rawValue)
         }
         bufBase = mem
         for i in 0..<recvBufferCount {
@@ -111,9 +114,22 @@ final class UringBackend: IOBackend {
         io_uring_buf_ring_advance(bufRing, Int32(recvBufferCount))
     }
 
-    func setBatchedWait(_ on: Bool) { batchedWait = on && waitBatch > 0 }
-
     func shutdown() {
+        if listenFD >= 0 {
+            Glibc.shutdown(listenFD, Int32(SHUT_RDWR))
+            Glibc.close(listenFD)
+            listenFD = -1
+        }
+        // shutdown() first: a pending request holds a reference to its file, so close() alone
+        // would leave the socket open until the ring's (asynchronous) teardown.
+        slots.forEach { c in
+            if !c.fdClosed {
+                Glibc.shutdown(c.fd, Int32(SHUT_RDWR))
+                Glibc.close(c.fd)
+                c.lifecycle = .fdClosed
+            }
+        }
+        wakeTarget?.ringFD.store(-1, ordering: .releasing)
         cqeBatch.deallocate()
         clinux_buf_ring_free(&ring, bufRing, UInt32(bufCount), Self.bufGroup)
         munmap(bufBase, bufCount * bufSize)
@@ -139,68 +155,93 @@ final class UringBackend: IOBackend {
 
     // MARK: submission
 
-    /// Next free SQE; when the SQ is full, submits what is queued (without waiting) and retries.
+    /// Prepares one SQE with `prep` and tags it: in the SQ when it has room and nothing is
+    /// waiting, else at the end of the overflow FIFO (order is kept either way).
     @inline(__always)
-    private func sqe() -> UnsafeMutablePointer<io_uring_sqe> {
-        while true {
-            if let s = io_uring_get_sqe(&ring) { return s }
-            _ = io_uring_submit(&ring)
+    private func submit(_ tag: UInt64, _ prep: (UnsafeMutablePointer<io_uring_sqe>) -> Void) {
+        if overflow.isEmpty, let s = io_uring_get_sqe(&ring) {
+            prep(s)
+            io_uring_sqe_set_data64(s, tag)
+            return
         }
+        var local = io_uring_sqe()
+        prep(&local)
+        io_uring_sqe_set_data64(&local, tag)
+        overflow.append(local)
+    }
+
+    /// Moves the overflow FIFO into the SQ, submitting (without waiting) whenever it fills.
+    func drainOverflow() {
+        var i = 0
+        while i < overflow.count {
+            if let s = io_uring_get_sqe(&ring) {
+                s.pointee = overflow[i]
+                i += 1
+            } else {
+                _ = io_uring_submit(&ring)
+            }
+        }
+        overflow.removeAll(keepingCapacity: true)
     }
 
     @inline(__always)
-    private static func pack(_ c: Connection?, _ op: Op) -> UInt64 {
-        guard let c else { return op.rawValue }
-        return UInt64(UInt(bitPattern: Unmanaged.passUnretained(c).toOpaque())) | op.rawValue
-    }
+    func tag(_ c: Connection, _ op: Op) -> UInt64 { slots.tag(c, op.rawValue) }
+    @inline(__always)
+    private static func tag(_ op: Op) -> UInt64 { UInt64(op.rawValue) }
 
     func addListener(fd: Int32) throws(SyscallError) {
         listenFD = fd
         armAccept()
     }
 
-    private func armAccept() {
-        let s = sqe()
+    func armAccept() {
         // Non-blocking sockets: io_uring's own operations do not care, and the direct splice
         // calls (see `SplicePipes`) must never wait for room in a socket.
-        io_uring_prep_multishot_accept(s, listenFD, nil, nil, Int32(SOCK_CLOEXEC.rawValue | SOCK_NONBLOCK.rawValue))
-        io_uring_sqe_set_data64(s, Self.pack(nil, .accept))
+        let fd = listenFD
+        submit(Self.tag(.accept)) { io_uring_prep_multishot_accept($0, fd, nil, nil, Int32(SOCK_CLOEXEC.rawValue | SOCK_NONBLOCK.rawValue)) }
     }
 
-    func addWakeup(fd: Int32) throws(SyscallError) {
-        wakeFD = fd
+    func addWakeup(_ target: WakeTarget) throws(SyscallError) {
+        wakeTarget = target
         armWake()
+        // Other io_uring reactors wake this one with a MSG_RING to this ring.
+        target.ringFD.store(ring.ring_fd, ordering: .releasing)
     }
 
-    private func armWake() {
-        let s = sqe()
-        io_uring_prep_read(s, wakeFD, wakeValue, 8, 0)
-        io_uring_sqe_set_data64(s, Self.pack(nil, .wake))
+    func armWake() {
+        guard let fd = wakeTarget?.eventFD.rawValue else { return }
+        let value = wakeValue
+        submit(Self.tag(.wake)) { io_uring_prep_read($0, fd, value, 8, 0) }
     }
 
-    var ringFD: Int32 { ring.ring_fd }
-
-    func wakePeer(ringFD: Int32, eventFD: Int32) {
-        guard ringFD >= 0 else {
-            var one: UInt64 = 1
-            _ = write(eventFD, &one, 8)
-            return
-        }
-        let s = sqe()
-        io_uring_prep_msg_ring(s, ringFD, 0, Op.peerWake.rawValue, 0)
-        io_uring_sqe_set_data64(s, Self.pack(nil, .peerWakeSent))
+    func wake(_ peer: WakeTarget) {
+        let ringFD = peer.ringFD.load(ordering: .acquiring)
+        guard ringFD >= 0 else { return peer.signal() }
+        // The completion lands on the peer's ring with user_data `peerWake`.
+        submit(Self.tag(.peerWakeSent)) { io_uring_prep_msg_ring($0, ringFD, 0, UInt64(Op.peerWake.rawValue), 0) }
     }
 
+    func refuse(fd: Int32, _ message: UnsafeRawBufferPointer) {
+        Socket.writeOnce(fd, message)
+        Glibc.close(fd)
+    }
+
+    /// Called once per connection, right after the accept; the connection is tracked (its
+    /// completions resolve) from here until its release.
     func startReceiving(_ c: Connection) {
-        let s = sqe()
-        clinux_prep_recv_multishot_select(s, c.fd, Self.bufGroup)
-        io_uring_sqe_set_data64(s, Self.pack(c, .recv))
-        c.recvArmed = true
+        slots.register(c)
+        armRecv(c)
+    }
+
+    func armRecv(_ c: Connection) {
+        let fd = c.fd
+        submit(tag(c, .recv)) { clinux_prep_recv_multishot_select($0, fd, Self.bufGroup) }
+        c.ops.recv = .inFlight
     }
 
     func send(_ c: Connection) {
         precondition(!c.sendInFlight)
-        if let pipes, let b = c.blocks, b.pointee.pipeBytes > 0 {
+        if let pipes, let b = c.output.blocks, b.pointee.pipeBytes > 0 {
             // Spliced bytes go first (they were queued before anything else; see OutputBlocks).
             switch pipes.drain(&b.pointee, to: c.fd) {
             case .drained:
@@ -220,80 +261,54 @@ final class UringBackend: IOBackend {
         }
         if c.sendingIsEmpty {
             // The queue becomes the in-flight buffer; new output goes to a fresh queue.
-            swap(&c.sending, &c.out)
-            if let b = c.blocks { swap(&b.pointee.sending, &b.pointee.out) }
+            c.output.startSending()
         }
-        let r = c.sending.readable
-        let s = sqe()
-        if let b = c.blocks, !b.pointee.sending.isEmpty {
+        let r = c.output.sending.readable
+        let fd = c.fd
+        if let b = c.output.blocks, !b.pointee.sending.isEmpty {
             // Shared blocks: one sendmsg whose iovecs interleave our own bytes and the blocks
             // (the kernel reads each block once per socket; nothing is copied per recipient).
-            io_uring_prep_sendmsg(s, c.fd, b.pointee.message(b.pointee.sending, own: r), UInt32(MSG_NOSIGNAL))
-            io_uring_sqe_set_data64(s, Self.pack(c, .send))
-        } else if zeroCopyThreshold > 0 && r.count >= zeroCopyThreshold && !c.zcCopies {
+            let msg = b.pointee.message(b.pointee.sending, own: r)
+            submit(tag(c, .send)) { io_uring_prep_sendmsg($0, fd, msg, UInt32(MSG_NOSIGNAL)) }
+        } else if zeroCopyThreshold > 0 && r.count >= zeroCopyThreshold && !c.ops.zeroCopyCopies {
             // The kernel sends from our pages; `sending` stays untouched until the notification.
-            io_uring_prep_send_zc(s, c.fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL), UInt32(Self.sendZCReportUsage))
-            io_uring_sqe_set_data64(s, Self.pack(c, .sendZC))
+            submit(tag(c, .sendZC)) {
+                io_uring_prep_send_zc($0, fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL), UInt32(Self.sendZCReportUsage))
+            }
         } else {
-            io_uring_prep_send(s, c.fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL))
-            io_uring_sqe_set_data64(s, Self.pack(c, .send))
+            submit(tag(c, .send)) { io_uring_prep_send($0, fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL)) }
         }
-        c.sendInFlight = true
+        c.ops.send = .inFlight
         sendsSinceWait &+= 1
     }
 
-    /// One-shot POLLOUT for a socket that did not take all its spliced bytes; the send stays
-    /// "in flight" until it completes.
-    private func waitForRoom(_ c: Connection) {
-        let s = sqe()
-        io_uring_prep_poll_add(s, c.fd, UInt32(POLLOUT) | UInt32(POLLERR) | UInt32(POLLHUP))
-        io_uring_sqe_set_data64(s, Self.pack(c, .spliceReady))
-        c.sendInFlight = true
-    }
-
-    /// The socket has room (or an error): splice the rest, then report like a send.
-    private func spliceReady(_ c: Connection, res: Int32, handler: IOEventHandler) {
-        c.sendInFlight = false
-        if c.closeStarted {
-            releaseIfIdle(c)
-            return
-        }
-        guard let pipes, let b = c.blocks, b.pointee.pipeBytes > 0 else {
-            // Nothing left to splice: it failed in `send` (and was dropped), or the poll says so.
-            let broken = res < 0 || Int16(truncatingIfNeeded: res) & Int16(POLLERR | POLLHUP) != 0
-            handler.connectionSendCompleted(c, error: broken ? EPIPE : 0)
-            return
-        }
-        switch pipes.drain(&b.pointee, to: c.fd) {
-        case .drained: handler.connectionSendCompleted(c, error: 0)
-        case .blocked: waitForRoom(c)
-        case .failed(let e):
-            pipes.discard(&b.pointee)
-            handler.connectionSendCompleted(c, error: e)
-        }
+    /// One-shot POLLOUT for a socket that did not take all its spliced bytes; the output stays
+    /// the kernel's until it completes.
+    func waitForRoom(_ c: Connection) {
+        let fd = c.fd
+        submit(tag(c, .spliceReady)) { io_uring_prep_poll_add($0, fd, UInt32(POLLOUT) | UInt32(POLLERR) | UInt32(POLLHUP)) }
+        c.ops.poll = .inFlight
     }
 
     func close(_ c: Connection) {
-        c.closeStarted = true
+        c.lifecycle = .closeStarted
         // shutdown() ends the multishot recv (it completes with 0 and no F_MORE) and fails any
         // send in flight; the fd is closed only once both completions are reaped.
-        if c.recvArmed || c.sendInFlight {
+        if c.ops.recv == .inFlight || c.sendInFlight {
             Glibc.shutdown(c.fd, Int32(SHUT_RDWR))
         }
         releaseIfIdle(c)
     }
 
-    private var released: [Connection] = []
-
-    private func releaseIfIdle(_ c: Connection) {
-        guard c.closeStarted, !c.recvArmed else { return }
+    /// Closes the fd and releases the record as soon as the kernel is done with them.
+    func releaseIfIdle(_ c: Connection) {
+        guard c.lifecycle >= .closeStarted, c.lifecycle < .released, c.ops.recv == .idle else { return }
         // A zero-copy send whose result is in but whose notification is not: the kernel lets
         // go of our pages only when the socket's queued data is freed, which for a peer that
         // stopped reading means when the socket is gone. So the fd is closed now, and the
-        // record (owner of the buffer, and what user_data points at) is released after the
-        // notification.
-        if !c.fdClosed && (!c.sendInFlight || c.zcNotifPending) {
-            if c.zcNotifPending {
+        // record (owner of the buffer) is released after the notification.
+        if c.lifecycle < .fdClosed && c.ops.send == .idle && c.ops.poll == .idle {
+            if c.ops.zeroCopyNotification == .inFlight {
                 // Data still queued for a peer that does not read would keep our pages (and
                 // the notification) until TCP gives up, minutes later: abort with a reset,
                 // which frees the queue at once. (Only forced closes get here; a graceful one
@@ -302,159 +317,12 @@ final class UringBackend: IOBackend {
                 _ = setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
             }
             Glibc.close(c.fd)
-            c.fdClosed = true
-            if !c.sendInFlight { released.append(c) }
-        } else if c.fdClosed && !c.sendInFlight {
-            released.append(c)   // the notification that held the release has arrived
+            c.lifecycle = .fdClosed
         }
-    }
-
-    // MARK: completion
-
-    func poll(timeoutMillis: Int32, handler: IOEventHandler) {
-        if !rearmRecv.isEmpty {
-            for c in rearmRecv where !c.closeStarted { startReceiving(c) }
-            rearmRecv.removeAll(keepingCapacity: true)
+        if c.lifecycle == .fdClosed && c.ops.allIdle {
+            c.lifecycle = .released
+            slots.unregister(c)
+            released.append(c)
         }
-        if batchedWait {
-            // One enter submits the turn's SQEs and waits for a batch (see `waitBatch`) of
-            // completions beyond those of the sends it submits: most of those are posted during
-            // the submit itself and bring no new work, so counting them ended the wait early
-            // and split the load into more, smaller turns (fan-out 50 x 64 B, alternating A/B,
-            // medians of 10: +4.7 % deliveries per CPU-s, +5 % deliveries/s).
-            _ = clinux_submit_and_wait_batch(&ring, waitBatch &+ sendsSinceWait, waitBatchMicros,
-                                             timeoutMillis < 0 ? -1 : Int64(timeoutMillis) * 1_000_000)
-        } else if timeoutMillis < 0 {
-            _ = io_uring_submit_and_wait(&ring, 1)
-        } else {
-            var ts = __kernel_timespec(tv_sec: Int64(timeoutMillis / 1000),
-                                       tv_nsec: Int64(timeoutMillis % 1000) * 1_000_000)
-            var cqe: UnsafeMutablePointer<io_uring_cqe>?
-            _ = io_uring_submit_and_wait_timeout(&ring, &cqe, 1, &ts, nil)
-        }
-        sendsSinceWait = 0
-        var seen: UInt32 = 0
-        // Reap in batches (one read of the CQ tail, one head update per batch, not per CQE).
-        // Handlers may queue more SQEs but never wait, so this terminates.
-        while seen < 4096 {   // bound one turn; the rest waits for the next
-            let n = io_uring_peek_batch_cqe(&ring, cqeBatch, UInt32(Self.cqeBatchSize))
-            if n == 0 { break }
-            for i in 0..<Int(n) {
-                let cqe = cqeBatch[i].unsafelyUnwrapped
-                dispatch(data: cqe.pointee.user_data, res: cqe.pointee.res, flags: cqe.pointee.flags, handler: handler)
-            }
-            io_uring_cq_advance(&ring, n)
-            seen &+= n
-        }
-        if pendingRecycles > 0 {
-            io_uring_buf_ring_advance(bufRing, pendingRecycles)
-            pendingRecycles = 0
-        }
-        if !released.isEmpty {
-            for c in released { handler.connectionReleased(c) }
-            released.removeAll(keepingCapacity: true)
-        }
-    }
-
-    private func dispatch(data: UInt64, res: Int32, flags: UInt32, handler: IOEventHandler) {
-        guard let op = Op(rawValue: data & 15) else { return }
-        switch op {
-        case .accept:
-            if res >= 0 {
-                handler.connectionAccepted(fd: res)
-            }
-            if flags & UInt32(IORING_CQE_F_MORE) == 0 {
-                if listenFD >= 0 { armAccept() }
-            }
-        case .wake:
-            handler.wakeup()
-            if wakeFD >= 0 { armWake() }
-        case .peerWake:
-            handler.wakeup()
-        case .peerWakeSent:
-            break   // a failed MSG_RING (the peer is gone at shutdown) needs no handling
-        case .recv:
-            receivedSinceIdleCheck = true
-            buffersReleased = false
-            let c = connection(data)
-            let more = flags & UInt32(IORING_CQE_F_MORE) != 0
-            if !more { c.recvArmed = false }
-            if flags & UInt32(IORING_CQE_F_BUFFER) != 0 {
-                let bid = Int(flags >> UInt32(IORING_CQE_BUFFER_SHIFT))
-                let buf = bufBase + bid * bufSize
-                if res > 0 && !c.closeStarted {
-                    handler.connectionReceived(c, UnsafeRawBufferPointer(start: buf, count: Int(res)))
-                }
-                recycle(bid: bid, addr: buf)
-            }
-            if res == -ENOBUFS {
-                // Out of provided buffers: they come back as this batch is processed.
-                if !c.closeStarted { rearmRecv.append(c) }
-            } else if res <= 0 {
-                if !c.closeStarted { handler.connectionReceiveEnded(c, error: -res) }
-            } else if !more && !c.closeStarted {
-                startReceiving(c)   // multishot ended without error (e.g. CQ overflow): re-arm
-            }
-            if c.closeStarted { releaseIfIdle(c) }
-        case .send:
-            sendCompleted(connection(data), res: res, handler: handler)
-        case .spliceReady:
-            spliceReady(connection(data), res: res, handler: handler)
-        case .sendZC:
-            let c = connection(data)
-            if flags & UInt32(IORING_CQE_F_NOTIF) != 0 {
-                // The kernel let go of our pages: only now may `sending` be reused.
-                c.zcNotifPending = false
-                let copied = UInt32(bitPattern: res) & Self.notifUsageZCCopied != 0
-                if copied { c.zcCopies = true }   // pinning pages for a copy only costs more
-                handler.zeroCopySendFinished(copied: copied)
-                let failed = c.zcFailed
-                c.zcFailed = false
-                sendCompleted(c, res: failed ? -EPIPE : 0, handler: handler, accounted: true)
-            } else if flags & UInt32(IORING_CQE_F_MORE) != 0 {
-                // The result; a notification follows. Account the bytes now, finish then.
-                c.zcNotifPending = true
-                if res < 0 { c.zcFailed = true; c.dropSending(pool: pool) } else { c.consumeSending(Int(res), pool: pool) }
-                if c.closeStarted { releaseIfIdle(c) }   // close the fd: that frees the queued data
-            } else {
-                sendCompleted(c, res: res, handler: handler)   // failed before any page was used
-            }
-        }
-    }
-
-    /// A send's result (`accounted`: the bytes were already consumed, `res` only says whether
-    /// any are left). One place for plain sends and zero-copy ones.
-    private func sendCompleted(_ c: Connection, res: Int32, handler: IOEventHandler, accounted: Bool = false) {
-        c.sendInFlight = false
-        if c.closeStarted {
-            releaseIfIdle(c)
-            return
-        }
-        if res < 0 {
-            c.dropSending(pool: pool)
-            handler.connectionSendCompleted(c, error: -res)
-            return
-        }
-        if !accounted { c.consumeSending(Int(res), pool: pool) }
-        if !c.sendingIsEmpty {
-            send(c)   // a partial send continues where it stopped
-        } else {
-            // The reactor sends what was queued meanwhile at the end of this turn. The
-            // buffer keeps its memory while the connection is busy (the reactor frees it
-            // after a second without output), so steady traffic does not malloc.
-            handler.connectionSendCompleted(c, error: 0)
-        }
-    }
-
-    @inline(__always)
-    private func connection(_ data: UInt64) -> Connection {
-        let p = UnsafeRawPointer(bitPattern: UInt(data & ~15))!
-        return Unmanaged<Connection>.fromOpaque(p).takeUnretainedValue()
-    }
-
-    @inline(__always)
-    private func recycle(bid: Int, addr: UnsafeMutableRawPointer) {
-        io_uring_buf_ring_add(bufRing, addr, UInt32(bufSize), UInt16(bid), bufMask, pendingRecycles)
-        pendingRecycles += 1
     }
 }

@@ -41,14 +41,13 @@ extension Reactor {
                 // Into a pipe only behind nothing but earlier spliced batches: spliced bytes
                 // always go out first (see OutputBlocks.pipe). A send in flight with nothing
                 // being sent is a wait for room for those.
-                if splicing && c.out.isEmpty && c.sendingIsEmpty && (c.blocks?.pointee.out.isEmpty ?? true) {
+                if splicing && c.output.canTakeSplicedBatch {
                     if !loaded {
                         loaded = pipes.unsafelyUnwrapped.load(all)
                         splicing = loaded
                     }
                     if loaded {
-                        if c.blocks == nil { c.blocks = blocksPool.take() }
-                        switch pipes.unsafelyUnwrapped.tee(into: &c.blocks.unsafelyUnwrapped.pointee, socket: c.fd) {
+                        switch c.output.takeSplicedBatch(from: pipes.unsafelyUnwrapped, blocksPool: blocksPool, socket: c.fd) {
                         case .teed:
                             counters.splicedBatches &+= 1
                             counters.bytesOut &+= all.count   // (queuedOutputBytes leaves pipes out)
@@ -67,8 +66,8 @@ extension Reactor {
                     if block == nil { block = MessageBlock.make(copying: all, trailer: nil, pool: pool) }
                     queueBlock(block.unsafelyUnwrapped, length: all.count, to: c)
                 } else {
-                    c.out.reserve(all.count, pool: pool)
-                    c.out.appendReserved(all)
+                    c.output.out.reserve(all.count, pool: pool)
+                    c.output.out.appendReserved(all)
                 }
                 markForFlush(c, origin: origin)
             }

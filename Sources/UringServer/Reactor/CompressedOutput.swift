@@ -17,7 +17,7 @@ extension Reactor {
             appendCompressed(compressedZstd.readable, codec: codec, block: &zstdBlock, blockGeneration: &zstdBlockGeneration, to: c)
         case .raw:
             appendFrameHeader(count: body.count, codec: 0, to: c)
-            c.out.appendReserved(body)
+            c.output.out.appendReserved(body)
         }
     }
 
@@ -30,7 +30,7 @@ extension Reactor {
         let threshold = config.sharedBlockThreshold
         guard threshold > 0 && n >= threshold else {
             appendFrameHeader(count: n, codec: codec.rawValue, to: c)
-            c.out.appendReserved(compressed)
+            c.output.out.appendReserved(compressed)
             return
         }
         if blockGeneration != renderGeneration || block == nil {

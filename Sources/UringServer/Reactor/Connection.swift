@@ -48,44 +48,25 @@ public final class Connection {
     /// switches the server's output to binary frames, whatever framing the client sends in.
     public internal(set) var outCodec: CompressionCodec = .raw
     public internal(set) var echo = false
-    var sendInFlight = false
-    var recvArmed = false
-    /// Set when the reactor decided to close: no more input is processed or output queued.
-    var closing = false
-    /// Close once `out` has drained (used after frame_too_large and HTTP replies).
-    var closeAfterFlush = false
     /// Already in the reactor's list of connections with output to flush this turn.
     var inFlushList = false
-    /// Backend has been told to close.
-    var closeStarted = false
-    /// The backend closed the fd (the number may already belong to someone else).
-    var fdClosed = false
     var idlePingSent = false
     /// A plugin is finishing this connection's last message asynchronously: further input is
-    /// held, unprocessed, until it calls `Reactor.releaseInput` (so replies stay in order).
+    /// held, unprocessed, until it calls `releaseInput` (so replies stay in order).
     var inputHeld = false
     private var sessionReactor: UInt8 = 0
-    /// A SEND_ZC completed but the kernel still references `sending` until its notification
-    /// CQE (io_uring backend); `zcFailed` carries a failure of that send to the notification.
-    var zcNotifPending = false
-    var zcFailed = false
-    /// The kernel reported copying a zero-copy send to this peer (loopback, or a device without
-    /// scatter-gather): later sends to it are plain ones, which are cheaper then.
-    var zcCopies = false
+    /// Open → closing → closeStarted → fdClosed → released.
+    var lifecycle = Lifecycle.open
+    /// The kernel operations in flight for this connection (the backend's records).
+    var ops = ConnectionOps()
 
     // Session state, set by hello.
     public internal(set) var user: String?
     /// Rooms this connection joined (chat plugin state; the first one is stored inline).
     public var rooms = RoomList()
 
-    /// Output queued during this turn, in a chunk of the reactor's buffer pool (no chunk while
-    /// nothing is queued and the connection has been quiet for a second).
-    var out = PooledByteBuffer()
-    /// Output the kernel is sending (io_uring backend only; stable while a send is in flight).
-    var sending = PooledByteBuffer()
-    /// Shared message blocks queued in order with `out` and `sending` (large fan-out messages
-    /// are referenced, not copied); nil unless some were queued lately.
-    var blocks: UnsafeMutablePointer<OutputBlocks>?
+    /// Output queued, in flight, and by reference (blocks, a spliced pipe): see `OutputQueue`.
+    var output = OutputQueue()
 
     /// Stable hash of the user name (feature rollout; 0 before hello). Computed when asked:
     /// only a rollout under 100 % needs it (`FeatureGate.isEnabled(_:for:)`).
@@ -149,69 +130,29 @@ public final class Connection {
         _extras?.input.releaseIfEmpty()
     }
 
+    /// The reactor decided to close (or the connection is already gone).
+    @inline(__always) var closing: Bool { lifecycle >= .closing }
+    /// The backend was told to close.
+    @inline(__always) var closeStarted: Bool { lifecycle >= .closeStarted }
+    /// The fd is closed (the number may already belong to someone else).
+    @inline(__always) var fdClosed: Bool { lifecycle >= .fdClosed }
+    /// The kernel owns the output being sent (see `ConnectionOps.sendBusy`).
+    @inline(__always) var sendInFlight: Bool { ops.sendBusy }
+
     var isLoopback: Bool { peerIP >> 24 == 127 }
     @inline(__always)
     var sendsBinary: Bool { framing == .binary || outCodec != .raw }
 
-    /// Output bytes queued or in flight, shared blocks included.
-    @inline(__always)
-    var pendingOutputBytes: Int {
-        out.readableCount + sending.readableCount
-            + (blocks.map { $0.pointee.out.byteCount + $0.pointee.sending.byteCount + $0.pointee.pipeBytes } ?? 0)
-    }
-
-    /// Output queued and not yet handed to a send.
-    @inline(__always)
-    var hasQueuedOutput: Bool {
-        !out.isEmpty || blocks.map { !$0.pointee.out.isEmpty || $0.pointee.pipeBytes > 0 } ?? false
-    }
-    @inline(__always)
-    var queuedOutputBytes: Int { out.readableCount + (blocks?.pointee.out.byteCount ?? 0) }
-    /// Nothing is being sent (io_uring: the in-flight buffer and its blocks are done).
-    @inline(__always)
-    var sendingIsEmpty: Bool { sending.isEmpty && (blocks?.pointee.sending.isEmpty ?? true) }
-
-    /// Forgets the queued output (not what is in flight).
-    func dropQueuedOutput(pool: BufferPool) {
-        out.removeAll()
-        blocks?.pointee.out.removeAll(pool: pool)
-    }
-
-    /// Forgets what was being sent (the send failed).
-    func dropSending(pool: BufferPool) {
-        sending.removeAll()
-        blocks?.pointee.sending.removeAll(pool: pool)
-    }
-
-    /// Accounts `n` bytes of `sending` as sent (own bytes and blocks, in queue order).
-    func consumeSending(_ n: Int, pool: BufferPool) {
-        if let b = blocks, !b.pointee.sending.isEmpty {
-            b.pointee.sending.consume(n, own: &sending, pool: pool)
-        } else {
-            sending.consume(n)
-        }
-    }
-
-    /// Accounts `n` bytes of `out` as written (epoll writes straight from the queue).
-    func consumeQueued(_ n: Int, pool: BufferPool) {
-        if let b = blocks, !b.pointee.out.isEmpty {
-            b.pointee.out.consume(n, own: &out, pool: pool)
-        } else {
-            out.consume(n)
-        }
-    }
-
-    /// Gives every output buffer back (the connection is idle or gone).
-    func releaseOutput(pool: BufferPool, blocksPool: OutputBlocksPool) {
-        dropQueuedOutput(pool: pool)
-        dropSending(pool: pool)
-        out.release(to: pool)
-        sending.release(to: pool)
-        if let b = blocks {
-            blocks = nil
-            blocksPool.give(b)
-        }
-    }
+    // The output queue, by its old names (the reactor's fan-out reads these per message).
+    @inline(__always) var pendingOutputBytes: Int { output.pendingBytes }
+    @inline(__always) var hasQueuedOutput: Bool { output.hasQueued }
+    @inline(__always) var queuedOutputBytes: Int { output.queuedBytes }
+    @inline(__always) var sendingIsEmpty: Bool { output.sendingIsEmpty }
+    func dropQueuedOutput(pool: BufferPool) { output.dropQueued(pool: pool) }
+    func dropSending(pool: BufferPool) { output.dropSending(pool: pool) }
+    func consumeSending(_ n: Int, pool: BufferPool) { output.consumeSending(n, pool: pool) }
+    func consumeQueued(_ n: Int, pool: BufferPool) { output.consumeQueued(n, pool: pool) }
+    func releaseOutput(pool: BufferPool, blocksPool: OutputBlocksPool) { output.release(pool: pool, blocksPool: blocksPool) }
 
     /// True once the connection said hello.
     public var isAuthenticated: Bool { user != nil }

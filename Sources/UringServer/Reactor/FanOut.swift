@@ -136,14 +136,14 @@ extension Reactor {
                 queueBlock(block, length: body.count, to: c)   // the body without the line end
             } else {
                 appendFrameHeader(count: body.count, codec: 0, to: c)
-                c.out.appendReserved(body)
+                c.output.out.appendReserved(body)
             }
         } else if let block {
             queueBlock(block, length: block.count, to: c)
         } else {
-            c.out.reserve(body.count + 1, pool: pool)
-            c.out.appendReserved(body)
-            c.out.appendReserved(UInt8(ascii: "\n"))
+            c.output.out.reserve(body.count + 1, pool: pool)
+            c.output.out.appendReserved(body)
+            c.output.out.appendReserved(UInt8(ascii: "\n"))
         }
         markForFlush(c, origin: originNanos)
         let pending = c.pendingOutputBytes
@@ -156,18 +156,17 @@ extension Reactor {
 
     @inline(__always)
     func queueBlock(_ block: MessageBlock, length: Int, to c: Connection) {
-        if c.blocks == nil { c.blocks = blocksPool.take() }
-        c.blocks.unsafelyUnwrapped.pointee.out.append(block, length: length, ownQueued: c.out.readableCount)
+        c.output.appendBlock(block, length: length, blocksPool: blocksPool)
     }
 
     @inline(__always)
     func appendFrameHeader(count: Int, codec: UInt8, reserveBody: Bool = true, to c: Connection) {
         let n = UInt32(count + 1)
-        c.out.reserve(reserveBody ? 5 + count : 5, pool: pool)   // the header (and the body that follows it)
-        c.out.appendReserved(UInt8(truncatingIfNeeded: n >> 24))
-        c.out.appendReserved(UInt8(truncatingIfNeeded: n >> 16))
-        c.out.appendReserved(UInt8(truncatingIfNeeded: n >> 8))
-        c.out.appendReserved(UInt8(truncatingIfNeeded: n))
-        c.out.appendReserved(codec)
+        c.output.out.reserve(reserveBody ? 5 + count : 5, pool: pool)   // the header (and the body that follows it)
+        c.output.out.appendReserved(UInt8(truncatingIfNeeded: n >> 24))
+        c.output.out.appendReserved(UInt8(truncatingIfNeeded: n >> 16))
+        c.output.out.appendReserved(UInt8(truncatingIfNeeded: n >> 8))
+        c.output.out.appendReserved(UInt8(truncatingIfNeeded: n))
+        c.output.out.appendReserved(codec)
     }
 }

@@ -6,9 +6,9 @@ import Primitives
 // completions, releases, wake-ups).
 
 extension Reactor {
-    func connectionAccepted(fd: Int32) {
+    func connectionAccepted(_ socket: AcceptedSocket) {
         counters.accepted += 1
-        let peer = Socket.peerIPv4(fd)
+        let fd = socket.fd, peer = socket.peerIPv4
         switch shared.admit(peerIP: peer) {
         case .admitted: break
         case .serverFull:
@@ -20,7 +20,6 @@ extension Reactor {
             rejectAtAccept(fd, "{\"type\":\"error\",\"code\":\"too_many_connections\",\"message\":\"too many connections from this address (max_connections_per_ip)\"}\n")
             return
         }
-        if fd < 1_000_000 { Socket.configureAccepted(fd) }   // (harness fds are not sockets)
         let slot = freeSlots.popLast() ?? {
             connections.append(nil)
             return connections.count - 1
@@ -31,12 +30,10 @@ extension Reactor {
         lastAcceptedSlot = slot
         liveConnections += 1
         backend.startReceiving(c)
-
     }
 
     func rejectAtAccept(_ fd: Int32, _ msg: StaticString) {
-        Socket.writeOnce(fd, UnsafeRawBufferPointer(start: msg.utf8Start, count: msg.utf8CodeUnitCount))
-        Glibc.close(fd)
+        backend.refuse(fd: fd, UnsafeRawBufferPointer(start: msg.utf8Start, count: msg.utf8CodeUnitCount))
         counters.closed += 1
     }
 
@@ -56,13 +53,9 @@ extension Reactor {
         } else {
             sendFinished(c)
         }
-        if c.closeAfterFlush || c.hasQueuedOutput { markForFlush(c) }
+        if c.closing || c.hasQueuedOutput { markForFlush(c) }
     }
 
-    func zeroCopySendFinished(copied: Bool) {
-        counters.zeroCopySends &+= 1
-        if copied { counters.zeroCopyCopied &+= 1 }
-    }
 
     func connectionReleased(_ c: Connection) {
         c.releaseOutput(pool: pool, blocksPool: blocksPool)

@@ -135,7 +135,7 @@ extension Reactor {
 
     /// Queues a whole response and closes after it: one request per connection.
     func sendHTTP(_ c: Connection, _ response: borrowing ByteBuffer, since: UInt64) {
-        c.out.append(response.readable, pool: pool)
+        c.output.out.append(response.readable, pool: pool)
         if c.queuedMs == 0 { c.queuedMs = Connection.stampMs(since) }
         closeAfterFlush(c)
     }

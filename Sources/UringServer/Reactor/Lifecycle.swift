@@ -27,11 +27,10 @@ extension Reactor {
     /// No more input is processed; the connection closes once its output is sent.
     func closeAfterFlush(_ c: Connection, grace: UInt64? = nil) {
         if c.closing { return }
-        c.closing = true
+        c.lifecycle = .closing
         let drainNanos: UInt64 = UInt64(config.drainTimeoutMs) * 1_000_000
         let wait: UInt64 = grace ?? drainNanos
         c.extras.forceCloseAt = turnNanos &+ wait
-        c.closeAfterFlush = true
         notifyClosed(c)
         markForFlush(c)
     }
@@ -45,10 +44,9 @@ extension Reactor {
     /// Closes without flushing (queued output is dropped).
     func closeNow(_ c: Connection) {
         if !c.closing {
-            c.closing = true
+            c.lifecycle = .closing
             notifyClosed(c)
         }
-        c.closeAfterFlush = true
         c.dropQueuedOutput(pool: pool)
         startClose(c)
     }

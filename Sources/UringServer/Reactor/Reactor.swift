@@ -16,11 +16,12 @@ public final class Reactor: IOEventHandler {
     public let index: Int
     let shared: ServerShared
     var config: ServerConfig { shared.config }
-    var listenFD: Int32
+    let listenFD: Int32
+    /// Whether waits should gather completions (`wait_batch_auto` decides every tick), and
+    /// whether the backend did when asked (the `batched_wait` stat is both).
+    var gatherWaits = false
+    var backendGathers = false
     let inbox: Inbox
-    /// This reactor's io_uring fd once its ring exists (-1 before, and in epoll mode), for
-    /// other reactors' MSG_RING wakeups.
-    let publishedRingFD = Atomic<Int32>(-1)
     var backend: IOBackend!
     /// Output buffers come from here: chunks on this reactor's NUMA node, reused across
     /// messages, handed back when a connection goes quiet (only this thread touches it).
@@ -122,24 +123,17 @@ public final class Reactor: IOEventHandler {
             blocksPool = OutputBlocksPool(pipes: pipes)
         }
         shared.logger.info("reactor started", ["reactor": "\(index)", "cpu": cpuNote, "memory": BufferPool.describeNUMA()])
-        switch shared.ioMode {
-        case .uring:
-            let uring = try UringBackend(entries: config.ringEntries, recvBufferCount: config.recvBufferCount,
-                                         recvBufferSize: config.recvBufferSize, zeroCopyThreshold: config.sendZCThreshold,
-                                         waitBatch: config.waitBatch, waitBatchMicros: config.waitBatchMicros, pool: pool, pipes: pipes)
-            if config.sendZCThreshold > 0 && uring.zeroCopyThreshold == 0 {
-                shared.logger.warning("IORING_OP_SEND_ZC unsupported by this kernel: plain sends only", ["reactor": "\(index)"])
-            }
-            backend = uring
-        case .epoll:
-            backend = try EpollBackend(recvBufferSize: config.recvBufferSize, pool: pool, pipes: pipes)
+        let settings = BackendSettings(ringEntries: config.ringEntries, recvBufferCount: config.recvBufferCount,
+                                       recvBufferSize: config.recvBufferSize, zeroCopyThreshold: config.sendZCThreshold,
+                                       waitBatch: config.waitBatch, waitBatchMicros: config.waitBatchMicros)
+        let index = index, logger = shared.logger
+        backend = try IOBackends.make(shared.ioMode, settings, pool: pool, pipes: pipes) { note in
+            logger.warning(note, ["reactor": "\(index)"])
         }
-        // With wait_batch_auto a reactor starts unbatched; its first tick decides (the backend
-        // alone would start with batching on wherever the kernel supports it).
-        if config.waitBatchAuto { backend.setBatchedWait(false) }
+        // With wait_batch_auto a reactor starts unbatched; its first tick decides.
+        gatherWaits = config.waitBatch > 1 && !config.waitBatchAuto
         try backend.addListener(fd: listenFD)
-        try backend.addWakeup(fd: inbox.eventFD)
-        publishedRingFD.store(backend.ringFD, ordering: .releasing)
+        try backend.addWakeup(inbox.wakeTarget)
     }
 
     func run() {
@@ -151,7 +145,8 @@ public final class Reactor: IOEventHandler {
             let now = turnNanos   // read just now, at the end of the previous turn
             let wait = nextTickNanos > now ? Int32((nextTickNanos - now) / 1_000_000) + 1 : 0
             batchNanos = 0
-            backend.poll(timeoutMillis: wait, handler: self)
+            let gathered = backend.poll(timeoutMillis: wait, gather: gatherWaits, handler: self)
+            if gatherWaits { backendGathers = gathered }
             endTurn()
             turnNanos = Clock.monoNanos()
             if turnNanos >= nextTickNanos {
@@ -162,27 +157,15 @@ public final class Reactor: IOEventHandler {
             }
             if draining && (liveConnections == 0 || turnNanos >= drainDeadline) { break }
         }
-        // Stop: drop every connection, then the backend.
-        // shutdown() first: a pending io_uring request holds a reference to its file, so close()
-        // alone would leave the socket open until the ring's (asynchronous) teardown.
+        // Stop: every connection's plugins are told, the backend closes every fd it still has
+        // (and the listener), then the output buffers go back.
         for case let c? in connections {
             if !c.closing { notifyClosed(c) }
-            // A connection the backend already closed keeps its table entry until the release
-            // is delivered; its fd number may belong to someone else by now.
-            if !c.fdClosed {
-                Glibc.shutdown(c.fd, Int32(SHUT_RDWR))
-                Glibc.close(c.fd)
-                c.fdClosed = true
-            }
             shared.connectionClosed(peerIP: c.peerIP)
-            c.releaseOutput(pool: pool, blocksPool: blocksPool)
-        }
-        connections.removeAll()
-        if listenFD >= 0 {
-            Glibc.shutdown(listenFD, Int32(SHUT_RDWR))
-            Glibc.close(listenFD)
         }
         backend.shutdown()
+        for case let c? in connections { c.releaseOutput(pool: pool, blocksPool: blocksPool) }
+        connections.removeAll()
     }
 
     /// End of a turn: one wakeup per reactor we handed messages to, one send per connection
@@ -200,8 +183,7 @@ public final class Reactor: IOEventHandler {
             while mask != 0 {
                 let r = mask.trailingZeroBitCount
                 mask &= mask - 1
-                backend.wakePeer(ringFD: shared.reactors[r].publishedRingFD.load(ordering: .acquiring),
-                                 eventFD: shared.reactors[r].inbox.eventFD)
+                backend.wake(shared.reactors[r].inbox.wakeTarget)
             }
         }
         // Latency ends here, when the turn's output is handed to the kernel (docs/architecture.md,
@@ -227,7 +209,7 @@ public final class Reactor: IOEventHandler {
                 backend.send(c)
                 if !c.sendInFlight { sendFinished(c) }   // epoll wrote it all at once
             }
-            if c.closeAfterFlush && !c.sendInFlight && !c.hasQueuedOutput && c.sendingIsEmpty {
+            if c.closing && !c.sendInFlight && !c.hasQueuedOutput && c.sendingIsEmpty {
                 startClose(c)
             }
         }

@@ -9,7 +9,7 @@ extension Reactor {
 
     func acceptForTesting(fd: Int32) -> Int {
         turnNanos = Clock.monoNanos()
-        connectionAccepted(fd: fd)
+        connectionAccepted(AcceptedSocket(fd: fd, peerIPv4: 0))
         return lastAcceptedSlot
     }
 

@@ -16,10 +16,12 @@ extension Reactor {
             if nextSecondNanos < now { nextSecondNanos = now + 1_000_000_000 }
             releaseIdleInput()
             pipes?.releaseIdle()
+            counters.zeroCopySends = backend.counters.zeroCopySends
+            counters.zeroCopyCopied = backend.counters.zeroCopyCopied
             var snap = window.roll(&counters, index: index, connections: liveConnections)
             snap.openPipes = pipes?.openPipes ?? 0
             snap.backlogged = backloggedConnections(now)
-            snap.batchedWait = backend.batchedWait
+            snap.batchedWait = gatherWaits && backendGathers
             snapshots.publish(snap)
             if index == 0 { shared.monitor.evaluate(shared) }
             // Size classes nobody uses any more go back to the system (after a burst).
@@ -66,7 +68,7 @@ extension Reactor {
         lastRoomMessages = roomMessages
         lastDeliveries = counters.deliveries
         guard config.waitBatch > 1 else { return }
-        backend.setBatchedWait(!config.waitBatchAuto || (messages >= 200 && deliveries >= 4 * messages))
+        gatherWaits = !config.waitBatchAuto || (messages >= 200 && deliveries >= 4 * messages)
     }
 
     /// Connections whose oldest queued output has waited over 50 ms: demand the server is not

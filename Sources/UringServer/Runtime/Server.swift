@@ -165,7 +165,7 @@ public final class Server: @unchecked Sendable {
             if config.port != 0 { try Socket.checkPortFree(host: config.host, port: config.port) }
             var p = config.port
             for _ in 0..<threadCount {
-                let fd = try Socket.listen(host: config.host, port: p, nonBlocking: ioMode == .epoll)
+                let fd = try Socket.listen(host: config.host, port: p)
                 fds.append(fd)
                 if p == 0 { p = Socket.localPort(fd) }
             }

@@ -1,39 +1,4 @@
-import CLinux
 import Glibc
-
-/// A failed system call: the errno and the call's name. Every syscall wrapper in the IO folder
-/// throws this, so errors are turned into messages in one place.
-public struct SyscallError: Error, CustomStringConvertible {
-    public let call: StaticString
-    public let errno: Int32
-    public var description: String { "\(call): \(errnoString(errno))" }
-}
-
-@inline(__always) func currentErrno() -> Int32 { clinux_errno() }
-
-func errnoString(_ e: Int32) -> String {
-    guard let s = strerror(e) else { return "errno \(e)" }
-    return String(cString: s) + " (errno \(e))"
-}
-
-/// Runs `body`, retrying on EINTR; a -1 result becomes a SyscallError.
-@inline(__always)
-func syscall<T: FixedWidthInteger>(_ name: StaticString, _ body: () -> T) throws(SyscallError) -> T {
-    while true {
-        let r = body()
-        if r != -1 { return r }
-        let e = currentErrno()
-        if e == EINTR { continue }
-        throw SyscallError(call: name, errno: e)
-    }
-}
-
-/// liburing returns -errno instead of setting errno.
-@inline(__always)
-func uringCall(_ name: StaticString, _ r: Int32) throws(SyscallError) -> Int32 {
-    if r < 0 { throw SyscallError(call: name, errno: -r) }
-    return r
-}
 
 enum Clock {
     /// Wall-clock milliseconds since the epoch (for the `ts` fields clients see).
