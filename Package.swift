@@ -4,8 +4,8 @@ import PackageDescription
 // The server targets (CLinux, Primitives, UringServer, tcpserver) do not import Foundation:
 // `make check-no-foundation` and a test enforce it. Tests may use Foundation.
 // Release builds of the server targets skip dynamic exclusivity checks: the reactor mutates
-// buffers stored in class instances on every message, and the runtime checks were ~10 % of
-// server CPU on the fan-out load (perf record -e cpu-clock). Debug builds (tests) keep them.
+// buffers stored in class instances on every message, and the runtime checks are a noticeable
+// share of server CPU on the fan-out load (docs/performance.md). Debug builds (tests) keep them.
 let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
 
 let package = Package(

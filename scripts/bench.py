@@ -22,7 +22,23 @@ Writes bench/results.json, docs/performance-table.md and docs/performance.png (m
 skipped with a warning when it is missing). Exit status: 0, or 3 when a tcpserver run missed
 deliveries or failed (Redis/NATS drops are findings, printed in the table, not failures).
 
+A/B of two tcpserver builds: --ab-bin DIR names a folder holding a second ("before") build's
+tcpserver binary. Two more servers then join the same alternating rounds, "uring-before" and
+"epoll-before" (the same flags as "uring"/"epoll", binary from DIR; tcpserver-bench always comes
+from --bin). The table gains their columns and "after ÷ before" ratio columns; the JSON
+("ab_ratios") and the printed summary give, for every load, the ratio after/before of the
+medians for uring and for epoll; the before build's drops are findings, not failures (exit 3 is
+for the build under test). --servers LIST runs a comma-separated subset of
+redis,nats,uring,epoll,uring-before,epoll-before (default: all that apply), e.g. an A/B
+without Redis and NATS:
+
+  scripts/bench.py --ab-bin /tmp/before --servers uring,epoll,uring-before,epoll-before \
+      --out /tmp/ab.json --table /tmp/ab.md --chart /tmp/ab.png
+
+(e) is paced at half the lowest (a) rate of the servers that run.
+
 Usage: scripts/bench.py [--rounds 3] [--duration 3] [--quick] [--bin .build/release]
+                        [--ab-bin DIR] [--servers LIST]
 """
 import argparse
 import datetime
@@ -55,9 +71,18 @@ LOADS = [
 ]
 # Loads only tcpserver can run (per-connection compression); Redis and NATS show n/a.
 TCPSERVER_ONLY = {"g", "h"}
+ALL_SERVERS = ["redis", "nats", "uring", "epoll", "uring-before", "epoll-before"]
+# The servers of this run (main() narrows it with --servers / --ab-bin); the table, the chart
+# and the rotation follow this order.
 SERVERS = ["redis", "nats", "uring", "epoll"]
-WIRE = {"redis": "redis", "nats": "nats", "uring": "tcpserver", "epoll": "tcpserver"}
-TITLE = {"redis": "Redis", "nats": "NATS", "uring": "tcpserver uring", "epoll": "tcpserver epoll"}
+WIRE = {"redis": "redis", "nats": "nats", "uring": "tcpserver", "epoll": "tcpserver",
+        "uring-before": "tcpserver", "epoll-before": "tcpserver"}
+TITLE = {"redis": "Redis", "nats": "NATS", "uring": "tcpserver uring", "epoll": "tcpserver epoll",
+         "uring-before": "tcpserver uring (before)", "epoll-before": "tcpserver epoll (before)"}
+# tcpserver's --io mode per server name.
+IO = {"uring": "uring", "epoll": "epoll", "uring-before": "uring", "epoll-before": "epoll"}
+# A/B pairs: (io mode, after, before).
+AB_PAIRS = [("uring", "uring", "uring-before"), ("epoll", "epoll", "epoll-before")]
 
 
 # tcpserver runs its shipped defaults (presence on, the performance monitor on): only the
@@ -121,8 +146,9 @@ class Server:
 
     def _start_once(self):
         self.tail = []
-        if self.name in ("uring", "epoll"):
-            cmd = [self.binary, "--port", "0", "--io", self.name] + TCPSERVER_FLAGS
+        if self.name in IO:
+            io = IO[self.name]
+            cmd = [self.binary, "--port", "0", "--io", io] + TCPSERVER_FLAGS
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE, text=True, preexec_fn=raise_nofile)
             end = time.time() + 15
@@ -134,8 +160,8 @@ class Server:
                 if "address=" in line:
                     addr = line.split("address=", 1)[1].split()[0]
                     self.port = int(addr.rsplit(":", 1)[1])
-                    if f"io={self.name}" not in line:
-                        log(f"warning: {self.name}: started line does not say io={self.name}: {line.strip()}")
+                    if f"io={io}" not in line:
+                        log(f"warning: {self.name}: started line does not say io={io}: {line.strip()}")
                     threading.Thread(target=self._drain, args=(self.proc.stderr,), daemon=True).start()
                     return wait_port(self.port)
             return False
@@ -225,7 +251,20 @@ def wait_restored(port, name, timeout=30):
         log(f"  {name}: still shed after {timeout} s: {', '.join(shed)}")
 
 
-def versions(tcpserver_bin):
+def binary_id(path):
+    """What identifies a tcpserver binary that is not this checkout's build: path, size, mtime, sha256."""
+    try:
+        import hashlib
+        st = os.stat(path)
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()[:12]
+        mtime = datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc).isoformat(timespec="seconds")
+        return f"{os.path.abspath(path)} ({st.st_size:,} bytes, modified {mtime}, sha256 {digest})"
+    except OSError as e:
+        return f"{path} ({e})"
+
+
+def versions(tcpserver_bin, before_bin=None):
     def out(cmd):
         try:
             return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
@@ -240,6 +279,7 @@ def versions(tcpserver_bin):
         "tcpserver": f"git {rev}{' (uncommitted changes)' if dirty else ''}",
         "kernel": platform.release(),
         "cpus": os.cpu_count(),
+        **({"tcpserver_before": binary_id(before_bin)} if before_bin else {}),
     }
 
 
@@ -327,14 +367,21 @@ def hold_metrics(steps):
     return out
 
 
+# Ratio columns: (header, numerator, denominator); a column shows when both servers run.
+RATIO_COLUMNS = [("uring ÷ Redis", "uring", "redis"), ("epoll ÷ Redis", "epoll", "redis"),
+                 ("uring ÷ epoll", "uring", "epoll"),
+                 ("uring after ÷ before", "uring", "uring-before"), ("epoll after ÷ before", "epoll", "epoll-before")]
+
+
 def build_table(res):
     med = res["medians"]
     labels = dict((k, l) for k, l, _ in LOADS)
     labels["f"] = "(f) hold: " + " / ".join(f"{n:,}" for n in res["hold_steps"]) + " idle subscribers"
     labels["e"] = f"(e) latency: fan-out 50 x 64 B at {res['latency_rate']:,.0f} msg/s"
     METRICS["f"] = hold_metrics(res["hold_steps"])
-    head = ("| load | metric | Redis | NATS | tcpserver uring | tcpserver epoll | uring ÷ Redis | epoll ÷ Redis | uring ÷ epoll |\n"
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    columns = [c for c in RATIO_COLUMNS if c[1] in SERVERS and c[2] in SERVERS]
+    head = ("| " + " | ".join(["load", "metric"] + [TITLE[s] for s in SERVERS] + [c[0] for c in columns]) + " |\n"
+            "| " + " | ".join(["---", "---"] + ["---:"] * (len(SERVERS) + len(columns))) + " |")
     rows = [head]
     for key in ["a", "b", "c", "d", "e", "f", "g", "h"]:
         if key not in med and key in TCPSERVER_ONLY:
@@ -343,13 +390,15 @@ def build_table(res):
         for metric, label, _, kind in METRICS[key]:
             vals = {s: med.get(key, {}).get(s, {}).get(metric) for s in SERVERS}
             cells = [fmt(vals[s], kind) for s in SERVERS]
-            r = [ratio(vals["uring"], vals["redis"]), ratio(vals["epoll"], vals["redis"]), ratio(vals["uring"], vals["epoll"])]
+            r = [ratio(vals[a], vals[b]) for _, a, b in columns]
             if key in TCPSERVER_ONLY:
-                cells[SERVERS.index("redis")] = cells[SERVERS.index("nats")] = "n/a"
-                r[0] = r[1] = "n/a"
+                cells = ["n/a" if WIRE[s] != "tcpserver" else c for s, c in zip(SERVERS, cells)]
+            na = [key in TCPSERVER_ONLY and (WIRE[a] != "tcpserver" or WIRE[b] != "tcpserver") for _, a, b in columns]
             if kind in ("pct", "x"):
-                r = ["", "", ""] if key not in TCPSERVER_ONLY else ["n/a", "n/a", ""]
-            rows.append(f"| {labels[key] if first else ''} | {label} | " + " | ".join(cells) + " | " + " | ".join(r) + " |")
+                r = ["" for _ in columns]
+            r = ["n/a" if n else c for n, c in zip(na, r)]
+            rows.append(f"| {labels[key] if first else ''} | {label} | " + " | ".join(cells) + " |"
+                        + "".join(f" {c} |" for c in r))
             first = False
         # Drops and failures, per server, summed over the rounds.
         if key in ("a", "b", "c", "e", "f", "d", "g", "h"):
@@ -373,7 +422,7 @@ def build_table(res):
                 any_issue |= bool(parts)
                 cells.append(", ".join(parts) or "0")
             if any_issue:
-                rows.append(f"| | drops (all rounds) | " + " | ".join(cells) + " | | | |")
+                rows.append(f"| | drops (all rounds) | " + " | ".join(cells) + " |" + " |" * len(columns))
     return "\n".join(rows)
 
 
@@ -388,16 +437,18 @@ def write_chart(res, path):
     med = res["medians"]
     keys = ["a", "b", "c", "d", "e"]
     names = {"a": "(a) 50x64B", "b": "(b) 500x256B\n4 pubs", "c": "(c) 50x4KiB", "d": "(d) ping\n(requests)", "e": "(e) paced\n50x64B"}
-    colors = {"redis": "#d62728", "nats": "#2ca02c", "uring": "#1f77b4", "epoll": "#9ecae1"}
+    colors = {"redis": "#d62728", "nats": "#2ca02c", "uring": "#1f77b4", "epoll": "#9ecae1",
+              "uring-before": "#1f77b4", "epoll-before": "#9ecae1"}
     fig, ax = plt.subplots(figsize=(10, 5.5))
-    width = 0.2
+    width = 0.8 / len(SERVERS)
     for i, s in enumerate(SERVERS):
         ys = []
         for k in keys:
             m = med.get(k, {}).get(s, {})
             ys.append((m.get("deliveries_per_cpu_s") or m.get("requests_per_cpu_s") or 0) / 1e6)
-        xs = [j + (i - 1.5) * width for j in range(len(keys))]
-        bars = ax.bar(xs, ys, width, label=TITLE[s], color=colors[s])
+        xs = [j + (i - (len(SERVERS) - 1) / 2) * width for j in range(len(keys))]
+        bars = ax.bar(xs, ys, width, label=TITLE[s], color=colors[s],
+                      hatch="//" if s.endswith("-before") else None, edgecolor="white" if s.endswith("-before") else None)
         for b, y in zip(bars, ys):
             ax.annotate(f"{y:.1f}", (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(keys)))
@@ -428,6 +479,10 @@ def main():
     ap.add_argument("--table", default=os.path.join(ROOT, "docs", "performance-table.md"))
     ap.add_argument("--chart", default=os.path.join(ROOT, "docs", "performance.png"))
     ap.add_argument("--loads", default="abcdefgh", help="subset of loads to run, e.g. 'ad'")
+    ap.add_argument("--ab-bin", default=None, metavar="DIR",
+                    help="folder with a second (\"before\") build's tcpserver: adds uring-before and epoll-before")
+    ap.add_argument("--servers", default=None, metavar="LIST",
+                    help="comma-separated subset of " + ",".join(ALL_SERVERS) + " (default: all that apply)")
     args = ap.parse_args()
     if args.quick:
         args.rounds = 1
@@ -438,6 +493,17 @@ def main():
     for b in (tool, tcpserver):
         if not os.access(b, os.X_OK):
             sys.exit(f"missing {b}: build first (make bench does)")
+    before = os.path.join(args.ab_bin, "tcpserver") if args.ab_bin else None
+    if before and not os.access(before, os.X_OK):
+        sys.exit(f"missing {before}: --ab-bin needs a folder holding the before build's tcpserver")
+    default_servers = ALL_SERVERS if before else [s for s in ALL_SERVERS if not s.endswith("-before")]
+    chosen = [x.strip() for x in args.servers.split(",") if x.strip()] if args.servers else default_servers
+    unknown = [x for x in chosen if x not in ALL_SERVERS]
+    if unknown or not chosen:
+        sys.exit(f"--servers: unknown {', '.join(unknown) or '(empty list)'}; choose from {','.join(ALL_SERVERS)}")
+    if not before and any(x.endswith("-before") for x in chosen):
+        sys.exit("--servers: uring-before/epoll-before need --ab-bin DIR")
+    SERVERS[:] = [x for x in ALL_SERVERS if x in chosen]
     hold_steps = [int(x) for x in args.hold.split(",")]
     command = "scripts/bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     res = {
@@ -445,7 +511,8 @@ def main():
         "command": command.strip(),
         "rounds": args.rounds, "duration": args.duration, "quick": args.quick,
         "hold_steps": hold_steps, "latency_rate": args.latency_rate,
-        "host": versions(tcpserver), "loadavg_start": loadavg(),
+        "servers": list(SERVERS),
+        "host": versions(tcpserver, before), "loadavg_start": loadavg(),
         "server_flags": {
             "tcpserver": " ".join(shlex.quote(a) for a in TCPSERVER_FLAGS) + " (defaults otherwise)",
             "redis": "--save '' --appendonly no --maxclients 12000",
@@ -455,10 +522,10 @@ def main():
     }
     log(f"bench: {args.rounds} round(s), {args.duration:g} s per load, loads {args.loads}, load average {res['loadavg_start']}")
     t0 = time.time()
-    servers = {s: Server(s, tcpserver) for s in SERVERS}
+    servers = {s: Server(s, before if s.endswith("-before") else tcpserver) for s in SERVERS}
     try:
         for rnd in range(args.rounds):
-            order = SERVERS[rnd % 4:] + SERVERS[:rnd % 4]
+            order = SERVERS[rnd % len(SERVERS):] + SERVERS[:rnd % len(SERVERS)]
             for s in order:
                 servers[s].start()
             log(f"round {rnd + 1}/{args.rounds}: order {', '.join(order)}; ports " +
@@ -511,6 +578,8 @@ def main():
             if isinstance(v, (int, float)) and k not in ("round", "exit"):
                 d.setdefault(k, []).append(v)
     res["medians"] = {k: {s: {m: median(v) for m, v in d.items()} for s, d in sv.items()} for k, sv in med.items()}
+    if any(s.endswith("-before") for s in SERVERS):
+        res["ab_ratios"] = ab_ratios(res)
 
     findings = []
     failed = False
@@ -524,7 +593,7 @@ def main():
                 issue += f" verify_failed={r['verify_failed']}"
         if issue:
             findings.append(f"round {r['round']} load ({r['load']}) {TITLE[r['server']]}: {issue}")
-            if r["server"] in ("uring", "epoll"):
+            if r["server"] in ("uring", "epoll"):  # the build under test; the before build's are findings
                 failed = True
     res["findings"] = findings
     res["shed_after"] = sorted({f"({r['load']}) {TITLE[r['server']]}: {', '.join(r['shed'])}"
@@ -548,6 +617,59 @@ def main():
     if failed:
         log("FAIL: a tcpserver run missed deliveries or failed (see findings)")
         sys.exit(3)
+
+
+# The metrics the A/B summary line names per load (all of the table's are in the JSON).
+AB_HEADLINE = {
+    "a": [("deliveries_per_sec", "deliveries/s"), ("deliveries_per_cpu_s", "per CPU-s")],
+    "d": [("requests_per_sec", "requests/s"), ("requests_per_cpu_s", "per CPU-s")],
+    "e": [("p50_us", "p50"), ("p99_us", "p99")],
+}
+for _k in "bcgh":
+    AB_HEADLINE[_k] = AB_HEADLINE["a"]
+
+
+def load_metrics(key, hold_steps):
+    return hold_metrics(hold_steps) if key == "f" else METRICS[key]
+
+
+def ab_ratios(res):
+    """after ÷ before of the medians, per load, per io mode, for every metric of the table."""
+    out = {}
+    for key, per_server in res["medians"].items():
+        for io, after, before in AB_PAIRS:
+            a, b = per_server.get(after), per_server.get(before)
+            if not a or not b:
+                continue
+            d = {}
+            for metric, *_ in load_metrics(key, res["hold_steps"]):
+                if isinstance(a.get(metric), (int, float)) and b.get(metric):
+                    d[metric] = round(a[metric] / b[metric], 3)
+            out.setdefault(key, {})[io] = d
+    return out
+
+
+def ab_lines(res):
+    """One line per load: the headline metrics' after/before ratios for uring and for epoll."""
+    lines = []
+    for key in ["a", "b", "c", "d", "e", "f", "g", "h"]:
+        per_io = res.get("ab_ratios", {}).get(key)
+        if not per_io:
+            continue
+        if key == "f":
+            last = res["hold_steps"][-1]
+            heads = [(f"rss_{last}_mb", f"RSS at {last:,}"), (f"bytes_per_conn_{last}", f"bytes per connection ({last:,})")]
+        else:
+            heads = AB_HEADLINE[key]
+        parts = []
+        for metric, label in heads:
+            vals = [f"{io} after/before {per_io[io][metric]:.2f}" for io, _, _ in AB_PAIRS
+                    if metric in per_io.get(io, {})]
+            if vals:
+                parts.append(f"{label}: " + ", ".join(vals))
+        if parts:
+            lines.append(f"({key}) " + "; ".join(parts))
+    return lines
 
 
 def summary(key, s, r):
@@ -599,6 +721,11 @@ def notes_text(res):
         "and uring ÷ epoll. user-space share = utime ÷ (utime + stime) of the server process.",
     ]
     lines = [l for l in lines if l]
+    if res.get("ab_ratios") is not None:
+        lines.append(f"- A/B: \"after\" is tcpserver {h['tcpserver']} (--bin), \"before\" is "
+                     f"{h.get('tcpserver_before', '?')} (--ab-bin), same flags, in the same alternating rounds. "
+                     "after ÷ before of the medians (above 1 is better for rates, below 1 for latency and memory):")
+        lines += [f"  - {l}" for l in ab_lines(res)] or ["  - (no load ran on both builds)"]
     if res.get("shed_after"):
         lines.append("- The monitor had shed features at the end of (the next load waited until they were back): " + "; ".join(res["shed_after"]) + ".")
     else:

@@ -85,9 +85,9 @@ public struct PooledChunk {
 ///
 /// Not thread-safe by design: each reactor owns one and is the only thread that calls it (no
 /// locks, no atomics). Size classes are the powers of two from 256 B to 256 KiB (a turn's room
-/// batch, shared by reference, reaches ~140 KB at 4 KiB fan-out: as one-off allocations those
-/// were an mmap + mbind + munmap each); a larger request is served by a one-off allocation and
-/// freed on `give`.
+/// batch, shared by reference, goes past 128 KiB at 4 KiB fan-out, and a one-off allocation is
+/// an mmap + mbind + munmap); a larger request is served by a one-off allocation and freed on
+/// `give`.
 ///
 /// Free chunks form an intrusive singly linked list per class (the link lives in the chunk's
 /// first 8 bytes), so `take`/`give` on a warm pool only move a pointer: no malloc, no syscall.

@@ -1,4 +1,5 @@
 import Glibc
+import Histogram
 import LoadClient
 import Primitives
 
@@ -193,4 +194,43 @@ final class CompressedStats {
         _ = scanner.scan(json) { stamp = $0 }
         return .some(stamp)
     }
+}
+
+/// Compressed mode: parses `chunk` as binary frames for one subscriber and returns the chat
+/// deliveries it completed (see CompressedStats). Stamps found in verified (decompressed) or
+/// raw chat frames go to `hist`.
+func consumeFrames(_ cs: CompressedStats, _ reader: inout FrameReader, _ verifiedHere: inout Int,
+                   _ chunk: UnsafeRawBufferPointer, now t: UInt64, hist: inout Histogram<UInt64>) -> Int {
+    var got = 0
+    reader.feed(chunk, wantBody: { codec in
+        if codec == 0 { return true }
+        return verifiedHere < cs.verifyFirst || (cs.compressedFrames + 1) % cs.verifyEvery == 0
+    }) { codec, wire, collected, head, body in
+        func record(_ json: UnsafeRawBufferPointer) {
+            var scanner = StampScanner()
+            _ = scanner.scan(json) { stamp in hist.record(t > stamp ? t - stamp : 0) }
+        }
+        if codec == 0 {
+            let isChat = body.withUnsafeBytes { startsWith($0, chatPrefix) }
+            guard isChat else { cs.otherFrames += 1; return }
+            got += 1
+            cs.rawFrames += 1
+            cs.wireBytes += wire
+            cs.rawBytes += body.count
+            body.withUnsafeBytes { record($0) }
+            return
+        }
+        // A compressed frame: only chats are ever large enough to be compressed.
+        got += 1
+        cs.compressedFrames += 1
+        cs.codecsSeen.insert(codec)
+        cs.wireBytes += wire
+        if let n = declaredSize(codec: codec, head: head) { cs.rawBytes += n } else { cs.undeclared += 1 }
+        guard collected else { return }
+        if let stamp = cs.verify(codec: codec, payload: body, declared: declaredSize(codec: codec, head: head)) {
+            verifiedHere += 1
+            if let stamp { hist.record(t > stamp ? t - stamp : 0) }
+        }
+    }
+    return got
 }

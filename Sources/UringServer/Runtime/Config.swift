@@ -37,10 +37,9 @@ public struct ServerConfig: Sendable {
     /// every recipient's queue references (sendmsg with iovecs) instead of being copied into
     /// each recipient's buffer; 0 copies always. See docs/performance.md.
     public var sharedBlockThreshold = 1024
-    /// Room batches of at least this many bytes reach members by tee + splice (0: never).
-    /// At 50 x 4 KiB it raised deliveries/s by ~30 % in both modes, deliveries per CPU-s by
-    /// 12 % (io_uring) and 35 % (epoll); below ~32 KB the two extra syscalls per member cost
-    /// more than the copy they save (docs/performance.md, "Spliced batches").
+    /// Room batches of at least this many bytes reach members by tee + splice (0: never): no
+    /// kernel copy per member, but below ~32 KB the two extra syscalls per member cost more
+    /// than the copy they save (docs/performance.md, "Spliced batches").
     public var spliceThreshold = 32768
     /// io_uring mode (kernel 6.12+, IORING_FEAT_MIN_TIMEOUT): each wait returns once
     /// `waitBatch` completions are ready, or after `waitBatchMicros` if at least one is, so a
@@ -48,9 +47,9 @@ public struct ServerConfig: Sendable {
     public var waitBatch = 32
     public var waitBatchMicros = 50
     /// Batched waiting only while the reactor fans out (over the last 100 ms, at least 200
-    /// room messages and 4 deliveries per message): there it cut p99 at a paced fan-out load
-    /// from 2.6 to 1.1 ms, while on request/response it cost 3-4 % (docs/performance.md,
-    /// "Batched waiting"). false: whenever `waitBatch` > 1.
+    /// room messages and 4 deliveries per message): it cuts fan-out p99 but costs
+    /// request/response CPU (docs/performance.md, "Batched waiting"). false: whenever
+    /// `waitBatch` > 1.
     public var waitBatchAuto = true
 
     // Operations (docs/deployment.md)
@@ -58,17 +57,15 @@ public struct ServerConfig: Sendable {
     public var statsPublic = false
     /// Bearer token for /admin routes; empty means the admin routes answer 403.
     public var adminToken = ""
-    /// Performance monitor thresholds (docs/deployment.md, "Monitor"). p99 latency: 10 ms, not
-    /// the original README's 1 ms: a reactor's turn includes handing its sends to the kernel
-    /// (on loopback each send also runs the receiver's TCP path), so a light load of 5,000
-    /// msg/s into rooms of 20 measures 1-2 ms p99 on 2 cores, while real overload shows tens
-    /// to hundreds of ms as queues grow.
+    /// Performance monitor thresholds (docs/deployment.md, "Monitor"). p99 latency: 10 ms: a
+    /// reactor's turn includes handing its sends to the kernel (on loopback each send also runs
+    /// the receiver's TCP path), so even a light load has a p99 of milliseconds on a small
+    /// machine, while real overload shows tens to hundreds of ms as queues grow.
     public var maxLatencyMs = 10.0
     /// The memory breach scales with what the server holds: RSS over maxMemoryMB (the base:
-    /// code and start-up state, ~8.7 MB for the static binary) plus memoryPerReactorMB for each
-    /// reactor's working memory (receive ring, pool slabs, compression contexts: 2 reactors
-    /// peaked at 19.5 MB under a 50-subscriber 4 KiB flood) plus memoryPerConnectionKB per open
-    /// connection (an idle one holds ~0.3 KiB; 32 leaves room for a busy one's queued output).
+    /// code and start-up state) plus memoryPerReactorMB for each reactor's working memory
+    /// (receive ring, pool slabs, compression contexts) plus memoryPerConnectionKB per open
+    /// connection (room for a busy one's queued output; an idle one holds far less).
     /// A server crossing it is leaking or queueing without bound (docs/deployment.md, "Monitor").
     public var maxMemoryMB = 15.0
     public var memoryPerReactorMB = 8.0
