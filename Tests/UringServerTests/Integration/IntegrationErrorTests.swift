@@ -5,15 +5,6 @@ import Foundation
 import Testing
 import UringServer
 
-/// Reads the next message and checks it is `{"type":"error","code":code,"message":<non-empty>}`.
-func expectError(_ c: TestClient, _ code: String, _ context: String = "",
-                 sourceLocation: SourceLocation = #_sourceLocation) throws {
-    let m = try c.read()
-    #expect(m.type == "error", "expected error \(code) \(context), got \(m)", sourceLocation: sourceLocation)
-    #expect(m["code"] as? String == code, "expected code \(code) \(context), got \(m)", sourceLocation: sourceLocation)
-    #expect(!((m["message"] as? String) ?? "").isEmpty, "error needs a message: \(m)", sourceLocation: sourceLocation)
-}
-
 @Suite("Integration: errors")
 struct IntegrationErrorTests {
 

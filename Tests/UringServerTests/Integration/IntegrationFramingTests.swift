@@ -286,34 +286,3 @@ struct IntegrationFramingTests {
         }
     }
 }
-
-struct HTTPResponse {
-    var statusLine: String
-    var headers: [String: String]
-    var body: String
-}
-
-/// Sends `request`, reads the status line, headers and (by Content-Length, or to EOF) the body.
-func httpRequest(port: Int, _ request: String, head: Bool = false) throws -> HTTPResponse {
-    let c = try TestClient(port: port)
-    try c.send(request)
-    let status = try c.readLine()
-    var headers: [String: String] = [:]
-    while true {
-        let l = try c.readLine()
-        if l.isEmpty { break }
-        if let colon = l.firstIndex(of: ":") {
-            headers[l[..<colon].lowercased()] = l[l.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        }
-    }
-    var body: [UInt8] = []
-    if head {
-        // no body; make sure nothing else follows before the server closes or idles
-        if let more = try? c.readExactly(1, timeout: 0.2) { body = more }
-    } else if let len = headers["content-length"].flatMap({ Int($0) }) {
-        body = try c.readExactly(len)
-    } else {
-        while let b = try? c.readExactly(1) { body += b }
-    }
-    return HTTPResponse(statusLine: status, headers: headers, body: String(decoding: body, as: UTF8.self))
-}

@@ -128,7 +128,7 @@ struct IntegrationHTTPEdgeTests {
                 #expect(got.isEmpty, "\(name): should close silently, got \(String(decoding: got, as: UTF8.self))")
             }
             #expect(Date().timeIntervalSince(started) < 2.5)
-            let (stats, ok) = opsStatsEventually(port) { opsLimit($0, "http_header_timeout") >= 3 }
+            let (stats, ok) = statsEventually(port) { statsLimit($0, "http_header_timeout") >= 3 }
             #expect(ok, "limits.http_header_timeout: \(stats["limits"] ?? "")")
         }
     }

@@ -182,7 +182,7 @@ struct IntegrationPresenceTests {
     @Test("room across both reactors: each reactor's diff reaches every member once, every name seen",
           arguments: allIOModes)
     func acrossReactors(mode: IOModeSetting) throws {
-        try withOpsServer(mode, threads: 2, configure: { c in
+        try withRunningServer(mode, threads: 2, configure: { c in
             c.presenceMaxMembers = 5
             c.presenceIntervalMs = 200
         }) { server in
@@ -196,9 +196,9 @@ struct IntegrationPresenceTests {
                 try c.hello("px\(k)")
                 u.append(c)
             }
-            let (st, spread) = opsStatsEventually(port, timeout: 5) { s in
+            let (st, spread) = statsEventually(port, timeout: 5) { s in
                 let rs = (s["reactors"] as? [JSONObject]) ?? []
-                let conns = rs.map { opsInt($0["connections"]) ?? 0 }
+                let conns = rs.map { jsonInt($0["connections"]) ?? 0 }
                 // The /stats request itself is one connection on one of them.
                 return conns.reduce(0, +) >= 20 && conns.count == 2 && conns.allSatisfy { $0 >= 2 }
             }

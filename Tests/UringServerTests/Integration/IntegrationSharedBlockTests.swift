@@ -87,10 +87,10 @@ struct IntegrationSharedBlockTests {
             for (_, c) in readers { try c.pingExpectingPongNext() }
             // The path under test was taken (or not): batches were spliced only when enabled.
             // (/stats counters are published once a second.)
-            let (stats, _) = opsStatsEventually(port, timeout: 3) { s in
-                opsTotal(s, "deliveries") >= n * readers.count && (spliceThreshold == 0 || opsTotal(s, "spliced_batches") > 0)
+            let (stats, _) = statsEventually(port, timeout: 3) { s in
+                statsTotal(s, "deliveries") >= n * readers.count && (spliceThreshold == 0 || statsTotal(s, "spliced_batches") > 0)
             }
-            let spliced = opsTotal(stats, "spliced_batches")
+            let spliced = statsTotal(stats, "spliced_batches")
             if spliceThreshold > 0 {
                 #expect(spliced > 0, "no batch was spliced")
             } else {
@@ -137,12 +137,12 @@ struct IntegrationSharedBlockTests {
                 }
                 try c.pingExpectingPongNext()
             }
-            let (stats, _) = opsStatsEventually(port, timeout: 3) { s in opsTotal(s, "closed") >= 2 }
-            #expect(opsTotal(stats, "spliced_batches") > 0)
-            #expect(opsTotal(stats, "closed") >= 2, "both leavers were closed")
+            let (stats, _) = statsEventually(port, timeout: 3) { s in statsTotal(s, "closed") >= 2 }
+            #expect(statsTotal(stats, "spliced_batches") > 0)
+            #expect(statsTotal(stats, "closed") >= 2, "both leavers were closed")
             // Once the room is quiet, the reactors close their pipes: the descriptors a load
             // opened go back (the soak checks the server's fd count returns to its start).
-            let (idle, closed) = opsStatsEventually(port, timeout: 5) { s in openPipes(s) == 0 }
+            let (idle, closed) = statsEventually(port, timeout: 5) { s in openPipes(s) == 0 }
             #expect(closed, "pipes still open a few seconds after the last batch: \(openPipes(idle))")
         }
     }
@@ -150,7 +150,7 @@ struct IntegrationSharedBlockTests {
     /// `reactors[].open_pipes` summed over the reactors (negative when /stats lacks it).
     private func openPipes(_ stats: JSONObject) -> Int {
         guard let rs = stats["reactors"] as? [JSONObject] else { return -1 }
-        return rs.reduce(0) { $0 + (opsInt($1["open_pipes"]) ?? -1_000) }
+        return rs.reduce(0) { $0 + (jsonInt($1["open_pipes"]) ?? -1_000) }
     }
 
     @Test("splice_threshold: parsed, 0 disables, bad values refused")

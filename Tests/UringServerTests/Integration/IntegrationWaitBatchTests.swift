@@ -54,7 +54,7 @@ struct IntegrationWaitBatchTests {
             let pinger = try TestClient(port: port)
             try pinger.hello("wba-pinger")
             for _ in 0..<300 { try pinger.pingExpectingPongNext() }
-            let (quiet, _) = opsStatsEventually(port, timeout: 1.5) { s in opsTotal(s, "accepted") >= 1 && (s["reactors"] as? [JSONObject])?.count == 2 }
+            let (quiet, _) = statsEventually(port, timeout: 1.5) { s in statsTotal(s, "accepted") >= 1 && (s["reactors"] as? [JSONObject])?.count == 2 }
             #expect(!anyOn(quiet), "pings alone turned batched waiting on")
             let subs = try TestClient.members(16, port: port, user: "wba-sub", room: "wba")
             try pinger.join("wba")
@@ -66,7 +66,7 @@ struct IntegrationWaitBatchTests {
             while Date().timeIntervalSince(start) < 3 && !on {
                 for _ in 0..<100 { try pinger.send(["type": "send_chat", "room": "wba", "text": "x"]); sent += 1 }
                 usleep(5_000)
-                if sent % 1000 == 0 { on = anyOn(try opsStats(port)) }
+                if sent % 1000 == 0 { on = anyOn(try fetchStats(port)) }
             }
             if mode == .uring {
                 #expect(on, "fan-out of \(sent) messages did not turn batched waiting on")
@@ -74,7 +74,7 @@ struct IntegrationWaitBatchTests {
                 #expect(!on, "epoll has no batched waiting")
             }
             // Quiet again: off within a second or two.
-            let (after, off) = opsStatsEventually(port, timeout: 3) { s in !anyOn(s) }
+            let (after, off) = statsEventually(port, timeout: 3) { s in !anyOn(s) }
             #expect(off, "batched waiting stayed on after the load: \(after["reactors"] ?? "none")")
             withExtendedLifetime(subs) {}   // the members stay connected (in the room) throughout
         }

@@ -12,7 +12,7 @@ struct IntegrationZeroCopyTests {
 
     @Test("messages over send_zc_threshold arrive intact and in order; /stats counts SEND_ZC", arguments: allIOModes)
     func bigMessages(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { c in
+        try withRunningServer(mode, configure: { c in
             c.sendZCThreshold = 1024
             c.sharedBlockThreshold = 0   // plain buffers: sends of shared blocks are never SEND_ZC
             c.rateLimitPerSec = 0
@@ -35,10 +35,10 @@ struct IntegrationZeroCopyTests {
                     #expect(m["text"] as? String == text(i), "delivery \(i) differs (\((m["text"] as? String)?.count ?? -1) chars)")
                 }
             }
-            let (stats, _) = opsStatsEventually(port, timeout: 3) { s in
-                mode == .epoll || opsTotal(s, "zero_copy_sends") >= subs.count
+            let (stats, _) = statsEventually(port, timeout: 3) { s in
+                mode == .epoll || statsTotal(s, "zero_copy_sends") >= subs.count
             }
-            let sends = opsTotal(stats, "zero_copy_sends"), copied = opsTotal(stats, "zero_copy_copied")
+            let sends = statsTotal(stats, "zero_copy_sends"), copied = statsTotal(stats, "zero_copy_copied")
             if mode == .uring {
                 // At least the first big send to each subscriber went zero-copy; on loopback the
                 // kernel copied it, said so, and later sends to that peer were plain ones.

@@ -6,13 +6,13 @@ import Foundation
 import Testing
 import UringServer
 
-private func opsLines(_ bytes: [UInt8]) -> [JSONObject] {
+private func lines(_ bytes: [UInt8]) -> [JSONObject] {
     bytes.split(separator: UInt8(ascii: "\n")).compactMap { try? J.parse(Array($0)) }
 }
 
-private func opsHarnessConfig(_ f: (inout ServerConfig) -> Void) -> ServerConfig {
+private func harnessConfig(_ f: (inout ServerConfig) -> Void) -> ServerConfig {
     var c = ServerConfig()
-    opsQuietMonitor(&c)
+    quietMonitor(&c)
     f(&c)
     return c
 }
@@ -22,13 +22,13 @@ struct LimitsHarnessTests {
 
     @Test("rate limit: burst 10 → hello + 9 pongs, the other 21 pings rate_limited")
     func rateExact() {
-        let h = ProtocolHarness(config: opsHarnessConfig { c in
+        let h = ProtocolHarness(config: harnessConfig { c in
             c.rateLimitPerSec = 10
             c.rateLimitBurst = 10
         })
         let id = h.connect()
         h.feed(id, Array(("{\"type\":\"hello\",\"user\":\"r\"}\n" + String(repeating: "{\"type\":\"ping\"}\n", count: 30)).utf8))
-        let out = opsLines(h.takeOutput(id))
+        let out = lines(h.takeOutput(id))
         #expect(out.first?.type == "welcome")
         #expect(out.filter { $0.type == "pong" }.count == 9, "\(out.count) messages")
         #expect(out.filter { $0["code"] as? String == "rate_limited" }.count == 21)
@@ -37,14 +37,14 @@ struct LimitsHarnessTests {
 
     @Test("rate_limit_strikes=5: the 5th rate_limited in a row closes")
     func strikesExact() {
-        let h = ProtocolHarness(config: opsHarnessConfig { c in
+        let h = ProtocolHarness(config: harnessConfig { c in
             c.rateLimitPerSec = 10
             c.rateLimitBurst = 10
             c.rateLimitStrikes = 5
         })
         let id = h.connect()
         h.feed(id, Array(("{\"type\":\"hello\",\"user\":\"r\"}\n" + String(repeating: "{\"type\":\"ping\"}\n", count: 30)).utf8))
-        let out = opsLines(h.takeOutput(id))
+        let out = lines(h.takeOutput(id))
         #expect(out.filter { $0.type == "pong" }.count == 9)
         let errors = out.filter { $0.type == "error" }
         #expect(errors.count == 5 && errors.allSatisfy { $0["code"] as? String == "rate_limited" }, "\(errors)")
@@ -54,7 +54,7 @@ struct LimitsHarnessTests {
     /// Two members; `a` sends 60 chats of 30 KB in one receive, so `b`'s queue reaches ~1.8 MB
     /// within one turn.
     private func overrun(hard: Int, soft: Int) -> (bOut: [JSONObject], bClosed: Bool) {
-        let h = ProtocolHarness(config: opsHarnessConfig { c in
+        let h = ProtocolHarness(config: harnessConfig { c in
             c.outboundHardBytes = hard
             c.outboundSoftBytes = soft
             c.outboundSoftSeconds = 60
@@ -66,7 +66,7 @@ struct LimitsHarnessTests {
         _ = h.takeOutput(b)
         let chat = "{\"type\":\"send_chat\",\"room\":\"r\",\"text\":\"" + String(repeating: "y", count: 30_000) + "\"}\n"
         h.feed(a, Array(String(repeating: chat, count: 60).utf8))
-        return (opsLines(h.takeOutput(b)), h.isClosed(b))
+        return (lines(h.takeOutput(b)), h.isClosed(b))
     }
 
     @Test("outbound_hard_bytes=1 MiB is a hard cap, whatever outbound_soft_bytes is",

@@ -12,7 +12,7 @@ import UringServer
 private struct SlowConsumerRig {
     let port: Int
     let good: TestClient
-    let slow: OpsQuietClient
+    let slow: QuietClient
     let sender: TestClient
 
     init(port: Int) throws {
@@ -20,7 +20,7 @@ private struct SlowConsumerRig {
         good = try TestClient(port: port, timeout: 10)
         try good.hello("good")
         try good.join("slow-room")
-        slow = try OpsQuietClient(port: port)
+        slow = try QuietClient(port: port)
         try slow.send("{\"type\":\"hello\",\"user\":\"slow\"}\n{\"type\":\"join_room\",\"room\":\"slow-room\"}\n")
         let uj = try good.read(until: "user_joined")
         #expect(uj["user"] as? String == "slow")
@@ -62,7 +62,7 @@ private struct SlowConsumerRig {
             }
         }
         for i in 0..<n {
-            let ok = opsEventually(10) { got.value.count >= i - window || failure.value != nil }
+            let ok = pollUntil(10) { got.value.count >= i - window || failure.value != nil }
             if !ok || failure.value != nil { break }
             try sender.send(["type": "send_chat", "room": "slow-room", "text": Self.text(i)])
         }
@@ -77,7 +77,7 @@ struct LimitsSlowConsumerTests {
     @Test("outbound_hard_bytes=1 MiB: the member that never reads is cut; the reader gets every message in order",
           arguments: allIOModes)
     func hardCap(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { c in
+        try withRunningServer(mode, configure: { c in
             c.outboundHardBytes = 1 << 20
             c.outboundSoftBytes = 2 << 20      // soft bigger: the hard cap alone decides
             c.outboundSoftSeconds = 60
@@ -88,13 +88,13 @@ struct LimitsSlowConsumerTests {
             #expect(failure == nil, "\(failure ?? "")")
             #expect(received == Array(0..<n), "the reading member gets all \(n) chats in order; got \(received.count), first gap at \(firstMismatch(received.map(String.init), (0..<n).map(String.init)) ?? -1)")
 
-            let (s, cut) = opsStatsEventually(server.port) { opsLimit($0, "slow_consumer") >= 1 }
+            let (s, cut) = statsEventually(server.port) { statsLimit($0, "slow_consumer") >= 1 }
             #expect(cut, "limits.slow_consumer: \(s["limits"] ?? "")")
-            #expect(opsLimit(s, "slow_consumer") == 1, "only the member that does not read is cut: \(s["limits"] ?? "")")
+            #expect(statsLimit(s, "slow_consumer") == 1, "only the member that does not read is cut: \(s["limits"] ?? "")")
 
             // Cut means closed: the server lets go of the connection even though the client
             // still does not read (good + sender remain).
-            let released = opsEventually(3) { server.connectionCount == 2 }
+            let released = pollUntil(3) { server.connectionCount == 2 }
             #expect(released, "the cut connection is still open on the server \(3) s later: connectionCount=\(server.connectionCount)")
 
             // From the client's side the connection ends, whatever was in flight.
@@ -107,7 +107,7 @@ struct LimitsSlowConsumerTests {
 
     @Test("outbound_soft_bytes=256 KiB for 1 s: a member that stays over it is cut after ~1 s", arguments: allIOModes)
     func softCap(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { c in
+        try withRunningServer(mode, configure: { c in
             c.outboundSoftBytes = 256 << 10
             c.outboundSoftSeconds = 1
         }) { server in
@@ -119,15 +119,15 @@ struct LimitsSlowConsumerTests {
             #expect(failure == nil, "\(failure ?? "")")
             #expect(received == Array(0..<n), "got \(received.count) of \(n)")
 
-            let (s, cut) = opsStatsEventually(server.port, timeout: 4) { opsLimit($0, "slow_consumer") >= 1 }
+            let (s, cut) = statsEventually(server.port, timeout: 4) { statsLimit($0, "slow_consumer") >= 1 }
             let cutSeen = Date()
             #expect(cut, "limits.slow_consumer: \(s["limits"] ?? "")")
-            #expect(opsLimit(s, "slow_consumer") == 1, "\(s["limits"] ?? "")")
+            #expect(statsLimit(s, "slow_consumer") == 1, "\(s["limits"] ?? "")")
             #expect(cutSeen.timeIntervalSince(floodStart) >= 0.95,
                     "cut seen \(cutSeen.timeIntervalSince(floodStart)) s after the flood began: the soft cap allows 1 s")
             #expect(cutSeen.timeIntervalSince(floodEnd) < 3.5, "cut seen \(cutSeen.timeIntervalSince(floodEnd)) s after the flood")
 
-            let released = opsEventually(3) { server.connectionCount == 2 }
+            let released = pollUntil(3) { server.connectionCount == 2 }
             #expect(released, "the cut connection is still open on the server: connectionCount=\(server.connectionCount)")
             _ = try rig.slow.drainToEOF(timeout: 10)
             try rig.good.pingExpectingPongNext(skipPresence: true)

@@ -24,7 +24,7 @@ struct LimitsTests {
 
     @Test("rate limit 10/s, burst 10: 30 pings at once → rate_limited errors, connection stays", arguments: allIOModes)
     func rateLimited(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { c in
+        try withRunningServer(mode, configure: { c in
             c.rateLimitPerSec = 10
             c.rateLimitBurst = 10
         }) { server in
@@ -38,14 +38,14 @@ struct LimitsTests {
             // Still open; tokens come back at 10/s.
             Thread.sleep(forTimeInterval: 0.5)
             try c.pingExpectingPongNext()
-            let (s, ok) = opsStatsEventually(server.port) { opsLimit($0, "rate_limited") >= errors.count }
+            let (s, ok) = statsEventually(server.port) { statsLimit($0, "rate_limited") >= errors.count }
             #expect(ok, "limits.rate_limited should count \(errors.count): \(s["limits"] ?? "")")
         }
     }
 
     @Test("malformed lines count against the rate limit: 30 at once → ~9 bad_json, then rate_limited", arguments: allIOModes)
     func malformedLinesRateLimited(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { c in
+        try withRunningServer(mode, configure: { c in
             c.rateLimitPerSec = 10
             c.rateLimitBurst = 10
         }) { server in
@@ -63,7 +63,7 @@ struct LimitsTests {
 
     @Test("rate_limit_strikes=5: a sustained flood closes the connection", arguments: allIOModes)
     func rateStrikes(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { c in
+        try withRunningServer(mode, configure: { c in
             c.rateLimitPerSec = 10
             c.rateLimitBurst = 10
             c.rateLimitStrikes = 5
@@ -80,7 +80,7 @@ struct LimitsTests {
             #expect(errors.count >= 5 && errors.count <= 7, "five rate_limited in a row, then closed: \(errors)")
             #expect(errors.allSatisfy { $0["code"] as? String == "rate_limited" })
             #expect((errors.last?["message"] as? String)?.contains("closing") == true, "\(errors.last ?? [:])")
-            let (s, ok) = opsStatsEventually(server.port) { opsLimit($0, "rate_limited") >= 5 }
+            let (s, ok) = statsEventually(server.port) { statsLimit($0, "rate_limited") >= 5 }
             #expect(ok, "\(s["limits"] ?? "")")
             // Other connections are unaffected.
             let d = try TestClient(port: server.port)
@@ -90,7 +90,7 @@ struct LimitsTests {
 
     @Test("hello_timeout_ms=300: a silent connection gets hello_timeout, then EOF", arguments: allIOModes)
     func helloTimeout(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { $0.helloTimeoutMs = 300 }) { server in
+        try withRunningServer(mode, configure: { $0.helloTimeoutMs = 300 }) { server in
             let started = Date()
             let silent = try TestClient(port: server.port)
             let early = try TestClient(port: server.port)
@@ -107,7 +107,7 @@ struct LimitsTests {
             // hello in time: not affected.
             Thread.sleep(forTimeInterval: 0.2)
             try greeted.pingExpectingPongNext()
-            let (s, ok) = opsStatsEventually(server.port) { opsLimit($0, "hello_timeout") == 2 }
+            let (s, ok) = statsEventually(server.port) { statsLimit($0, "hello_timeout") == 2 }
             #expect(ok, "limits.hello_timeout: \(s["limits"] ?? "")")
         }
     }
@@ -115,7 +115,7 @@ struct LimitsTests {
     @Test("idle_timeout_ms=300: ping after 300 ms, idle_timeout + close after 600 ms; answering keeps it",
           arguments: allIOModes)
     func idleTimeout(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { $0.idleTimeoutMs = 300 }) { server in
+        try withRunningServer(mode, configure: { $0.idleTimeoutMs = 300 }) { server in
             let idle = try TestClient(port: server.port)
             let t0 = Date()                          // before the server can see the hello
             try idle.hello("idle")
@@ -157,14 +157,14 @@ struct LimitsTests {
             #expect(answered.value >= 2, "the lively client was pinged (and answered) \(answered.value) times in 1.6 s")
             try lively.send(["type": "ping"])
             _ = try lively.read(until: "pong")     // (a server ping may come first)
-            let (s, ok) = opsStatsEventually(server.port) { opsLimit($0, "idle_timeout") == 1 }
+            let (s, ok) = statsEventually(server.port) { statsLimit($0, "idle_timeout") == 1 }
             #expect(ok, "exactly the silent one timed out: \(s["limits"] ?? "")")
         }
     }
 
     @Test("max_rooms_per_connection=2 → too_many_rooms; max_members_per_room=2 → room_full", arguments: allIOModes)
     func roomLimits(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { c in
+        try withRunningServer(mode, configure: { c in
             c.maxRoomsPerConnection = 2
             c.maxMembersPerRoom = 2
         }) { server in
@@ -175,24 +175,24 @@ struct LimitsTests {
             try a.join("r2")
             try a.send(["type": "join_room", "room": "r3"])
             try expectError(a, "too_many_rooms")
-            #expect(opsInt(try a.join("r1")["members"]) == 1, "re-joining a room already joined is not a new room")
+            #expect(jsonInt(try a.join("r1")["members"]) == 1, "re-joining a room already joined is not a new room")
             try a.send(["type": "leave_room", "room": "r2"])
             _ = try a.read(until: "left")
             try a.join("r3")
 
             let b = try TestClient(port: port), c = try TestClient(port: port)
             try b.hello("rooms-b"); try c.hello("rooms-c")
-            #expect(opsInt(try b.join("r1")["members"]) == 2)
+            #expect(jsonInt(try b.join("r1")["members"]) == 2)
             try c.send(["type": "join_room", "room": "r1", "id": "j"])
             let e = try c.read()
             #expect(e["code"] as? String == "room_full" && e["id"] as? String == "j", "\(e)")
             #expect(try c.read().type == "ack")
             b.close()
             _ = try a.read(until: "user_left")
-            #expect(opsInt(try c.join("r1")["members"]) == 2, "a place came free")
+            #expect(jsonInt(try c.join("r1")["members"]) == 2, "a place came free")
 
-            let (s, ok) = opsStatsEventually(port) {
-                opsLimit($0, "max_rooms_per_connection") == 1 && opsLimit($0, "max_members_per_room") == 1
+            let (s, ok) = statsEventually(port) {
+                statsLimit($0, "max_rooms_per_connection") == 1 && statsLimit($0, "max_members_per_room") == 1
             }
             #expect(ok, "\(s["limits"] ?? "")")
         }
@@ -200,7 +200,7 @@ struct LimitsTests {
 
     @Test("max_connections_per_ip=3: the 4th gets too_many_connections and is closed", arguments: allIOModes)
     func perAddress(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { $0.maxConnectionsPerIP = 3 }) { server in
+        try withRunningServer(mode, configure: { $0.maxConnectionsPerIP = 3 }) { server in
             let port = server.port
             var clients: [TestClient] = []
             for i in 0..<3 {
@@ -215,21 +215,21 @@ struct LimitsTests {
             for c in clients { try c.pingExpectingPongNext() }
             // Closing one frees a place.
             clients.removeLast().close()
-            let ok = opsEventually(3) {
+            let ok = pollUntil(3) {
                 guard let c = try? TestClient(port: port), (try? c.hello("ip-again")) != nil else { return false }
                 clients.append(c)
                 return true
             }
             #expect(ok, "a connection should be admitted once one closed")
             clients.removeAll()
-            let (s, counted) = opsStatsEventually(port) { opsLimit($0, "max_connections_per_ip") >= 1 }
+            let (s, counted) = statsEventually(port) { statsLimit($0, "max_connections_per_ip") >= 1 }
             #expect(counted, "\(s["limits"] ?? "")")
         }
     }
 
     @Test("bad_name: over max_name_bytes=8, control or invisible characters, edge spaces", arguments: allIOModes)
     func badNames(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { $0.maxNameBytes = 8 }) { server in
+        try withRunningServer(mode, configure: { $0.maxNameBytes = 8 }) { server in
             let c = try TestClient(port: server.port)
             for bad in ["abcdefghi", "éééée", "a\u{01}b", "a\tb", "a\u{7f}", "a\u{200B}b", "a\u{2028}", " lead", "trail "] {
                 try c.send(["type": "hello", "user": bad])
@@ -250,7 +250,7 @@ struct LimitsTests {
 
     @Test("auth_token: no or wrong token → unauthorized + close; right token → welcome", arguments: allIOModes)
     func authToken(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { $0.authToken = "s3cret" }) { server in
+        try withRunningServer(mode, configure: { $0.authToken = "s3cret" }) { server in
             let port = server.port
             for (name, token) in [("no token", nil), ("wrong token", "s3cre"), ("longer token", "s3cret!"), ("empty", "")] as [(String, String?)] {
                 let c = try TestClient(port: port)
@@ -269,7 +269,7 @@ struct LimitsTests {
             let w = try ok.read()
             #expect(w.type == "welcome" && w["user"] as? String == "alice", "\(w)")
             try ok.join("auth")
-            let (s, counted) = opsStatsEventually(port) { opsLimit($0, "unauthorized") == 4 }
+            let (s, counted) = statsEventually(port) { statsLimit($0, "unauthorized") == 4 }
             #expect(counted, "\(s["limits"] ?? "")")
         }
     }

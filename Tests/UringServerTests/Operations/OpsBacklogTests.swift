@@ -14,12 +14,12 @@ import Glibc
 struct OpsBacklogTests {
 
     private func backlogged(_ s: JSONObject) -> Int {
-        ((s["reactors"] as? [JSONObject]) ?? []).reduce(0) { $0 + (opsInt($1["backlogged"]) ?? 0) }
+        ((s["reactors"] as? [JSONObject]) ?? []).reduce(0) { $0 + (jsonInt($1["backlogged"]) ?? 0) }
     }
 
     @Test("busy readers are never backlogged; a member that stops reading is", arguments: allIOModes)
     func readersVersusStalled(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { c in
+        try withRunningServer(mode, configure: { c in
             c.rateLimitPerSec = 0
         }) { server in
             let port = server.port
@@ -27,7 +27,7 @@ struct OpsBacklogTests {
             let stop = Locked(false)
             let drained = Locked(0)
             let fds = members.map(\.fd)
-            let drainer = HelperThread { opsDrain(fds, stop: stop, bytes: drained) }
+            let drainer = HelperThread { drainSockets(fds, stop: stop, bytes: drained) }
             defer {
                 stop.withLock { $0 = true }
                 #expect(drainer.join(timeout: 30), "drain thread did not stop")
@@ -46,7 +46,7 @@ struct OpsBacklogTests {
                 try pub.send(burst)
                 Thread.sleep(forTimeInterval: 0.01)
                 if Date() >= nextStats {
-                    worst = max(worst, backlogged(try opsStats(port)))
+                    worst = max(worst, backlogged(try fetchStats(port)))
                     nextStats = nextStats.addingTimeInterval(1)
                 }
             }
@@ -60,7 +60,7 @@ struct OpsBacklogTests {
             try stalled.join("bl")
             let big = "{\"type\":\"send_chat\",\"room\":\"bl\",\"text\":\"\(String(repeating: "s", count: 16_000))\"}\n"
             for _ in 0..<15 { try pub.send(String(repeating: big, count: 20)) }
-            let (s, ok) = opsStatsEventually(port, timeout: 5) { backlogged($0) >= 1 }
+            let (s, ok) = statsEventually(port, timeout: 5) { backlogged($0) >= 1 }
             #expect(ok, "the stalled member is backlogged: \(s["reactors"] ?? "")")
             _ = stalled
         }

@@ -31,7 +31,7 @@ struct OpsLatencyTests {
     @Test("/stats p50/p99 never exceed the client's end-to-end latency (1, 10, 50 ms spacing)",
           arguments: allIOModes)
     func crossCheck(mode: IOModeSetting) throws {
-        try withOpsServer(mode) { server in
+        try withRunningServer(mode) { server in
             let port = server.port
             let a = try TestClient(port: port)
             try a.hello("lat-a")
@@ -45,9 +45,9 @@ struct OpsLatencyTests {
                 // this phase's messages; /stats is read once, after it.
                 let count = Int((2.3 / (spacing + 0.0003)).rounded(.up))
                 let client = try roundTrips(a, b, count: count, spacing: spacing)
-                let s = try opsStats(port)
-                let p50 = opsNum(s["latency_p50_ms"]) ?? -1
-                let p99 = opsNum(s["latency_p99_ms"]) ?? -1
+                let s = try fetchStats(port)
+                let p50 = jsonDouble(s["latency_p50_ms"]) ?? -1
+                let p99 = jsonDouble(s["latency_p99_ms"]) ?? -1
                 let c50 = percentile(client, 0.50), c99 = percentile(client, 0.99), cmax = client.last!
                 print("latency cross-check [\(mode)] spacing \(Int(spacing * 1000)) ms: server p50 \(p50) p99 \(p99); "
                       + "client p50 \(String(format: "%.3f", c50)) p99 \(String(format: "%.3f", c99)) max \(String(format: "%.3f", cmax)) ms (\(count) messages)")

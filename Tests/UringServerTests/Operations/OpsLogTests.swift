@@ -68,10 +68,10 @@ struct OpsLogTests {
 
         // Every run logs started, draining, stopped — including the last, which exit()s right
         // after logging "stopped" (the file is written by a thread of its own).
-        let msgs = lines.map { opsLogMessage($0) ?? "" }
+        let msgs = lines.map { logMessage($0) ?? "" }
         if let lastStart = lines.lastIndex(where: { $0.contains(#"msg="tcpserver started""#) }) {
             #expect(logField("ts", in: lines[lastStart]) == lastStartTS, "the newest start line is the last run's")
-            let tail = lines[(lastStart + 1)...].map { opsLogMessage($0) ?? "" }
+            let tail = lines[(lastStart + 1)...].map { logMessage($0) ?? "" }
             #expect(tail == ["draining", "stopped"], "the last run's lines after its start: \(tail)")
         }
         var i = 0
@@ -88,7 +88,7 @@ struct OpsLogTests {
 }
 
 /// The `msg=` value of a key=value log line, unquoted (`msg="a b"` or `msg=word`).
-func opsLogMessage(_ line: String) -> String? {
+func logMessage(_ line: String) -> String? {
     guard let r = line.range(of: " msg=") else { return nil }
     let rest = line[r.upperBound...]
     if rest.hasPrefix("\"") {

@@ -14,7 +14,7 @@ import Glibc
 /// The example `WhoAmIPlugin` has no feature flag of its own (`featureFlag` is nil) and is a
 /// final class, so it is gated here by delegation: same messages, same replies, plus
 /// `featureFlag = "enable_whoami"` (declared non-critical in the config's `flags`).
-final class OpsGatedWhoAmI: MessageProcessor {
+final class GatedWhoAmI: MessageProcessor {
     let inner: WhoAmIPlugin
     init(_ env: PluginEnvironment) { inner = WhoAmIPlugin(env) }
     var featureFlag: String? { "enable_whoami" }
@@ -28,11 +28,11 @@ struct OpsMonitorTests {
     @Test("client errors never shed: 100 bad_json lines leave error_rate at 0, client_error_rate reports them",
           arguments: allIOModes)
     func clientErrorsNeverShed(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { c in
+        try withRunningServer(mode, configure: { c in
             c.maxErrorRate = 0.01          // the default; the other thresholds stay quiet
             c.monitorBreachSeconds = 1     // a breach would shed at the next evaluation
-            opsSet(&c, "flags", "enable_chat_rooms:critical,enable_presence,enable_compression,enable_whoami")
-        }, register: [{ OpsGatedWhoAmI($0) }]) { server in
+            setConfig(&c, "flags", "enable_chat_rooms:critical,enable_presence,enable_compression,enable_whoami")
+        }, register: [{ GatedWhoAmI($0) }]) { server in
             let port = server.port
             let obs = try TestClient(port: port)
             try obs.hello("ce-obs")
@@ -44,26 +44,26 @@ struct OpsMonitorTests {
             for _ in 0..<100 { try expectError(bad, "bad_json") }
 
             // The per-reactor figures roll once a second.
-            let (first, counted) = opsStatsEventually(port, timeout: 5) { (opsNum($0["client_error_rate"]) ?? 0) > 0.01 }
+            let (first, counted) = statsEventually(port, timeout: 5) { (jsonDouble($0["client_error_rate"]) ?? 0) > 0.01 }
             #expect(counted, "client_error_rate shows the bad lines within 5 s: \(first)")
             // For 3 s (three evaluations and more): reported, never shed.
             let until = Date().addingTimeInterval(3.2)
             var polls = 0
             while Date() < until {
-                let s = try opsStats(port)
+                let s = try fetchStats(port)
                 polls += 1
                 #expect(s["overloaded"] as? Bool == false, "client errors must not overload: \(s["breaches"] ?? "")")
                 #expect((s["breaches"] as? [String])?.isEmpty == true, "\(s["breaches"] ?? "")")
                 let shed = ((s["flags"] as? [JSONObject]) ?? []).filter { $0["shed"] as? Bool != false }
                 #expect(shed.isEmpty, "nothing shed: \(shed)")
-                #expect((opsNum(s["client_error_rate"]) ?? 0) > 0.01, "client_error_rate: \(s["client_error_rate"] ?? "nil")")
-                #expect(opsNum(s["error_rate"]) == 0, "error_rate counts server failures only: \(s["error_rate"] ?? "nil")")
-                #expect(opsTotal(s, "client_errors") >= 100, "\(s["totals"] ?? "")")
-                #expect(opsTotal(s, "server_failures") == 0, "\(s["totals"] ?? "")")
+                #expect((jsonDouble(s["client_error_rate"]) ?? 0) > 0.01, "client_error_rate: \(s["client_error_rate"] ?? "nil")")
+                #expect(jsonDouble(s["error_rate"]) == 0, "error_rate counts server failures only: \(s["error_rate"] ?? "nil")")
+                #expect(statsTotal(s, "client_errors") >= 100, "\(s["totals"] ?? "")")
+                #expect(statsTotal(s, "server_failures") == 0, "\(s["totals"] ?? "")")
                 Thread.sleep(forTimeInterval: 0.25)
             }
             #expect(polls >= 6)
-            let metrics = opsParseMetrics(try opsGet(port, "/metrics").body)
+            let metrics = parseMetrics(try httpGet(port, "/metrics").body)
             #expect((metrics["tcpserver_errors_sent_total"] ?? 0) >= 100, "\(metrics.filter { $0.key.contains("error") })")
             #expect(metrics["tcpserver_server_failures_total"] == 0, "\(metrics.filter { $0.key.contains("fail") })")
             #expect(metrics["tcpserver_overloaded"] == 0)
@@ -81,21 +81,21 @@ struct OpsMonitorTests {
     @Test("real overload (p99 latency under load) → overloaded, presence and whoami shed; recovered after the hold",
           arguments: allIOModes)
     func realOverloadSheds(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { c in
-            c.maxLatencyMs = opsLoadLatencyMs
+        try withRunningServer(mode, configure: { c in
+            c.maxLatencyMs = loadLatencyMs
             c.monitorHoldMs = 500          // monitor_breach_s stays 3: the load must last
             c.rateLimitPerSec = 0          // the publisher sends as fast as it can
-            opsSet(&c, "flags", "enable_chat_rooms:critical,enable_presence,enable_compression,enable_whoami")
-        }, register: [{ OpsGatedWhoAmI($0) }]) { server in
+            setConfig(&c, "flags", "enable_chat_rooms:critical,enable_presence,enable_compression,enable_whoami")
+        }, register: [{ GatedWhoAmI($0) }]) { server in
             let port = server.port
-            #expect(opsFlag(try opsStats(port), "enable_whoami")?["critical"] as? Bool == false)
+            #expect(statsFlag(try fetchStats(port), "enable_whoami")?["critical"] as? Bool == false)
 
             // The load: a room of 50 members, drained by one thread reading as fast as it can.
             let members = try TestClient.members(50, port: port, user: "load-m", room: "load")
             let stop = Locked(false)
             let drained = Locked(0)
             let fds = members.map(\.fd)
-            let drainer = HelperThread { opsDrain(fds, stop: stop, bytes: drained) }
+            let drainer = HelperThread { drainSockets(fds, stop: stop, bytes: drained) }
             defer {
                 stop.withLock { $0 = true }
                 #expect(drainer.join(timeout: 30), "drain thread did not stop")
@@ -104,7 +104,7 @@ struct OpsMonitorTests {
             // Calm first: the set-up (50 joins, each announced) may itself have breached; the
             // monitor judges the last second once a second, so give it two.
             Thread.sleep(forTimeInterval: 2.2)
-            let (calm, isCalm) = opsStatsEventually(port, timeout: 15) { s in
+            let (calm, isCalm) = statsEventually(port, timeout: 15) { s in
                 s["overloaded"] as? Bool == false && (s["breaches"] as? [String])?.isEmpty == true
             }
             try #require(isCalm, "an idle server is not overloaded: \(calm["breaches"] ?? "") p99 \(calm["latency_p99_ms"] ?? "")")
@@ -155,19 +155,19 @@ struct OpsMonitorTests {
             // this rate; the breach must hold monitor_breach_s = 3 evaluations); up to ~15 s on
             // a busy box.
             let started = Date()
-            let (over, isOver) = opsStatsEventually(port, timeout: 15) { s in
-                s["overloaded"] as? Bool == true && opsFlag(s, "enable_presence")?["shed"] as? Bool == true
+            let (over, isOver) = statsEventually(port, timeout: 15) { s in
+                s["overloaded"] as? Bool == true && statsFlag(s, "enable_presence")?["shed"] as? Bool == true
             }
             try #require(isOver, "overloaded and enable_presence shed under load within 15 s; got \(over) after \(batches.value) batches, load error \(loadError.value ?? "none")")
             let breaches = (over["breaches"] as? [String]) ?? []
             #expect(breaches.contains { $0.hasPrefix("latency_p99_ms") }, "breaches: \(breaches)")
-            #expect((opsNum(over["latency_p99_ms"]) ?? 0) > opsLoadLatencyMs, "\(over["latency_p99_ms"] ?? "")")
-            #expect(opsFlag(over, "enable_whoami")?["shed"] as? Bool == true, "\(over["flags"] ?? "")")
-            #expect(opsFlag(over, "enable_compression")?["shed"] as? Bool == true)
-            #expect(opsFlag(over, "enable_chat_rooms")?["shed"] as? Bool == false, "critical flags are never shed")
-            #expect(opsFlag(over, "enable_presence")?["enabled"] as? Bool == true, "shedding is not the operator's switch")
-            #expect(opsNum(over["error_rate"]) == 0, "no server failures under load: \(over["error_rate"] ?? "")")
-            let metrics = opsParseMetrics(try opsGet(port, "/metrics").body)
+            #expect((jsonDouble(over["latency_p99_ms"]) ?? 0) > loadLatencyMs, "\(over["latency_p99_ms"] ?? "")")
+            #expect(statsFlag(over, "enable_whoami")?["shed"] as? Bool == true, "\(over["flags"] ?? "")")
+            #expect(statsFlag(over, "enable_compression")?["shed"] as? Bool == true)
+            #expect(statsFlag(over, "enable_chat_rooms")?["shed"] as? Bool == false, "critical flags are never shed")
+            #expect(statsFlag(over, "enable_presence")?["enabled"] as? Bool == true, "shedding is not the operator's switch")
+            #expect(jsonDouble(over["error_rate"]) == 0, "no server failures under load: \(over["error_rate"] ?? "")")
+            let metrics = parseMetrics(try httpGet(port, "/metrics").body)
             #expect(metrics["tcpserver_overloaded"] == 1)
 
             // Shed (the load still running): presence stops, whoami is refused, rooms (critical)
@@ -175,13 +175,13 @@ struct OpsMonitorTests {
             let p2 = try TestClient(port: port)
             try p2.hello("mon-p2")
             try p2.join("mon")
-            let seen = try opsDrainWithPings(obs)
-            #expect(!opsPresence(seen, user: "mon-p2"), "presence is shed: \(seen)")
+            let seen = try drainWithPings(obs)
+            #expect(!hasPresence(seen, user: "mon-p2"), "presence is shed: \(seen)")
             try obs.send(["type": "whoami"])
             try expectError(obs, "feature_disabled", "whoami while shed")
             try p2.send(["type": "send_chat", "room": "mon", "text": "still here"])
             #expect(try obs.read(until: "chat")["text"] as? String == "still here")
-            #expect(opsStatsEventually(port, timeout: 0) { $0["overloaded"] as? Bool == true }.ok,
+            #expect(statsEventually(port, timeout: 0) { $0["overloaded"] as? Bool == true }.ok,
                     "still overloaded while the load runs (else the checks above proved nothing)")
 
             stopLoad()
@@ -192,17 +192,17 @@ struct OpsMonitorTests {
             // monitor_hold_ms later restores them (evaluations are a second apart).
             var heldClear = false
             var p99s: [Double] = []
-            let (clear, isClear) = opsStatsEventually(port, timeout: 15) { s in
-                p99s.append(opsNum(s["latency_p99_ms"]) ?? -1)
+            let (clear, isClear) = statsEventually(port, timeout: 15) { s in
+                p99s.append(jsonDouble(s["latency_p99_ms"]) ?? -1)
                 if s["overloaded"] as? Bool == true && (s["breaches"] as? [String])?.isEmpty == true {
                     heldClear = true
-                    #expect(opsFlag(s, "enable_presence")?["shed"] as? Bool == true, "still shed during the hold")
+                    #expect(statsFlag(s, "enable_presence")?["shed"] as? Bool == true, "still shed during the hold")
                 }
-                return s["overloaded"] as? Bool == false && opsFlag(s, "enable_presence")?["shed"] as? Bool == false
+                return s["overloaded"] as? Bool == false && statsFlag(s, "enable_presence")?["shed"] as? Bool == false
             }
             #expect(heldClear, "never saw the hold (breaches cleared, still overloaded)")
             #expect(isClear, "within 15 s of the load stopping: overloaded=false, presence back; got \(clear); p99 seen: \(p99s)")
-            #expect(opsFlag(clear, "enable_whoami")?["shed"] as? Bool == false)
+            #expect(statsFlag(clear, "enable_whoami")?["shed"] as? Bool == false)
             #expect((clear["breaches"] as? [String])?.isEmpty == true, "\(clear["breaches"] ?? "")")
             #expect(batches.value > 0 && drained.value > 0,
                     "load: \(batches.value) batches in \(Int(loadSeconds)) s, \(drained.value) bytes drained")
@@ -222,11 +222,11 @@ struct OpsMonitorTests {
     @Test("max_memory_mb=1 → overloaded with a memory breach against max_memory_mb + 8 MB per reactor + 32 KiB per connection",
           arguments: allIOModes)
     func memoryBreach(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { c in
+        try withRunningServer(mode, configure: { c in
             c.maxMemoryMB = 1
             c.monitorBreachSeconds = 1
         }) { server in
-            let (s, ok) = opsStatsEventually(server.port, timeout: 5) { $0["overloaded"] as? Bool == true }
+            let (s, ok) = statsEventually(server.port, timeout: 5) { $0["overloaded"] as? Bool == true }
             #expect(ok, "RSS is over 1 MB: \(s)")
             let breaches = (s["breaches"] as? [String]) ?? []
             let memory = breaches.first { $0.hasPrefix("memory_mb") }
@@ -235,31 +235,31 @@ struct OpsMonitorTests {
                 // "memory_mb RSS > LIMIT (max_memory_mb 1.0 + memory_per_reactor_mb 8.0 × 2 reactors
                 // + memory_per_connection_kb 32 × N connections)"
                 #expect(memory.contains("(max_memory_mb 1.0 + memory_per_reactor_mb 8.0 × 2 reactors + memory_per_connection_kb 32 × "), "\(memory)")
-                let parsed = opsParseMemoryBreach(memory)
+                let parsed = parseMemoryBreach(memory)
                 #expect(parsed != nil, "unparsable: \(memory)")
                 if let (rss, limit, n) = parsed {
                     #expect(abs(limit - (1 + 8 * 2 + Double(32 * n) / 1024)) < 1e-9, "limit = 1 MB + 8 MB × 2 + 32 KiB × \(n): \(memory)")
                     #expect(rss > limit, "\(memory)")
                 }
             }
-            #expect(opsFlag(s, "enable_presence")?["shed"] as? Bool == true)
-            #expect(opsFlag(s, "enable_chat_rooms")?["shed"] as? Bool == false)
+            #expect(statsFlag(s, "enable_presence")?["shed"] as? Bool == true)
+            #expect(statsFlag(s, "enable_chat_rooms")?["shed"] as? Bool == false)
             let thresholds = s["thresholds"] as? JSONObject
-            #expect(opsNum(thresholds?["max_memory_mb"]) == 1)
-            #expect(opsInt(thresholds?["memory_per_connection_kb"]) == 32, "the default: \(thresholds ?? [:])")
+            #expect(jsonDouble(thresholds?["max_memory_mb"]) == 1)
+            #expect(jsonInt(thresholds?["memory_per_connection_kb"]) == 32, "the default: \(thresholds ?? [:])")
         }
     }
 
     @Test("memory_limit_mb = max_memory_mb + memory_per_reactor_mb × reactors + memory_per_connection_kb × connections / 1024", arguments: allIOModes)
     func memoryLimitScales(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { c in
+        try withRunningServer(mode, configure: { c in
             c.maxMemoryMB = 100_000        // far over the test process's RSS: no breach
             c.memoryPerConnectionKB = 100
             c.memoryPerReactorMB = 3
         }) { server in
             let port = server.port
-            let s0 = try opsStats(port)
-            #expect(opsInt((s0["thresholds"] as? JSONObject)?["memory_per_connection_kb"]) == 100, "\(s0["thresholds"] ?? "")")
+            let s0 = try fetchStats(port)
+            #expect(jsonInt((s0["thresholds"] as? JSONObject)?["memory_per_connection_kb"]) == 100, "\(s0["thresholds"] ?? "")")
             var clients: [TestClient] = []
             for k in 0..<10 {
                 let c = try TestClient(port: port)
@@ -267,11 +267,11 @@ struct OpsMonitorTests {
                 clients.append(c)
             }
             // Connection counts come from the per-reactor snapshots (a second old at most).
-            let (s, ok) = opsStatsEventually(port, timeout: 5) { (opsInt($0["connections"]) ?? 0) >= 10 }
+            let (s, ok) = statsEventually(port, timeout: 5) { (jsonInt($0["connections"]) ?? 0) >= 10 }
             #expect(ok, "10 connections counted: \(s["connections"] ?? "nil")")
-            let n = opsInt(s["connections"]) ?? -1
+            let n = jsonInt(s["connections"]) ?? -1
             #expect((10...12).contains(n), "connections: \(n)")   // plus the /stats requests, maybe
-            let limit = opsNum(s["memory_limit_mb"]) ?? -1
+            let limit = jsonDouble(s["memory_limit_mb"]) ?? -1
             let expected = 100_000 + 3 * 2 + Double(100 * n) / 1024
             #expect(abs(limit - expected) <= 0.0011, "memory_limit_mb \(limit), expected \(expected) for \(n) connections")
             #expect(limit >= 100_000 + 6 + 1000.0 / 1024 - 0.0011, "at least 10 connections' allowance: \(limit)")
@@ -283,37 +283,13 @@ struct OpsMonitorTests {
 
 /// The p99 threshold the load test sets (the default is 10 ms): the debug build under the
 /// publisher's load measured 15–45 ms; idle (a few pings, /stats polls) it shows 0.
-let opsLoadLatencyMs = 1.0
+let loadLatencyMs = 1.0
 
 /// "memory_mb RSS > LIMIT (max_memory_mb M + K KiB × N connections)" → (RSS, LIMIT, N).
-func opsParseMemoryBreach(_ s: String) -> (rss: Double, limit: Double, connections: Int)? {
+func parseMemoryBreach(_ s: String) -> (rss: Double, limit: Double, connections: Int)? {
     let parts = s.split(separator: " ")
     guard parts.count >= 10, parts[0] == "memory_mb", parts[2] == ">",
           let rss = Double(parts[1]), let limit = Double(parts[3]),
           let x = parts.lastIndex(of: "×"), x + 1 < parts.count, let n = Int(parts[x + 1]) else { return nil }
     return (rss, limit, n)
-}
-
-/// Reads every socket in `fds` as fast as it can (discarding) until `stop`; counts the bytes.
-func opsDrain(_ fds: [Int32], stop: Locked<Bool>, bytes: Locked<Int>) {
-    var pfds = fds.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
-    var buf = [UInt8](repeating: 0, count: 1 << 16)
-    var total = 0
-    while !stop.value {
-        let r = poll(&pfds, nfds_t(pfds.count), 50)
-        if r <= 0 { continue }
-        for i in pfds.indices where pfds[i].revents != 0 {
-            if pfds[i].revents & Int16(POLLIN) == 0 {
-                pfds[i].fd = -1      // hung up or failed: stop polling it
-                continue
-            }
-            while true {
-                let n = buf.withUnsafeMutableBytes { recv(pfds[i].fd, $0.baseAddress!, $0.count, Int32(MSG_DONTWAIT)) }
-                if n > 0 { total += n; if n < buf.count { break } else { continue } }
-                if n == 0 { pfds[i].fd = -1 }
-                break
-            }
-        }
-        bytes.withLock { $0 = total }
-    }
 }

@@ -10,9 +10,9 @@ import Glibc
 
 /// Makes `q` a connection whose output cannot drain: it never reads while the server queues
 /// `n` × ~60 KB (a pong and an ack echoing a 30 KB id per ping) for it.
-func opsMakeStuck(_ q: OpsQuietClient, pings n: Int = 250) throws {
+func makeStuck(_ q: QuietClient, pings n: Int = 250) throws {
     try q.send("{\"type\":\"hello\",\"user\":\"stuck\"}\n")
-    try q.send(opsBigIdPings(n))
+    try q.send(bigIdPings(n))
 }
 
 @Suite("Ops: graceful shutdown")
@@ -20,7 +20,7 @@ struct OpsShutdownTests {
 
     @Test("drainAndStop: each client gets {\"type\":\"shutdown\"} then EOF; a quick drain", arguments: allIOModes)
     func drainInProcess(mode: IOModeSetting) throws {
-        try withOpsServer(mode, configure: { $0.drainTimeoutMs = 10_000 }) { server in
+        try withRunningServer(mode, configure: { $0.drainTimeoutMs = 10_000 }) { server in
             let port = server.port
             let a = try TestClient(port: port)
             try a.hello("drain-a")
@@ -50,13 +50,13 @@ struct OpsShutdownTests {
 
     @Test("/health answers 503 while the server drains", arguments: allIOModes)
     func healthWhileDraining(mode: IOModeSetting) throws {
-        try withOpsServer(mode, threads: 1, configure: { $0.drainTimeoutMs = 3000 }) { server in
+        try withRunningServer(mode, threads: 1, configure: { $0.drainTimeoutMs = 3000 }) { server in
             let port = server.port
-            #expect(try opsGet(port, "/health").statusLine.hasPrefix("HTTP/1.1 200"))
+            #expect(try httpGet(port, "/health").statusLine.hasPrefix("HTTP/1.1 200"))
             // A client whose queued output keeps the drain going until the timeout.
-            let q = try OpsQuietClient(port: port)
-            try opsMakeStuck(q)
-            let (st, busy) = opsStatsEventually(port, timeout: 3) { opsTotal($0, "messages_in") >= 251 }
+            let q = try QuietClient(port: port)
+            try makeStuck(q)
+            let (st, busy) = statsEventually(port, timeout: 3) { statsTotal($0, "messages_in") >= 251 }
             try #require(busy, "the stuck client's pings were not processed: \(st["totals"] ?? "")")
             let a = try TestClient(port: port)
             try a.hello("drain-watch")
@@ -72,7 +72,7 @@ struct OpsShutdownTests {
             // A health check during the drain (a load balancer's): must see 503.
             var fresh = "no answer"
             do {
-                fresh = try opsGet(port, "/health").statusLine
+                fresh = try httpGet(port, "/health").statusLine
             } catch {
                 fresh = "\(error)"
             }
@@ -158,9 +158,9 @@ struct OpsShutdownTests {
                                            "--drain-timeout-ms", "30000", "--log-file", ""])
         let line = try #require(child.waitForStartLine(), "no start line; stderr: \(child.stderr)")
         let port = try #require(addressPort(line))
-        let q = try OpsQuietClient(port: port)
-        try opsMakeStuck(q)
-        let (st, busy) = opsStatsEventually(port, timeout: 3) { opsTotal($0, "messages_in") >= 251 }
+        let q = try QuietClient(port: port)
+        try makeStuck(q)
+        let (st, busy) = statsEventually(port, timeout: 3) { statsTotal($0, "messages_in") >= 251 }
         try #require(busy, "the stuck client's pings were not processed: \(st["totals"] ?? "")")
         let a = try TestClient(port: port)
         try a.hello("second")
@@ -196,7 +196,7 @@ struct OpsFDProbe {
             c.io = mode
             c.threads = 1
             c.logFile = ""
-            opsQuietMonitor(&c)
+            quietMonitor(&c)
             let server = Server(config: c)
             try server.start()
             var clients: [TestClient] = []

@@ -13,23 +13,23 @@ struct OpsStatsTests {
 
     @Test("GET /stats: every documented field, and the figures follow the traffic", arguments: allIOModes)
     func stats(mode: IOModeSetting) throws {
-        try withOpsServer(mode) { server in
+        try withRunningServer(mode) { server in
             let port = server.port
-            let s0 = try opsStats(port)
+            let s0 = try fetchStats(port)
             for key in ["msg_per_sec", "deliveries_per_sec", "latency_p99_ms", "latency_p50_ms", "memory_mb",
                         "connections", "error_rate", "rooms", "uptime_s", "io_mode", "threads", "kernel",
                         "flags", "reactors", "overloaded", "limits", "totals"] {
                 #expect(s0[key] != nil, "/stats lacks \(key): \(s0.keys.sorted())")
             }
             #expect(s0["io_mode"] as? String == mode.rawValue, "io_mode: \(s0["io_mode"] ?? "nil")")
-            #expect(opsInt(s0["threads"]) == 2)
+            #expect(jsonInt(s0["threads"]) == 2)
             var uts = utsname()
             uname(&uts)
             let release = withUnsafeBytes(of: uts.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             #expect(s0["kernel"] as? String == release, "kernel: \(s0["kernel"] ?? "nil") vs uname \(release)")
-            #expect((opsNum(s0["memory_mb"]) ?? 0) > 0, "memory_mb must be > 0: \(s0["memory_mb"] ?? "nil")")
+            #expect((jsonDouble(s0["memory_mb"]) ?? 0) > 0, "memory_mb must be > 0: \(s0["memory_mb"] ?? "nil")")
             #expect(s0["overloaded"] as? Bool == false)
-            #expect(opsInt(s0["uptime_s"]).map { $0 >= 0 } == true)
+            #expect(jsonInt(s0["uptime_s"]).map { $0 >= 0 } == true)
             let reactors = try #require(s0["reactors"] as? [JSONObject])
             #expect(reactors.count == 2, "one entry per reactor: \(reactors)")
             for r in reactors {
@@ -39,9 +39,9 @@ struct OpsStatsTests {
             }
             let flags = try #require(s0["flags"] as? [JSONObject])
             #expect(Set(flags.compactMap { $0["name"] as? String }).isSuperset(of: ["enable_chat_rooms", "enable_presence"]))
-            #expect(opsFlag(s0, "enable_chat_rooms")?["critical"] as? Bool == true)
-            #expect(opsFlag(s0, "enable_presence")?["critical"] as? Bool == false)
-            let messagesBefore = opsTotal(s0, "messages_in")
+            #expect(statsFlag(s0, "enable_chat_rooms")?["critical"] as? Bool == true)
+            #expect(statsFlag(s0, "enable_presence")?["critical"] as? Bool == false)
+            let messagesBefore = statsTotal(s0, "messages_in")
 
             // Traffic: 3 clients, 2 rooms, N chats.
             let a = try TestClient(port: port), b = try TestClient(port: port), c = try TestClient(port: port)
@@ -54,27 +54,27 @@ struct OpsStatsTests {
             let sent = 6 + n
 
             var maxRate = 0
-            let (s, ok) = opsStatsEventually(port, timeout: 3) { s in
-                maxRate = max(maxRate, opsInt(s["msg_per_sec"]) ?? 0)
-                return opsTotal(s, "messages_in") >= messagesBefore + sent && opsInt(s["connections"]) == 3
+            let (s, ok) = statsEventually(port, timeout: 3) { s in
+                maxRate = max(maxRate, jsonInt(s["msg_per_sec"]) ?? 0)
+                return statsTotal(s, "messages_in") >= messagesBefore + sent && jsonInt(s["connections"]) == 3
                     && maxRate > 0
             }
             #expect(ok, "within 3 s /stats should count \(sent) more messages, 3 connections and a rate > 0: \(s)")
-            #expect(opsInt(s["rooms"]) == 2, "two rooms have members: \(s["rooms"] ?? "nil")")
-            #expect(opsTotal(s, "deliveries") >= n, "each chat was delivered once: \(s["totals"] ?? "nil")")
-            #expect(maxRate > 0 && maxRate <= opsTotal(s, "messages_in"), "msg_per_sec seen: \(maxRate)")
+            #expect(jsonInt(s["rooms"]) == 2, "two rooms have members: \(s["rooms"] ?? "nil")")
+            #expect(statsTotal(s, "deliveries") >= n, "each chat was delivered once: \(s["totals"] ?? "nil")")
+            #expect(maxRate > 0 && maxRate <= statsTotal(s, "messages_in"), "msg_per_sec seen: \(maxRate)")
             let rs = (s["reactors"] as? [JSONObject]) ?? []
-            #expect(rs.compactMap { opsInt($0["index"]) } == [0, 1], "reactor entries in order, labelled: \(rs)")
-            #expect(rs.compactMap { opsInt($0["connections"]) }.reduce(0, +) == 3, "per-reactor connections: \(rs)")
-            #expect((opsNum(s["latency_p99_ms"]) ?? -1) >= (opsNum(s["latency_p50_ms"]) ?? 0))
-            #expect(opsNum(s["error_rate"]) == 0, "no errors were caused: \(s["error_rate"] ?? "nil")")
+            #expect(rs.compactMap { jsonInt($0["index"]) } == [0, 1], "reactor entries in order, labelled: \(rs)")
+            #expect(rs.compactMap { jsonInt($0["connections"]) }.reduce(0, +) == 3, "per-reactor connections: \(rs)")
+            #expect((jsonDouble(s["latency_p99_ms"]) ?? -1) >= (jsonDouble(s["latency_p50_ms"]) ?? 0))
+            #expect(jsonDouble(s["error_rate"]) == 0, "no errors were caused: \(s["error_rate"] ?? "nil")")
 
             // Leaving: rooms and connections go down.
             c.close()
             try b.send(["type": "leave_room", "room": "stats-1"])
             _ = try b.read(until: "left")
-            let (s2, ok2) = opsStatsEventually(port, timeout: 3) { s in
-                opsInt(s["rooms"]) == 1 && opsInt(s["connections"]) == 2
+            let (s2, ok2) = statsEventually(port, timeout: 3) { s in
+                jsonInt(s["rooms"]) == 1 && jsonInt(s["connections"]) == 2
             }
             #expect(ok2, "after c disconnects: 1 room (stats-1 still has a), 2 connections: \(s2)")
         }
@@ -82,18 +82,18 @@ struct OpsStatsTests {
 
     @Test("GET /stats right after start: each reactor entry carries its own index", arguments: allIOModes)
     func reactorIndexesFromTheStart(mode: IOModeSetting) throws {
-        try withOpsServer(mode) { server in
+        try withRunningServer(mode) { server in
             // Before the first one-second tick nothing has been published yet; the entries must
             // still say which reactor they are (a dashboard keys its per-reactor rows on it).
-            let s = try opsStats(server.port)
+            let s = try fetchStats(server.port)
             let rs = (s["reactors"] as? [JSONObject]) ?? []
-            #expect(rs.compactMap { opsInt($0["index"]) } == [0, 1], "reactors in the first second: \(rs)")
+            #expect(rs.compactMap { jsonInt($0["index"]) } == [0, 1], "reactors in the first second: \(rs)")
         }
     }
 
     @Test("GET /metrics: Prometheus text consistent with /stats", arguments: allIOModes)
     func metrics(mode: IOModeSetting) throws {
-        try withOpsServer(mode) { server in
+        try withRunningServer(mode) { server in
             let port = server.port
             let a = try TestClient(port: port), b = try TestClient(port: port)
             try a.hello("met-a"); try b.hello("met-b")
@@ -105,17 +105,17 @@ struct OpsStatsTests {
             #expect(bj["code"] as? String == "bad_json", "\(bj)")
 
             // Wait for the snapshot that includes all of it.
-            let (before, ok) = opsStatsEventually(port) { opsTotal($0, "messages_in") >= 55 && opsTotal($0, "errors") >= 1 }
+            let (before, ok) = statsEventually(port) { statsTotal($0, "messages_in") >= 55 && statsTotal($0, "errors") >= 1 }
             try #require(ok, "stats never caught up: \(before)")
-            let r = try opsGet(port, "/metrics")
+            let r = try httpGet(port, "/metrics")
             #expect(r.statusLine.hasPrefix("HTTP/1.1 200"), "\(r.statusLine)")
             #expect(r.headers["content-type"]?.hasPrefix("text/plain") == true, "\(r.headers)")
-            let after = try opsStats(port)
+            let after = try fetchStats(port)
             #expect(r.body.contains("# TYPE tcpserver_messages_in_total counter"), "\(r.body)")
-            let m = opsParseMetrics(r.body)
+            let m = parseMetrics(r.body)
             let msgs = try #require(m["tcpserver_messages_in_total"], "no tcpserver_messages_in_total in\n\(r.body)")
-            #expect(Int(msgs) >= opsTotal(before, "messages_in") && Int(msgs) <= opsTotal(after, "messages_in"),
-                    "messages_in_total \(msgs) between /stats before \(opsTotal(before, "messages_in")) and after \(opsTotal(after, "messages_in"))")
+            #expect(Int(msgs) >= statsTotal(before, "messages_in") && Int(msgs) <= statsTotal(after, "messages_in"),
+                    "messages_in_total \(msgs) between /stats before \(statsTotal(before, "messages_in")) and after \(statsTotal(after, "messages_in"))")
             let errs = try #require(m["tcpserver_errors_sent_total"], "\(r.body)")
             #expect(errs >= 1)
             let deliveries = try #require(m["tcpserver_deliveries_total"], "\(r.body)")
@@ -131,22 +131,22 @@ struct OpsStatsTests {
             // Counters only grow between scrapes.
             for _ in 0..<20 { try a.send(["type": "ping"]) }
             for _ in 0..<20 { _ = try a.read(until: "pong") }
-            _ = opsStatsEventually(port) { opsTotal($0, "messages_in") >= opsTotal(after, "messages_in") + 20 }
-            let m2 = opsParseMetrics(try opsGet(port, "/metrics").body)
+            _ = statsEventually(port) { statsTotal($0, "messages_in") >= statsTotal(after, "messages_in") + 20 }
+            let m2 = parseMetrics(try httpGet(port, "/metrics").body)
             #expect((m2["tcpserver_messages_in_total"] ?? 0) >= msgs + 20, "\(m2["tcpserver_messages_in_total"] ?? -1) vs \(msgs)")
         }
     }
 
     @Test("HTTP: /health 200, 404, 405, 400, 431, HEAD", arguments: allIOModes)
     func httpStatuses(mode: IOModeSetting) throws {
-        try withOpsServer(mode) { server in
+        try withRunningServer(mode) { server in
             let port = server.port
-            let h = try opsGet(port, "/health")
+            let h = try httpGet(port, "/health")
             #expect(h.statusLine.hasPrefix("HTTP/1.1 200"), "\(h.statusLine)")
             #expect(h.body == "ok")
             #expect(h.headers["connection"] == "close")
 
-            let nf = try opsGet(port, "/no/such/route")
+            let nf = try httpGet(port, "/no/such/route")
             #expect(nf.statusLine.hasPrefix("HTTP/1.1 404"), "\(nf.statusLine)")
 
             for path in ["/stats", "/metrics", "/health"] {
@@ -209,46 +209,28 @@ struct OpsStatsTests {
 
     @Test("/stats and /metrics: 403 for a non-loopback client unless stats_public", arguments: allIOModes)
     func statsNonLoopback(mode: IOModeSetting) throws {
-        guard let ip = opsNonLoopbackIPv4() else {
+        guard let ip = nonLoopbackIPv4() else {
             // Recorded, not silently passed: the loopback-only rule could not be exercised here.
             Issue.record("no non-loopback IPv4 address on this machine: the 403 path was not exercised")
             return
         }
         for statsPublic in [false, true] {
-            try withOpsServer(mode, configure: { c in
+            try withRunningServer(mode, configure: { c in
                 c.host = "0.0.0.0"
                 c.allowUnauthenticatedPublic = true
                 c.statsPublic = statsPublic
             }) { server in
                 let port = server.port
                 for path in ["/stats", "/metrics"] {
-                    let r = try opsHTTPRequest(port: port, via: ip, "GET \(path) HTTP/1.1\r\nHost: \(ip)\r\n\r\n")
+                    let r = try httpRequest(port: port, via: ip, "GET \(path) HTTP/1.1\r\nHost: \(ip)\r\n\r\n")
                     let want = statsPublic ? "HTTP/1.1 200" : "HTTP/1.1 403"
                     #expect(r.statusLine.hasPrefix(want), "\(path) from \(ip), stats_public=\(statsPublic): \(r.statusLine)")
                 }
                 // /health is for everyone; loopback always sees stats.
-                let h = try opsHTTPRequest(port: port, via: ip, "GET /health HTTP/1.1\r\nHost: \(ip)\r\n\r\n")
+                let h = try httpRequest(port: port, via: ip, "GET /health HTTP/1.1\r\nHost: \(ip)\r\n\r\n")
                 #expect(h.statusLine.hasPrefix("HTTP/1.1 200"), "\(h.statusLine)")
-                #expect(try opsGet(port, "/stats").statusLine.hasPrefix("HTTP/1.1 200"))
+                #expect(try httpGet(port, "/stats").statusLine.hasPrefix("HTTP/1.1 200"))
             }
         }
     }
-}
-
-/// `httpRequest` through a given local address (the existing helper always uses 127.0.0.1).
-func opsHTTPRequest(port: Int, via host: String, _ request: String) throws -> HTTPResponse {
-    let c = try TestClient(port: port, host: host)
-    try c.send(request)
-    let status = try c.readLine()
-    var headers: [String: String] = [:]
-    while true {
-        let l = try c.readLine()
-        if l.isEmpty { break }
-        if let colon = l.firstIndex(of: ":") {
-            headers[l[..<colon].lowercased()] = l[l.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        }
-    }
-    let len = headers["content-length"].flatMap { Int($0) } ?? 0
-    let body = try c.readExactly(len)
-    return HTTPResponse(statusLine: status, headers: headers, body: String(decoding: body, as: UTF8.self))
 }

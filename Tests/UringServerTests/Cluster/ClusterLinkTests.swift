@@ -276,10 +276,6 @@ private final class LinkUnderTest: Sendable {
     }
 }
 
-private struct ClusterTestError: Error, CustomStringConvertible {
-    let description: String
-}
-
 private func eventually(_ seconds: Double, _ cond: () throws -> Bool) rethrows -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while true {
@@ -294,105 +290,6 @@ private func requireEventually(_ what: String, _ seconds: Double, sourceLocation
     if try eventually(seconds, cond) { return }
     Issue.record("timed out after \(seconds) s waiting for: \(what)", sourceLocation: sourceLocation)
     throw ClusterTestError(description: "timed out waiting for: \(what)")
-}
-
-/// A redis-server child process on its own free port (no persistence).
-final class RedisProcess: @unchecked Sendable {
-    let port: Int
-    private let executable: String
-    private var process: Process?
-
-    init(startNow: Bool = true) throws {
-        let candidates = ["/usr/bin/redis-server", "/usr/local/bin/redis-server", "/opt/homebrew/bin/redis-server"]
-            + (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map { "\($0)/redis-server" }
-        guard let exe = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
-            let msg = "redis-server not found: the cluster tests need it (apt-get install -y redis-server; `make test` installs it)"
-            Issue.record(Comment(rawValue: msg))
-            throw ClusterTestError(description: msg)
-        }
-        executable = exe
-        port = freePort()   // IntegrationSupport.swift
-        if startNow { try restart() }
-    }
-
-    /// (Re)starts redis-server on `port` and waits until it accepts connections.
-    func restart() throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                       "--dir", NSTemporaryDirectory()]
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        process = p
-        let deadline = Date().addingTimeInterval(5)
-        while Date() < deadline {
-            if !p.isRunning {
-                throw ClusterTestError(description: "redis-server exited at start (status \(p.terminationStatus)) on port \(port)")
-            }
-            if query(["PING"]) == "PONG" { return }
-            Thread.sleep(forTimeInterval: 0.02)
-        }
-        kill()
-        throw ClusterTestError(description: "redis-server did not answer PING on port \(port) within 5 s")
-    }
-
-    func signal(_ sig: Int32) {
-        if let p = process, p.isRunning { _ = Glibc.kill(p.processIdentifier, sig) }
-    }
-
-    /// SIGKILL (a crash, as far as clients can tell) and reap.
-    func kill() {
-        guard let p = process else { return }
-        process = nil
-        if p.isRunning {
-            _ = Glibc.kill(p.processIdentifier, SIGCONT)
-            _ = Glibc.kill(p.processIdentifier, SIGKILL)
-        }
-        p.waitUntilExit()
-    }
-
-    /// One command over a fresh blocking connection; the reply as text (bulk/simple/integer),
-    /// nil for a nil reply or any failure.
-    func query(_ args: [String]) -> String? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var tv = timeval(tv_sec: 1, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port)).bigEndian
-        _ = inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else { return nil }
-        var cmd = "*\(args.count)\r\n"
-        for a in args { cmd += "$\(a.utf8.count)\r\n\(a)\r\n" }
-        let sent = cmd.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-        guard sent > 0 else { return nil }
-        var buf = [UInt8](repeating: 0, count: 4096)
-        var got: [UInt8] = []
-        while true {
-            let n = recv(fd, &buf, buf.count, 0)
-            if n <= 0 { return nil }
-            got += buf[0..<n]
-            let s = String(decoding: got, as: UTF8.self)
-            guard let first = s.range(of: "\r\n") else { continue }
-            let head = String(s[s.startIndex..<first.lowerBound])
-            switch head.first {
-            case "+", ":": return String(head.dropFirst())
-            case "-": return nil
-            case "$":
-                guard let len = Int(head.dropFirst()) else { return nil }
-                if len < 0 { return nil }
-                let rest = Array(s.utf8[first.upperBound...])
-                if rest.count >= len + 2 { return String(decoding: rest[0..<len], as: UTF8.self) }
-            default: return nil
-            }
-        }
-    }
 }
 
 /// A TCP server that answers every connection with malformed or mistyped RESP, then hangs up.
