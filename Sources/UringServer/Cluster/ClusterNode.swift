@@ -50,6 +50,14 @@ final class ClusterNode: @unchecked Sendable {
     func userConnected(_ user: String) { link.userConnected(user) }
     func userDisconnected(_ user: String) { link.userDisconnected(user) }
     var isConnected: Bool { link.stats.connected }
+
+    /// Membership's hook: this node's member count of `room` changed (a join when `joined`).
+    /// The first member subscribes the node to the room, the last one unsubscribes it.
+    func localMembersChanged(room: String, count: Int, joined: Bool) {
+        if joined && count == 1 { link.roomActivated(room) }
+        link.setLocalMemberCount(room: room, count: count)
+        if !joined && count == 0 { link.roomDeactivated(room) }
+    }
     var stats: ClusterStats { link.stats }
 
     /// host-pid-random: unique per process, readable in Redis keys.

@@ -1,9 +1,8 @@
 import Primitives
 
 /// Rooms: join_room, leave_room, send_chat, and presence. The fan-out itself (local members,
-/// hand-off to other reactors) is the reactor's `broadcast`; this plugin owns the semantics.
+/// hand-off to other reactors) is the context's `broadcast`; this plugin owns the semantics.
 public final class ChatRoomPlugin: MessageProcessor {
-    private let rooms: RoomDirectory
     private let config: ServerConfig
     /// Presence is on in config and gated at run time by this (non-critical) flag.
     private let presenceFlag: FeatureFlag?
@@ -12,7 +11,6 @@ public final class ChatRoomPlugin: MessageProcessor {
     private let cluster: ClusterNode?
 
     public init(_ env: PluginEnvironment) {
-        rooms = env.rooms
         config = env.config
         presenceFlag = env.flags["enable_presence"]
         cluster = env.cluster
@@ -25,11 +23,11 @@ public final class ChatRoomPlugin: MessageProcessor {
         return local + remote
     }
 
-    /// Renders the message once (through `reactor.broadcast`) and, in cluster mode, publishes
+    /// Renders the message once (through `ctx.broadcast`) and, in cluster mode, publishes
     /// the same bytes for the other nodes.
-    private func fanOut(_ local: LocalRoom, excluding: Connection?, _ reactor: Reactor, _ body: (inout ByteBuffer) -> Void) {
-        reactor.broadcast(local, excluding: excluding, body)
-        if let cluster { cluster.publish(room: local.name, body: reactor.lastRendered) }
+    private func fanOut(_ local: LocalRoom, excluding: Connection?, _ ctx: PluginContext, _ body: (inout ByteBuffer) -> Void) {
+        ctx.broadcast(local, excluding: excluding, body)
+        if let cluster { cluster.publish(room: local.name, body: ctx.lastRendered) }
     }
 
     public var featureFlag: String? { "enable_chat_rooms" }
@@ -44,15 +42,15 @@ public final class ChatRoomPlugin: MessageProcessor {
         type == "send_chat" || type == "join_room" || type == "leave_room"
     }
 
-    public func process(_ m: IncomingMessage, _ reactor: Reactor) throws(ProtocolError) {
+    public func process(_ m: IncomingMessage, _ ctx: PluginContext) throws(ProtocolError) {
         switch m.type {
-        case "send_chat": try sendChat(m, reactor)
-        case "join_room": try join(m, reactor)
-        default: try leave(m, reactor)
+        case "send_chat": try sendChat(m, ctx)
+        case "join_room": try join(m, ctx)
+        default: try leave(m, ctx)
         }
     }
 
-    private func sendChat(_ m: IncomingMessage, _ reactor: Reactor) throws(ProtocolError) {
+    private func sendChat(_ m: IncomingMessage, _ ctx: PluginContext) throws(ProtocolError) {
         let c = m.connection
         let roomName = try m.requireString("room")
         guard let text = m.rawString("text") else {
@@ -62,7 +60,7 @@ public final class ChatRoomPlugin: MessageProcessor {
             throw ProtocolError(.notInRoom, "join room '\(roomName)' before sending to it")
         }
         let user = c.user ?? ""
-        fanOut(room, excluding: c.echo ? nil : c, reactor) { b in
+        fanOut(room, excluding: c.echo ? nil : c, ctx) { b in
             b.append("{\"type\":\"chat\",\"room\":")
             b.appendJSONString(roomName)
             b.append(",\"from\":")
@@ -70,55 +68,50 @@ public final class ChatRoomPlugin: MessageProcessor {
             b.append(",\"text\":")
             b.appendJSONStringRaw(escapedContents: text)
             b.append(",\"ts\":")
-            b.appendDecimal(reactor.wallMillis())
+            b.appendDecimal(ctx.wallMillis())
             b.append("}")
         }
     }
 
-    private func join(_ m: IncomingMessage, _ reactor: Reactor) throws(ProtocolError) {
+    private func join(_ m: IncomingMessage, _ ctx: PluginContext) throws(ProtocolError) {
         let c = m.connection
         let roomName = try m.requireName("room", maxBytes: config.maxNameBytes)
         if c.rooms.contains(where: { $0.name == roomName }) {
             // Joining twice is harmless: answer with the current count, announce nothing.
-            let local = rooms.memberCount(roomName)
-            let n = clusterCount(roomName, local: local)
-            reactor.reply(to: c) { b in Self.renderJoined(&b, roomName, n) }
+            let n = clusterCount(roomName, local: ctx.memberCount(roomName))
+            ctx.reply(to: c) { b in Self.renderJoined(&b, roomName, n) }
             return
         }
         if c.rooms.count >= config.maxRoomsPerConnection {
-            reactor.limitHit("max_rooms_per_connection")
+            ctx.limitHit("max_rooms_per_connection")
             throw ProtocolError(.tooManyRooms, "a connection may join at most \(config.maxRoomsPerConnection) rooms")
         }
-        guard let (shared, count) = rooms.join(roomName, reactor: reactor.index, limit: config.maxMembersPerRoom) else {
-            reactor.limitHit("max_members_per_room")
+        guard let (shared, count) = ctx.enterRoom(roomName, limit: config.maxMembersPerRoom) else {
+            ctx.limitHit("max_members_per_room")
             throw ProtocolError(.roomFull, "room '\(roomName)' has \(config.maxMembersPerRoom) members (max_members_per_room)")
         }
         var members = count
         if let cluster {
-            if count == 1 { cluster.roomActivated(roomName) }
-            cluster.setLocalMemberCount(room: roomName, count: count)
             if cluster.remoteMemberCount(room: roomName) == nil && cluster.isConnected {
                 // The first member here: the other nodes' count is not known yet. The link
                 // fetches it now; hold this connection's input and answer when it arrives
                 // (turnEnded), so `joined` carries the cluster-wide count and stays in order.
-                reactor.holdInput(c)
+                ctx.holdInput(c)
                 pendingJoins.append(PendingJoin(connection: c, shared: shared, room: roomName,
                                                 deadline: Clock.monoNanos() + 500_000_000))
                 return
             }
             members = clusterCount(roomName, local: count)
         }
-        completeJoin(c, shared, roomName, members: members, reactor)
+        completeJoin(c, shared, roomName, members: members, ctx)
     }
 
-    private func completeJoin(_ c: Connection, _ shared: SharedRoom, _ roomName: String, members: Int, _ reactor: Reactor) {
-        let local = shared.local(for: reactor.index)
-        local.add(c)
-        c.rooms.append(local)
-        reactor.reply(to: c) { b in Self.renderJoined(&b, roomName, members) }
+    private func completeJoin(_ c: Connection, _ shared: SharedRoom, _ roomName: String, members: Int, _ ctx: PluginContext) {
+        let local = ctx.admit(c, to: shared)
+        ctx.reply(to: c) { b in Self.renderJoined(&b, roomName, members) }
         if presence(for: c) {
             if members <= config.presenceMaxMembers {
-                announce("user_joined", user: c.user ?? "", in: local, except: c, reactor)
+                announce("user_joined", user: c.user ?? "", in: local, except: c, ctx)
             } else {
                 diffs.joined(c.user ?? "", shared)
             }
@@ -137,8 +130,8 @@ public final class ChatRoomPlugin: MessageProcessor {
     }
     private var pendingJoins: [PendingJoin] = []
 
-    public func turnEnded(_ reactor: Reactor) {
-        if !diffs.isEmpty { sendDiffs(reactor) }
+    public func turnEnded(_ ctx: PluginContext) {
+        if !diffs.isEmpty { sendDiffs(ctx) }
         guard !pendingJoins.isEmpty, let cluster else { return }
         let now = Clock.monoNanos()
         var i = 0
@@ -148,18 +141,18 @@ public final class ChatRoomPlugin: MessageProcessor {
             pendingJoins.remove(at: i)
             // Without the other nodes' count by the deadline (Redis slow or gone), the local
             // count is the best there is.
-            completeJoin(p.connection, p.shared, p.room, members: clusterCount(p.room, local: rooms.memberCount(p.room)), reactor)
-            reactor.releaseInput(p.connection)
+            completeJoin(p.connection, p.shared, p.room, members: clusterCount(p.room, local: ctx.memberCount(p.room)), ctx)
+            ctx.releaseInput(p.connection)
         }
     }
 
-    private func sendDiffs(_ reactor: Reactor) {
+    private func sendDiffs(_ ctx: PluginContext) {
         let interval = UInt64(config.presenceIntervalMs) * 1_000_000
-        guard let due = diffs.due(now: reactor.batchNow(), intervalNanos: interval) else { return }
+        guard let due = diffs.due(now: ctx.now(), intervalNanos: interval) else { return }
         for p in due {
-            let members = clusterCount(p.room.name, local: rooms.memberCount(p.room.name))
-            reactor.broadcast(p.room) { b in PresenceDiffs.render(&b, p, members: members) }
-            if let cluster { cluster.publish(room: p.room.name, body: reactor.lastRendered) }
+            let members = clusterCount(p.room.name, local: ctx.memberCount(p.room.name))
+            ctx.broadcast(p.room) { b in PresenceDiffs.render(&b, p, members: members) }
+            if let cluster { cluster.publish(room: p.room.name, body: ctx.lastRendered) }
         }
     }
 
@@ -171,54 +164,46 @@ public final class ChatRoomPlugin: MessageProcessor {
         b.append("}")
     }
 
-    private func leave(_ m: IncomingMessage, _ reactor: Reactor) throws(ProtocolError) {
+    private func leave(_ m: IncomingMessage, _ ctx: PluginContext) throws(ProtocolError) {
         let c = m.connection
         let roomName = try m.requireString("room")
         guard let local = c.rooms.remove(where: { $0.name == roomName }) else {
             throw ProtocolError(.notInRoom, "not a member of room '\(roomName)'")
         }
-        remove(c, from: local, reactor)
-        reactor.reply(to: c) { b in
+        remove(c, from: local, ctx)
+        ctx.reply(to: c) { b in
             b.append("{\"type\":\"left\",\"room\":")
             b.appendJSONString(roomName)
             b.append("}")
         }
     }
 
-    public func connectionClosed(_ c: Connection, _ reactor: Reactor) {
+    public func connectionClosed(_ c: Connection, _ ctx: PluginContext) {
         if let i = pendingJoins.firstIndex(where: { $0.connection === c }) {
             // Joined the directory but never answered: undo the membership count.
             let p = pendingJoins.remove(at: i)
-            let remaining = rooms.leave(p.shared, reactor: reactor.index)
-            cluster?.setLocalMemberCount(room: p.room, count: remaining)
-            if remaining == 0 { cluster?.roomDeactivated(p.room) }
+            _ = ctx.abandonRoom(p.shared)
         }
         let joined = c.rooms
         c.rooms.removeAll()
-        for local in joined { remove(c, from: local, reactor) }
+        for local in joined { remove(c, from: local, ctx) }
     }
 
-    private func remove(_ c: Connection, from local: LocalRoom, _ reactor: Reactor) {
-        local.remove(c)
-        if local.memberCount == 0 { local.shared.dropLocal(for: reactor.index) }
-        let remaining = rooms.leave(local.shared, reactor: reactor.index)
-        if let cluster {
-            cluster.setLocalMemberCount(room: local.name, count: remaining)
-            if remaining == 0 { cluster.roomDeactivated(local.name) }
-        }
+    private func remove(_ c: Connection, from local: LocalRoom, _ ctx: PluginContext) {
+        let remaining = ctx.leaveRoom(c, local)
         if presence(for: c), let user = c.user {
             // Judged by the size the room had with this member, as the join was.
             if clusterCount(local.name, local: remaining) + 1 <= config.presenceMaxMembers {
-                announce("user_left", user: user, in: local, except: c, reactor)
+                announce("user_left", user: user, in: local, except: c, ctx)
             } else {
                 diffs.left(user, local.shared)
             }
         }
     }
 
-    private func announce(_ type: StaticString, user: String, in local: LocalRoom, except c: Connection, _ reactor: Reactor) {
+    private func announce(_ type: StaticString, user: String, in local: LocalRoom, except c: Connection, _ ctx: PluginContext) {
         let roomName = local.name
-        fanOut(local, excluding: c, reactor) { b in
+        fanOut(local, excluding: c, ctx) { b in
             b.append("{\"type\":\"")
             b.append(type)
             b.append("\",\"room\":")

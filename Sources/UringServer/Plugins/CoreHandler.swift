@@ -15,18 +15,18 @@ final class CoreHandler: MessageProcessor {
         compressionFlag = flags["enable_compression"]
     }
 
-    func connectionClosed(_ c: Connection, _ reactor: Reactor) {
+    func connectionClosed(_ c: Connection, _ ctx: PluginContext) {
         if let user = c.user { cluster?.userDisconnected(user) }
     }
 
     func canHandle(_ type: String) -> Bool { type == "hello" || type == "ping" }
 
-    func process(_ m: IncomingMessage, _ reactor: Reactor) throws(ProtocolError) {
+    func process(_ m: IncomingMessage, _ ctx: PluginContext) throws(ProtocolError) {
         let c = m.connection
         if m.type == "ping" {
-            reactor.reply(to: c) { b in
+            ctx.reply(to: c) { b in
                 b.append("{\"type\":\"pong\",\"ts\":")
-                b.appendDecimal(reactor.wallMillis())
+                b.appendDecimal(ctx.wallMillis())
                 b.append("}")
             }
             return
@@ -35,8 +35,8 @@ final class CoreHandler: MessageProcessor {
         if c.isAuthenticated { throw ProtocolError(.alreadyHello, "hello was already received on this connection") }
         if !config.authToken.isEmpty {
             guard let token = m.string("token"), constantTimeEquals(token, config.authToken) else {
-                reactor.limitHit("unauthorized")
-                reactor.closeAfterFlush(c)
+                ctx.limitHit("unauthorized")
+                ctx.close(c)
                 throw ProtocolError(.unauthorized, "hello needs the right \"token\"")
             }
         }
@@ -58,10 +58,10 @@ final class CoreHandler: MessageProcessor {
         }
         sessionCounter &+= 1
         c.user = user
-        c.setSession(reactor: reactor.index, counter: sessionCounter, nonce: rng.next() as UInt32)
+        c.setSession(reactor: ctx.reactorIndex, counter: sessionCounter, nonce: rng.next() as UInt32)
         let session = c.session ?? ""
         cluster?.userConnected(user)   // user → node registry (with TTL)
-        reactor.reply(to: c) { b in
+        ctx.reply(to: c) { b in
             b.append("{\"type\":\"welcome\",\"user\":")
             b.appendJSONString(user)
             b.append(",\"session\":")

@@ -5,27 +5,27 @@ import Primitives
 /// anything left is `unsupported_type`.
 ///
 /// `process` runs on the reactor thread that owns the connection and must never block: a
-/// plugin with slow work hands it to its own thread and replies later through the reactor.
+/// plugin with slow work hands it to its own thread and replies later through its context.
 /// Each reactor gets its own instance (see `Server.register`), so per-reactor state needs no
 /// locks.
 public protocol MessageProcessor: AnyObject {
     func canHandle(_ type: String) -> Bool
-    func process(_ message: IncomingMessage, _ reactor: Reactor) throws(ProtocolError)
+    func process(_ message: IncomingMessage, _ context: PluginContext) throws(ProtocolError)
     /// The connection is going away (peer closed, error, shutdown).
-    func connectionClosed(_ connection: Connection, _ reactor: Reactor)
+    func connectionClosed(_ connection: Connection, _ context: PluginContext)
     /// The feature flag that gates this plugin, if any: while it is off for a user, that
     /// user's messages of this plugin's types get `feature_disabled`.
     var featureFlag: String? { get }
     /// Called at the end of every loop turn, on the reactor thread: where a plugin that
-    /// handed work elsewhere (and held a connection's input with `Reactor.holdInput`) finishes
+    /// handed work elsewhere (and held a connection's input with `PluginContext.holdInput`) finishes
     /// it and replies.
-    func turnEnded(_ reactor: Reactor)
+    func turnEnded(_ context: PluginContext)
 }
 
 extension MessageProcessor {
-    public func connectionClosed(_ connection: Connection, _ reactor: Reactor) {}
+    public func connectionClosed(_ connection: Connection, _ context: PluginContext) {}
     public var featureFlag: String? { nil }
-    public func turnEnded(_ reactor: Reactor) {}
+    public func turnEnded(_ context: PluginContext) {}
 }
 
 /// Makes one processor for one reactor.

@@ -8,9 +8,9 @@ public final class WhoAmIPlugin: MessageProcessor {
 
     public func canHandle(_ type: String) -> Bool { type == "whoami" }
 
-    public func process(_ m: IncomingMessage, _ reactor: Reactor) throws(ProtocolError) {
+    public func process(_ m: IncomingMessage, _ ctx: PluginContext) throws(ProtocolError) {
         let c = m.connection
-        reactor.reply(to: c) { b in
+        ctx.reply(to: c) { b in
             b.append("{\"type\":\"whoami\",\"user\":")
             b.appendJSONString(c.user ?? "")
             b.append(",\"session\":")

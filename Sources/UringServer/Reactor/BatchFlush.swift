@@ -15,7 +15,6 @@ extension Reactor {
     func flushBatch() {
         guard let room = batch.room else { return }
         batch.room = nil
-        room.batchingReactor = nil
         let all = batch.bytes.readable
         let count = batch.messages.count
         let threshold = config.sharedBlockThreshold

@@ -116,7 +116,7 @@ extension Reactor {
         }
         if batch.room !== room || (pipes != nil && batch.bytes.readableCount + bytes.count >= SplicePipes.capacity) {
             flushBatch()   // another room, or a batch that would not fit one pipe
-            batch.begin(room, reactor: self)
+            batch.begin(room)
         }
         batch.add(bytes, excluded: skip, origin: originNanos)
     }

@@ -55,7 +55,7 @@ extension Reactor {
         }
     }
 
-    func limitHit(_ name: String) {
+    public func limitHit(_ name: String) {
         counters.limitHits[name, default: 0] += 1
     }
 

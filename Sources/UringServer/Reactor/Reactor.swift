@@ -12,7 +12,7 @@ import Synchronization
 /// deliveries from other reactors are drained; then every connection with output gets one
 /// send, and connections that finished are closed. Every 100 ms a tick checks timeouts; every
 /// second the stats snapshot is published (and reactor 0 runs the performance monitor).
-public final class Reactor: IOEventHandler {
+final class Reactor: IOEventHandler {
     public let index: Int
     let shared: ServerShared
     var config: ServerConfig { shared.config }

@@ -29,10 +29,7 @@ final class RoomBatch {
     private var soleSender: UnsafeMutableRawPointer?
     private var mixedSenders = false
 
-    func begin(_ room: LocalRoom, reactor: Reactor) {
-        self.room = room
-        room.batchingReactor = reactor
-    }
+    func begin(_ room: LocalRoom) { self.room = room }
 
     func add(_ body: UnsafeRawBufferPointer, excluded: UnsafeMutableRawPointer?, origin: UInt64) {
         messages.append(Message(start: bytes.readableCount, count: body.count, excluded: excluded, origin: origin))

@@ -60,18 +60,14 @@ public final class LocalRoom {
 
     public var memberCount: Int { memberRefs.count }
 
-    /// Set while this reactor holds a batch of this room's messages: a membership change
-    /// delivers it first (members get exactly the messages sent while they were members).
-    weak var batchingReactor: Reactor?
-
+    /// Adds `c`. A batch of this room's messages in progress must be delivered first (the
+    /// reactor's Membership does).
     func add(_ c: Connection) {
-        batchingReactor?.flushBatch()
         memberRefs.append(Unmanaged.passUnretained(c))
     }
 
     /// Removes `c` (order is not kept: the last member takes its place).
     func remove(_ c: Connection) {
-        batchingReactor?.flushBatch()
         let target = Unmanaged.passUnretained(c).toOpaque()
         if let j = memberRefs.firstIndex(where: { $0.toOpaque() == target }) {
             memberRefs.swapAt(j, memberRefs.count - 1)

@@ -11,7 +11,7 @@ import UringServer
 final class FlagProbe: MessageProcessor {
     init(_ env: PluginEnvironment, _ sink: Locked<FeatureFlags?>) { sink.withLock { $0 = env.flags } }
     func canHandle(_ type: String) -> Bool { false }
-    func process(_ message: IncomingMessage, _ reactor: Reactor) throws(ProtocolError) {}
+    func process(_ message: IncomingMessage, _ context: PluginContext) throws(ProtocolError) {}
 }
 
 @Suite("Ops: admin routes and feature flags")

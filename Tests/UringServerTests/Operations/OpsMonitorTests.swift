@@ -19,7 +19,7 @@ final class GatedWhoAmI: MessageProcessor {
     init(_ env: PluginEnvironment) { inner = WhoAmIPlugin(env) }
     var featureFlag: String? { "enable_whoami" }
     func canHandle(_ type: String) -> Bool { inner.canHandle(type) }
-    func process(_ m: IncomingMessage, _ reactor: Reactor) throws(ProtocolError) { try inner.process(m, reactor) }
+    func process(_ m: IncomingMessage, _ context: PluginContext) throws(ProtocolError) { try inner.process(m, context) }
 }
 
 @Suite("Ops: performance monitor")
