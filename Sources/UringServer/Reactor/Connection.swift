@@ -1,13 +1,5 @@
 import Primitives
 
-/// How a connection frames its messages, decided by its first bytes.
-enum Framing: UInt8 {
-    case undetermined
-    case jsonLines
-    case binary
-    case http
-}
-
 /// One client connection, owned by exactly one reactor and touched only on its thread.
 ///
 /// Kept small on purpose (the target is ≤ 256 bytes per idle subscribed connection, all
@@ -226,6 +218,16 @@ public final class Connection {
         sessionReactor = UInt8(truncatingIfNeeded: reactor)
         sessionCounter = counter == 0 ? 1 : counter
         sessionNonce = nonce
+    }
+}
+
+/// The frame splitter's state: `framing` and `hasPartialInput` above, the partial bytes in
+/// `extras.input` (`extras` is created on first use: a connection whose frames all arrive
+/// whole never needs it).
+extension Connection: FrameInputOwner {
+    var partialInput: ByteBuffer {
+        _read { yield extras.input }
+        _modify { yield &extras.input }
     }
 }
 
