@@ -98,9 +98,9 @@ public struct JSONFieldTable: Sendable {
 
     /// The top-level field whose (unescaped) key equals `key`; the last one wins on duplicates.
     ///
-    /// Reads the fields in place: going through `field(i)` made the compiler copy the whole
-    /// 640-byte table to the stack on every call (perf annotate on the ping load: `find` at
-    /// 5.6 % of server CPU for one or two fields).
+    /// Reads the fields in place: going through `field(i)` makes the compiler copy the whole
+    /// 640-byte table to the stack on every call, on the path of every message (measurement in
+    /// docs/performance.md, "Protocol").
     public func find(_ key: StaticString, in bytes: UnsafeRawBufferPointer) -> JSONField? {
         let k = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
         let n = count
