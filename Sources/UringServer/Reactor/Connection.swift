@@ -225,9 +225,18 @@ public final class Connection {
 /// `extras.input` (`extras` is created on first use: a connection whose frames all arrive
 /// whole never needs it).
 extension Connection: FrameInputOwner {
+    /// `extras.input`, reached through `_extras` rather than `extras`: the splitter touches it
+    /// several times per split frame, and `extras` costs a retain/release each time. Borrowing
+    /// is safe: `_extras` is never cleared once set.
     var partialInput: ByteBuffer {
-        _read { yield extras.input }
-        _modify { yield &extras.input }
+        _read {
+            if _extras == nil { _extras = ConnectionExtras() }
+            yield _extras.unsafelyUnwrapped.input
+        }
+        _modify {
+            if _extras == nil { _extras = ConnectionExtras() }
+            yield &_extras.unsafelyUnwrapped.input
+        }
     }
 }
 
