@@ -1,13 +1,5 @@
 import Primitives
 
-/// How a connection frames its messages, decided by its first bytes.
-enum Framing: UInt8 {
-    case undetermined
-    case jsonLines
-    case binary
-    case http
-}
-
 /// One client connection, owned by exactly one reactor and touched only on its thread.
 ///
 /// Kept small on purpose (the target is ≤ 256 bytes per idle subscribed connection, all
@@ -167,6 +159,25 @@ public final class Connection {
         sessionReactor = UInt8(truncatingIfNeeded: reactor)
         sessionCounter = counter == 0 ? 1 : counter
         sessionNonce = nonce
+    }
+}
+
+/// The frame splitter's state: `framing` and `hasPartialInput` above, the partial bytes in
+/// `extras.input` (`extras` is created on first use: a connection whose frames all arrive
+/// whole never needs it).
+extension Connection: FrameInputOwner {
+    /// `extras.input`, reached through `_extras` rather than `extras`: the splitter touches it
+    /// several times per split frame, and `extras` costs a retain/release each time. Borrowing
+    /// is safe: `_extras` is never cleared once set.
+    var partialInput: ByteBuffer {
+        _read {
+            if _extras == nil { _extras = ConnectionExtras() }
+            yield _extras.unsafelyUnwrapped.input
+        }
+        _modify {
+            if _extras == nil { _extras = ConnectionExtras() }
+            yield &_extras.unsafelyUnwrapped.input
+        }
     }
 }
 

@@ -20,8 +20,9 @@ extension Reactor {
         c.idlePingSent = false
         originNanos = now
         var rest = bytes
+        var input = c   // the splitter's state lives on the connection (FrameInputOwner)
         if c.framing == .undetermined {
-            let (ok, used) = FrameSplitter.detect(c, rest)
+            let (ok, used) = FrameSplitter.detect(&input, rest)
             if !ok {
                 sendError(c, .badFrame, "unrecognized framing: start with '{' (JSON lines), a 0 byte (binary frames) or an HTTP request", id: nil)
                 closeAfterFlush(c)
@@ -39,7 +40,7 @@ extension Reactor {
             return
         }
         let maxFrame = config.maxFrameBytes
-        let unread = FrameSplitter.feed(c, rest, maxFrame: maxFrame) { event in
+        let unread = FrameSplitter.feed(&input, rest, maxFrame: maxFrame) { event in
             switch event {
             case .frame(let body):
                 if c.framing == .binary {

@@ -1,8 +1,7 @@
-// FrameSplitter.detect (Protocol/UringServer.Framing.swift) without sockets: the verdict for a
-// prefix (JSON lines, binary, HTTP, not ok, or still undetermined) must not depend on how the
-// prefix arrived, and detect followed by feed must hand out the same frames at every split.
-// The stream helpers (Event, newConnection, split, bytewise, utf8, binaryFrame, body) are in
-// FrameSplitterTests.swift.
+// FrameSplitter.detect (Protocol/Framing.swift) without sockets: the verdict for a prefix
+// (JSON lines, binary, HTTP, not ok, or still undetermined) must not depend on how the prefix
+// arrived, and detect followed by feed must hand out the same frames at every split. The stream
+// helpers (Event, split, bytewise, utf8, binaryFrame, body) are in FrameSplitterTests.swift.
 
 import Testing
 @testable import UringServer
@@ -11,7 +10,7 @@ import Testing
 
 /// What the reactor does with the first chunks of a connection: `detect` while undetermined,
 /// skip what it consumed, then feed the rest (JSON lines, binary) or stop (HTTP: the bytes are
-/// in `input`). Returns nil when `detect` says not ok, with the chunk index where it did.
+/// in `partialInput`). Returns nil when `detect` says not ok, with the chunk index where it did.
 private struct Driven {
     var rejectedAtChunk: Int?
     var framing: UringServer.Framing
@@ -20,38 +19,38 @@ private struct Driven {
 }
 
 private func drive(_ chunks: [[UInt8]], maxFrame: Int = 1024) -> Driven {
-    let c = newConnection()
+    var input = FrameInput()
     var events: [Event] = []
     for (n, chunk) in chunks.enumerated() {
         var rejected = false
         chunk.withUnsafeBytes { p in
             var rest = p
-            if c.framing == .undetermined {
-                let (ok, used) = FrameSplitter.detect(c, rest)
+            if input.framing == .undetermined {
+                let (ok, used) = FrameSplitter.detect(&input, rest)
                 if !ok { rejected = true; return }
                 #expect(used >= 0 && used <= rest.count)
                 rest = UnsafeRawBufferPointer(rebasing: rest[used...])
-                if c.framing == .undetermined { return }
+                if input.framing == .undetermined { return }
             }
-            if c.framing == .http {
-                if rest.count > 0 { c.extras.input.append(rest) }   // handleHTTP
+            if input.framing == .http {
+                if rest.count > 0 { input.partialInput.append(rest) }   // handleHTTP
                 return
             }
-            _ = FrameSplitter.feed(c, rest, maxFrame: maxFrame) { events.append(Event($0)); return true }
+            _ = FrameSplitter.feed(&input, rest, maxFrame: maxFrame) { events.append(Event($0)); return true }
         }
         if rejected {
-            return Driven(rejectedAtChunk: n, framing: c.framing, events: events, input: [])
+            return Driven(rejectedAtChunk: n, framing: input.framing, events: events, input: [])
         }
     }
-    return Driven(rejectedAtChunk: nil, framing: c.framing, events: events,
-                  input: c.extrasIfPresent.map { Array($0.input.readable) } ?? [])
+    return Driven(rejectedAtChunk: nil, framing: input.framing, events: events,
+                  input: Array(input.partialInput.readable))
 }
 
 /// One detect call on a fresh connection.
 private func detectOnce(_ bytes: [UInt8]) -> (ok: Bool, consumed: Int, framing: UringServer.Framing, sniffing: Bool) {
-    let c = newConnection()
-    let (ok, used) = bytes.withUnsafeBytes { FrameSplitter.detect(c, $0) }
-    return (ok, used, c.framing, c.isSniffingRequestLine)
+    var input = FrameInput()
+    let (ok, used) = bytes.withUnsafeBytes { FrameSplitter.detect(&input, $0) }
+    return (ok, used, input.framing, input.isSniffingRequestLine)
 }
 
 @Suite("FrameSplitter.detect")
@@ -69,10 +68,11 @@ struct FrameDetectTests {
     @Test("whitespace only: ok, still undetermined, nothing held")
     func whitespaceOnly() {
         for s in [" ", "\r\n", "\n\n\t  \r"] {
-            let c = newConnection()
-            let (ok, used) = utf8(s).withUnsafeBytes { FrameSplitter.detect(c, $0) }
-            #expect(ok && used == s.utf8.count && c.framing == .undetermined, "\(s.debugDescription)")
-            #expect(!c.hasPartialInput && !c.isSniffingRequestLine)
+            var input = FrameInput()
+            let (ok, used) = utf8(s).withUnsafeBytes { FrameSplitter.detect(&input, $0) }
+            #expect(ok && used == s.utf8.count && input.framing == .undetermined, "\(s.debugDescription)")
+            let held = input.hasPartialInput, sniffing = input.isSniffingRequestLine   // #expect would copy the (noncopyable) FrameInput
+            #expect(!held && !sniffing)
         }
         let empty = detectOnce([])
         #expect(empty.ok && empty.consumed == 0 && empty.framing == .undetermined)
@@ -115,17 +115,17 @@ struct FrameDetectTests {
     private func checkDecidedAt(_ line: [UInt8], _ decidedAt: Int, http: Bool,
                                 sourceLocation: SourceLocation = #_sourceLocation) {
         // Byte at a time on one connection.
-        let c = newConnection()
+        var input = FrameInput()
         for i in 0..<line.count {
-            let (ok, used) = [line[i]].withUnsafeBytes { FrameSplitter.detect(c, $0) }
+            let (ok, used) = [line[i]].withUnsafeBytes { FrameSplitter.detect(&input, $0) }
             if i + 1 < decidedAt {
-                #expect(ok && used == 1 && c.framing == .undetermined && c.isSniffingRequestLine,
+                #expect(ok && used == 1 && input.framing == .undetermined && input.isSniffingRequestLine,
                         "byte \(i) of \(String(decoding: line, as: UTF8.self).debugDescription): still undecided",
                         sourceLocation: sourceLocation)
             } else {
                 if http {
-                    #expect(ok && c.framing == .http, "byte \(i): HTTP", sourceLocation: sourceLocation)
-                    #expect(Array(c.extras.input.readable) == Array(line[...i]), "input holds the line so far",
+                    #expect(ok && input.framing == .http, "byte \(i): HTTP", sourceLocation: sourceLocation)
+                    #expect(Array(input.partialInput.readable) == Array(line[...i]), "input holds the line so far",
                             sourceLocation: sourceLocation)
                 } else {
                     #expect(!ok, "byte \(i): not ok", sourceLocation: sourceLocation)

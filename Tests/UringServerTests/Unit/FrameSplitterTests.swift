@@ -1,8 +1,8 @@
-// FrameSplitter (Protocol/UringServer.Framing.swift) without sockets: a Connection is built directly and
-// byte streams are fed to it split at every position, one byte at a time, and whole. Whatever
+// FrameSplitter (Protocol/Framing.swift) without sockets: the splitter's state is a `FrameInput`
+// and byte streams are fed to it split at every position, one byte at a time, and whole. Whatever
 // the split, the frames handed out must be the originals, in order; frames too large, binary
 // frames of length 0 and the early-stop contract behave the same way. `detect` is checked the
-// same way in FrameDetectTests.swift, with the helpers below that are not private.
+// same way (FrameDetectTests.swift, which shares the stream helpers here).
 
 import Testing
 @testable import UringServer
@@ -32,23 +32,17 @@ enum Event: Equatable, CustomStringConvertible {
     }
 }
 
-func newConnection(_ framing: UringServer.Framing = .undetermined) -> Connection {
-    let c = Connection(fd: -1, slot: 0, peerIP: 0x7f00_0001, now: 0, burst: 10)
-    c.framing = framing
-    return c
-}
-
-/// Feeds `chunks` in order to a connection of `framing`, always continuing (emit returns true).
+/// Feeds `chunks` in order to a `FrameInput` of `framing`, always continuing (emit returns true).
 /// Stops feeding after a `.tooLarge` (the reactor closes the connection then). Every feed that
 /// ran to the end must return an empty rest.
 private func feedChunks(_ framing: UringServer.Framing, _ chunks: [[UInt8]], maxFrame: Int,
                         sourceLocation: SourceLocation = #_sourceLocation) -> [Event] {
-    let c = newConnection(framing)
+    var input = FrameInput(framing: framing)
     var events: [Event] = []
     for chunk in chunks {
         if events.last == .tooLarge { break }
         chunk.withUnsafeBytes { p in
-            let rest = FrameSplitter.feed(c, p, maxFrame: maxFrame) { e in
+            let rest = FrameSplitter.feed(&input, p, maxFrame: maxFrame) { e in
                 events.append(Event(e))
                 return true
             }
@@ -145,21 +139,23 @@ struct FrameSplitterTests {
 
     @Test("JSON lines: an unfinished line is held (and not handed out) until its newline")
     func linesUnfinished() {
-        let c = newConnection(.jsonLines)
+        var input = FrameInput(framing: .jsonLines)
         var events: [Event] = []
         func feed(_ s: String) {
             utf8(s).withUnsafeBytes { p in
-                _ = FrameSplitter.feed(c, p, maxFrame: 64) { events.append(Event($0)); return true }
+                _ = FrameSplitter.feed(&input, p, maxFrame: 64) { events.append(Event($0)); return true }
             }
         }
         feed("{\"a\":1}\n{\"b\"")
         #expect(events == [.frame(utf8("{\"a\":1}"))])
-        #expect(c.hasPartialInput)
+        let held = input.hasPartialInput   // #expect would copy the (noncopyable) FrameInput
+        #expect(held)
         feed(":2}\r")
         #expect(events.count == 1, "no newline yet: \(events)")
         feed("\n")
         #expect(events == [.frame(utf8("{\"a\":1}")), .frame(utf8("{\"b\":2}"))])
-        #expect(!c.hasPartialInput, "the partial line is dropped once handed out")
+        let stillHeld = input.hasPartialInput
+        #expect(!stillHeld, "the partial line is dropped once handed out")
     }
 
     @Test("JSON lines: a line longer than max_frame_bytes is tooLarge however it is split; max_frame_bytes itself is fine")
@@ -245,14 +241,15 @@ struct FrameSplitterTests {
     @Test("undetermined and HTTP connections: feed hands out nothing")
     func feedWithoutFraming() {
         for framing in [UringServer.Framing.undetermined, .http] {
-            let c = newConnection(framing)
+            var input = FrameInput(framing: framing)
             var called = false
             utf8("{\"a\":1}\n").withUnsafeBytes { p in
-                let rest = FrameSplitter.feed(c, p, maxFrame: 64) { _ in called = true; return true }
+                let rest = FrameSplitter.feed(&input, p, maxFrame: 64) { _ in called = true; return true }
                 #expect(rest.count == 0)
             }
             #expect(!called, "\(framing)")
-            #expect(!c.hasPartialInput)
+            let held = input.hasPartialInput   // #expect would copy the (noncopyable) FrameInput
+            #expect(!held)
         }
     }
 
@@ -262,7 +259,7 @@ struct FrameSplitterTests {
     /// returns (as the reactor does with held input) until it is empty. Checks that what comes
     /// back is a suffix of the chunk just fed.
     private static func feedStopping(_ framing: UringServer.Framing, _ chunks: [[UInt8]], maxFrame: Int) -> [Event] {
-        let c = newConnection(framing)
+        var input = FrameInput(framing: framing)
         var events: [Event] = []
         for chunk in chunks {
             var pending = chunk
@@ -272,7 +269,7 @@ struct FrameSplitterTests {
                 if rounds > chunk.count + 2 { Issue.record("no progress re-feeding \(pending.count) bytes"); return events }
                 let before = events.count
                 let rest: [UInt8] = pending.withUnsafeBytes { p in
-                    Array(FrameSplitter.feed(c, p, maxFrame: maxFrame) { e in events.append(Event(e)); return false })
+                    Array(FrameSplitter.feed(&input, p, maxFrame: maxFrame) { e in events.append(Event(e)); return false })
                 }
                 if rest.isEmpty { break }
                 #expect(events.count == before + 1, "a non-empty rest comes back only after one event that said stop")
@@ -297,38 +294,40 @@ struct FrameSplitterTests {
             start = i + 1
         }
         #expect(ends.count == Self.lineFrames.count)
-        let c = newConnection(.jsonLines)
+        var input = FrameInput(framing: .jsonLines)
         var pending = s
         for (k, expected) in Self.lineFrames.enumerated() {
             var got: [Event] = []
             let rest: [UInt8] = pending.withUnsafeBytes { p in
-                Array(FrameSplitter.feed(c, p, maxFrame: 1024) { got.append(Event($0)); return false })
+                Array(FrameSplitter.feed(&input, p, maxFrame: 1024) { got.append(Event($0)); return false })
             }
             #expect(got == [expected], "frame \(k)")
             #expect(rest == Array(s[ends[k]...]), "rest after frame \(k)")
             pending = rest
         }
         #expect(pending.isEmpty)
-        #expect(!c.hasPartialInput)
+        let held = input.hasPartialInput   // #expect would copy the (noncopyable) FrameInput
+        #expect(!held)
     }
 
     @Test("early stop, binary: the rest after the frame (or after a length-0 header) comes back, exactly")
     func earlyStopBinaryExact() {
         let a = body(codec: 0, 3, seed: 1), b = body(codec: 1, 5, seed: 2)
         let s = binaryFrame(a) + header(0) + binaryFrame(b)
-        let c = newConnection(.binary)
+        var input = FrameInput(framing: .binary)
         var got: [Event] = []
         let stop = { (e: FrameEvent) -> Bool in got.append(Event(e)); return false }
-        let r1: [UInt8] = s.withUnsafeBytes { Array(FrameSplitter.feed(c, $0, maxFrame: 64, stop)) }
+        let r1: [UInt8] = s.withUnsafeBytes { Array(FrameSplitter.feed(&input, $0, maxFrame: 64, stop)) }
         #expect(got == [.frame(a)])
         #expect(r1 == Array(s[(4 + a.count)...]))
-        let r2: [UInt8] = r1.withUnsafeBytes { Array(FrameSplitter.feed(c, $0, maxFrame: 64, stop)) }
+        let r2: [UInt8] = r1.withUnsafeBytes { Array(FrameSplitter.feed(&input, $0, maxFrame: 64, stop)) }
         #expect(got == [.frame(a), .badFrame])
         #expect(r2 == binaryFrame(b))
-        let r3: [UInt8] = r2.withUnsafeBytes { Array(FrameSplitter.feed(c, $0, maxFrame: 64, stop)) }
+        let r3: [UInt8] = r2.withUnsafeBytes { Array(FrameSplitter.feed(&input, $0, maxFrame: 64, stop)) }
         #expect(got == [.frame(a), .badFrame, .frame(b)])
         #expect(r3.isEmpty)
-        #expect(!c.hasPartialInput)
+        let held = input.hasPartialInput   // #expect would copy the (noncopyable) FrameInput
+        #expect(!held)
     }
 
     @Test("early stop, any split: stopping after every event and re-feeding the rest yields the same events")
@@ -356,10 +355,10 @@ struct FrameSplitterTests {
     func tooLargeReturnsNothing() {
         for (framing, stream) in [(UringServer.Framing.jsonLines, utf8(String(repeating: "x", count: 100) + "\n{}\n")),
                                   (.binary, header(100) + [UInt8](repeating: 0, count: 100) + binaryFrame([0]))] {
-            let c = newConnection(framing)
+            var input = FrameInput(framing: framing)
             var got: [Event] = []
             let rest: [UInt8] = stream.withUnsafeBytes { p in
-                Array(FrameSplitter.feed(c, p, maxFrame: 32) { got.append(Event($0)); return false })
+                Array(FrameSplitter.feed(&input, p, maxFrame: 32) { got.append(Event($0)); return false })
             }
             #expect(got == [.tooLarge], "\(framing)")
             #expect(rest.isEmpty, "\(framing)")
