@@ -16,6 +16,8 @@ let package = Package(
         .executable(name: "tcpserver-soak", targets: ["tcpserver-soak"]),
         .executable(name: "tcpserver-cli", targets: ["tcpserver-cli"]),
         .library(name: "UringServer", targets: ["UringServer"]),
+        // ProtocolHarness: one reactor over the in-memory backend (tests, Fuzz/, Benchmarks/).
+        .library(name: "UringServerTesting", targets: ["UringServerTesting"]),
         // For the Benchmarks/ package.
         .library(name: "Primitives", targets: ["Primitives"]),
         .library(name: "CLinux", targets: ["CLinux"]),
@@ -48,6 +50,9 @@ let package = Package(
             ],
             swiftSettings: hotPath
         ),
+        // Drives one reactor over MemoryBackend through UringServer's package-level hooks, so the
+        // server itself carries no test seams.
+        .target(name: "UringServerTesting", dependencies: ["UringServer", "Primitives"]),
         .executableTarget(name: "tcpserver", dependencies: ["UringServer"]),
         // Command-line client (interactive, pub, sub, stats, ping); Foundation-free, no dependencies.
         .executableTarget(name: "tcpserver-cli"),
@@ -58,6 +63,6 @@ let package = Package(
         // The load tool: drives tcpserver, redis-server or nats-server over real sockets.
         .executableTarget(name: "tcpserver-bench", dependencies: ["CLinux", "LoadClient", "Primitives", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"]),
-        .testTarget(name: "UringServerTests", dependencies: ["UringServer", "Primitives"]),
+        .testTarget(name: "UringServerTests", dependencies: ["UringServer", "UringServerTesting", "Primitives"]),
     ]
 )

@@ -48,6 +48,7 @@ let package = Package(
             dependencies: [
                 .product(name: "Benchmark", package: "package-benchmark"),
                 .product(name: "UringServer", package: "tcpserver"),
+                .product(name: "UringServerTesting", package: "tcpserver"),
             ],
             path: "Benchmarks/ServerBenchmarks",
             swiftSettings: [.swiftLanguageMode(.v5)],

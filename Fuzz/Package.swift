@@ -16,6 +16,7 @@ let package = Package(
             name: "tcpserver-fuzz",
             dependencies: [
                 .product(name: "UringServer", package: "tcpserver"),
+                .product(name: "UringServerTesting", package: "tcpserver"),
                 .product(name: "Primitives", package: "tcpserver"),
             ],
             swiftSettings: [.unsafeFlags(["-parse-as-library"])]

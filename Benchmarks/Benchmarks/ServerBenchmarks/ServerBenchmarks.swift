@@ -8,6 +8,7 @@
 
 import Benchmark
 import UringServer
+import UringServerTesting
 
 /// A harness with `members` connections that said hello and joined room "bench"; the setup is
 /// checked (a benchmark of the error path would measure nothing useful).

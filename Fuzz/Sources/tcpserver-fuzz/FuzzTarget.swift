@@ -21,6 +21,7 @@
 
 import Primitives
 import UringServer
+import UringServerTesting
 
 // One harness for the whole run: a ProtocolHarness is never freed (ServerShared.reactors and
 // Reactor.shared reference each other), so one per input would leak memory and an eventfd.

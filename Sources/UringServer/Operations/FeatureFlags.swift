@@ -73,7 +73,7 @@ public final class FeatureFlags: Sendable {
 
     /// Built from config: `flags` declares names (`name` or `name:critical`), `flag_<name>`
     /// sets on/off or a rollout percentage, `beta_<name>` lists users always in.
-    static func from(_ config: ServerConfig) -> FeatureFlags {
+    package static func from(_ config: ServerConfig) -> FeatureFlags {
         FeatureFlags(config.flagDeclarations.map { d in
             FeatureFlag(name: d.name, critical: d.critical, enabled: d.enabled, percent: d.percent,
                         betaUsers: d.betaUsers)

@@ -125,7 +125,7 @@ public final class Connection {
     /// The reactor decided to close (or the connection is already gone).
     @inline(__always) var closing: Bool { lifecycle >= .closing }
     /// The backend was told to close.
-    @inline(__always) var closeStarted: Bool { lifecycle >= .closeStarted }
+    @inline(__always) package var closeStarted: Bool { lifecycle >= .closeStarted }
     /// The fd is closed (the number may already belong to someone else).
     @inline(__always) var fdClosed: Bool { lifecycle >= .fdClosed }
     /// The kernel owns the output being sent (see `ConnectionOps.sendBusy`).

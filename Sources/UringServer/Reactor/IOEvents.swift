@@ -37,7 +37,7 @@ extension Reactor {
         counters.closed += 1
     }
 
-    func connectionReceiveEnded(_ c: Connection, error: Int32) {
+    package func connectionReceiveEnded(_ c: Connection, error: Int32) {
         // Peer closed or reset: flush what is queued (if the socket still takes it), then close.
         if error != 0 { c.dropQueuedOutput(pool: pool) }
         closeAfterFlush(c)

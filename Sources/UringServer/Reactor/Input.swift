@@ -6,7 +6,7 @@ import Primitives
 // compressed client frames; HTTP requests on the same port.
 
 extension Reactor {
-    func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
+    package func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
         if c.closing { return }
         if c.inputHeld {
             holdBytes(c, bytes)

@@ -12,7 +12,7 @@ import Synchronization
 /// deliveries from other reactors are drained; then every connection with output gets one
 /// send, and connections that finished are closed. Every 100 ms a tick checks timeouts; every
 /// second the stats snapshot is published (and reactor 0 runs the performance monitor).
-final class Reactor: IOEventHandler {
+package final class Reactor: IOEventHandler {
     public let index: Int
     let shared: ServerShared
     var config: ServerConfig { shared.config }
@@ -79,7 +79,7 @@ final class Reactor: IOEventHandler {
     /// Targets whose handoff ring overflowed: messages to them go through the (allocating)
     /// inbox until it has drained, so per-sender order is kept.
     var overflowing: UInt64 = 0
-    var liveConnections = 0
+    package var liveConnections = 0
 
     // Time and stats.
     /// Monotonic time at the start of this turn's dispatch; the origin of messages received now.
@@ -94,7 +94,7 @@ final class Reactor: IOEventHandler {
     var draining = false
     var drainDeadline: UInt64 = 0
 
-    init(index: Int, shared: ServerShared, listenFD: Int32) throws(SyscallError) {
+    package init(index: Int, shared: ServerShared, listenFD: Int32) throws(SyscallError) {
         self.index = index
         self.shared = shared
         self.listenFD = listenFD

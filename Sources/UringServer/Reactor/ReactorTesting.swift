@@ -1,23 +1,31 @@
-import CLinux
-import Glibc
 import Primitives
 
-// Hooks for ProtocolHarness (driving one reactor over MemoryBackend, no sockets).
+// What UringServerTesting's ProtocolHarness may do with a reactor (package access): run it over
+// a MemoryBackend, one turn at a time, with no thread and no sockets.
 
 extension Reactor {
-    func attach(backend: IOBackend) { self.backend = backend }
+    package func attach(_ backend: MemoryBackend) {
+        self.backend = backend
+        backend.pool = pool
+    }
 
-    func acceptForTesting(fd: Int32) -> Int {
+    /// A new connection from a made-up fd (the memory backend never touches it); its slot.
+    package func acceptForTesting(fd: Int32) -> Int {
         turnNanos = Clock.monoNanos()
         connectionAccepted(AcceptedSocket(fd: fd, peerIPv4: 0))
         return lastAcceptedSlot
     }
 
-    func connection(_ slot: Int) -> Connection? { slot < connections.count ? connections[slot] : nil }
+    package func connection(_ slot: Int) -> Connection? { slot < connections.count ? connections[slot] : nil }
 
-    func endTurnForTesting() {
+    /// Ends the turn (queued output is "sent") and delivers what the backend released.
+    package func stepForTesting() {
         endTurn()
         turnNanos = Clock.monoNanos()
         batchNanos = 0
+        backend.poll(timeoutMillis: 0, gather: false, handler: self)
     }
+
+    package var deliveriesForTesting: Int { counters.deliveries }
+    package var errorsSentForTesting: Int { counters.errorsSent }
 }

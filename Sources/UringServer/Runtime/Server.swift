@@ -7,7 +7,7 @@ public enum IOMode: String, Sendable {
 }
 
 /// State every reactor can see. Everything mutable in here is atomic or behind its own lock.
-final class ServerShared: @unchecked Sendable {
+package final class ServerShared: @unchecked Sendable {
     let config: ServerConfig
     let ioMode: IOMode
     let rooms: RoomDirectory
@@ -25,13 +25,13 @@ final class ServerShared: @unchecked Sendable {
     /// Open connections per source address; touched only on accept and release.
     private let perAddress = Locked<[UInt32: Int]>([:])
     /// Filled before any reactor thread starts, read-only afterwards.
-    var reactors: [Reactor] = []
+    package var reactors: [Reactor] = []
     /// Cluster mode's link to the other nodes (nil when cluster=off).
     var cluster: ClusterNode?
     /// handoff[source][target]: the SPSC rings carrying room messages between reactors.
     var handoff: [[HandoffRing?]] = []
 
-    init(config: ServerConfig, ioMode: IOMode, reactorCount: Int, factories: [ProcessorFactory],
+    package init(config: ServerConfig, ioMode: IOMode, reactorCount: Int, factories: [ProcessorFactory],
          flags: FeatureFlags, logger: Logger) {
         self.config = config
         self.ioMode = ioMode

@@ -4,6 +4,7 @@
 import Foundation
 import Testing
 import UringServer
+import UringServerTesting
 
 /// A plugin that handles nothing: registered only to capture the run-time `FeatureFlags`
 /// (`PluginEnvironment.flags`), so a test can ask `FeatureGate.isEnabled` about the very flag

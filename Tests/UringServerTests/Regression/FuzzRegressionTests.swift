@@ -5,6 +5,7 @@ import Glibc
 import Primitives
 import Testing
 import UringServer
+import UringServerTesting
 
 @Suite("Fuzz regressions")
 struct FuzzRegressionTests {

@@ -7,6 +7,7 @@
 import Foundation
 import Testing
 import UringServer
+import UringServerTesting
 
 private func lines(_ bytes: [UInt8]) -> [JSONObject] {
     bytes.split(separator: UInt8(ascii: "\n")).compactMap { try? J.parse(Array($0)) }
