@@ -1,5 +1,4 @@
 import CHiredis
-import CLinux
 import Glibc
 
 /// A resolved socket address for the Redis server.
@@ -111,17 +110,21 @@ final class RedisConnection {
     func flush() throws(RedisLinkError) {
         guard state == .up else { return }
         while outOffset < out.count {
-            let n = out.withUnsafeBytes { p in
-                send(fd, p.baseAddress! + outOffset, p.count - outOffset, Int32(MSG_NOSIGNAL))
+            let fd = fd, offset = outOffset
+            let result: Result<Int?, Errno> = out.withUnsafeBytes { p in
+                do throws(Errno) {
+                    return .success(try Sys.nonBlocking { send(fd, p.baseAddress! + offset, p.count - offset, Int32(MSG_NOSIGNAL)) })
+                } catch {
+                    return .failure(error)
+                }
             }
-            if n > 0 {
+            do throws(Errno) {
+                guard let n = try result.get() else { break }   // the socket is full: poll for POLLOUT
+                if n == 0 { throw Errno(EPIPE) }
                 outOffset += n
-                continue
+            } catch {
+                throw RedisLinkError("\(name) write: \(error)")
             }
-            let e = Errno.current.rawValue
-            if n < 0 && e == EINTR { continue }
-            if n < 0 && (e == EAGAIN || e == EWOULDBLOCK) { break }
-            throw RedisLinkError("\(name) write: \(errnoString(e))")
         }
         if outOffset == out.count {
             out.removeAll(keepingCapacity: out.capacity <= 4 << 20)
@@ -138,14 +141,15 @@ final class RedisConnection {
               _ handle: (RedisReply) throws(RedisLinkError) -> Void) throws(RedisLinkError) {
         guard state == .up else { return }
         for _ in 0..<maxReads {
-            let n = recv(fd, buffer.baseAddress, buffer.count, 0)
-            if n == 0 { throw RedisLinkError("\(name) connection closed by redis") }
-            if n < 0 {
-                let e = Errno.current.rawValue
-                if e == EINTR { continue }
-                if e == EAGAIN || e == EWOULDBLOCK { return }
-                throw RedisLinkError("\(name) read: \(errnoString(e))")
+            let fd = fd
+            let received: Int?
+            do throws(Errno) {
+                received = try Sys.nonBlocking { recv(fd, buffer.baseAddress, buffer.count, 0) }
+            } catch {
+                throw RedisLinkError("\(name) read: \(error)")
             }
+            guard let n = received else { return }   // nothing more for now
+            if n == 0 { throw RedisLinkError("\(name) connection closed by redis") }
             guard reader.feed(UnsafeRawBufferPointer(start: buffer.baseAddress, count: n)) else {
                 throw RedisLinkError("\(name) protocol error: \(reader.error)")
             }

@@ -1,4 +1,3 @@
-import CLinux
 import Glibc
 import Synchronization
 
@@ -47,7 +46,9 @@ public final class RedisLink: @unchecked Sendable {
     }
 
     let inbox = Locked(Inbox())
-    let wakeFD: Int32
+    /// Wakes the link thread (nil if eventfd failed: the thread then polls with a short timeout).
+    let wakeEvent: EventFD?
+    var wakeFD: Int32 { wakeEvent?.rawValue ?? -1 }
     let connected = Atomic<Bool>(false)
     let reconnects = Atomic<Int>(0)
     let published = Atomic<Int>(0)
@@ -112,12 +113,7 @@ public final class RedisLink: @unchecked Sendable {
         origin = Array(settings.nodeId.utf8) + [10]
         nodeKeyPrefix = "\(settings.channelPrefix):node:"
         nodeKey = nodeKeyPrefix + settings.nodeId
-        // -1 if eventfd fails: the link thread then polls with a short timeout instead.
-        wakeFD = eventfd(0, Int32(EFD_CLOEXEC) | Int32(EFD_NONBLOCK))
-    }
-
-    deinit {
-        if wakeFD >= 0 { close(wakeFD) }
+        wakeEvent = try? EventFD()
     }
 
     // MARK: public API (any thread, non-blocking)
@@ -198,11 +194,7 @@ public final class RedisLink: @unchecked Sendable {
         if wasEmpty { wake() }
     }
 
-    private func wake() {
-        guard wakeFD >= 0 else { return }
-        var one: UInt64 = 1
-        _ = write(wakeFD, &one, 8)
-    }
+    private func wake() { wakeEvent?.signal() }
 
     static func nowMillis() -> Int { Int(Clock.monoNanos() / 1_000_000) }
 }

@@ -67,10 +67,7 @@ extension RedisLink {
             }
             if rc == 0 { continue }
             now = Self.nowMillis()
-            if fds[0].revents != 0 {
-                var v: UInt64 = 0
-                _ = read(wakeFD, &v, 8)
-            }
+            if fds[0].revents != 0 { wakeEvent?.drain() }
             let errMask = Int16(POLLERR) | Int16(POLLHUP) | Int16(POLLNVAL)
             for (conn, slot) in [(cmd, cmdSlot), (sub, subSlot)] where slot >= 0 {
                 let ev = fds[slot].revents

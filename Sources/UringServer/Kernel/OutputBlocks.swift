@@ -10,10 +10,9 @@ import Primitives
 /// messages never has one, and steady traffic allocates nothing.
 struct OutputBlocks {
     /// iovecs per sendmsg: enough to coalesce a turn's worth of messages per socket; the rest
-    /// goes in the next send (IOV_MAX is 1024). A binary frame takes two (header, block): at
-    /// 64 the io_uring backend needed extra sends per turn on compressed fan-out and fell 8 %
-    /// behind epoll there (which loops in the same turn); 256 (4 KiB per connection with
-    /// blocks queued) closed that.
+    /// goes in the next send (IOV_MAX is 1024). A binary frame takes two (header, block), so
+    /// compressed fan-out needs room for twice the messages of a turn; 4 KiB per connection
+    /// with blocks queued.
     static let iovCapacity = 256
 
     var out = BlockQueue()
@@ -78,8 +77,8 @@ final class OutputBlocksPool {
 
     /// Called once a second: when nothing was taken since the last call, the pooled records
     /// (4 KiB of iovecs each) go back to the system. A burst that spliced to hundreds of idle
-    /// members would otherwise keep one per member for good (~0.6 MB per reactor after 500
-    /// joins with presence); steady traffic takes every second and keeps its pool.
+    /// members would otherwise keep one per member for good; steady traffic takes every
+    /// second and keeps its pool.
     /// Returns how many were released.
     @discardableResult
     func releaseIfIdle() -> Int {

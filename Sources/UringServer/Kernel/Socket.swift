@@ -1,4 +1,3 @@
-import CLinux
 import Glibc
 
 /// Thin typed wrappers over the socket calls the reactors need.

@@ -55,8 +55,8 @@ struct PipeLayout {
 /// Sends big room batches without the kernel copying them once per recipient.
 ///
 /// A plain send (or sendmsg of a shared block) makes the kernel copy the bytes into every
-/// recipient's socket buffer: at 4 KiB messages that copy (`_copy_from_iter`) was 43 % of the
-/// server's CPU. Here the batch is written once into a *source* pipe (one copy, into pipe
+/// recipient's socket buffer, the largest cost of big-message fan-out (docs/performance.md,
+/// "Spliced batches"). Here the batch is written once into a *source* pipe (one copy, into pipe
 /// pages); each member gets it with `tee` into a pipe of its own (the pages are referenced, not
 /// copied) and `splice` from there into its socket (the socket buffer references the same
 /// pages). The only remaining copy per recipient is the receiver's own `recv`.
@@ -73,8 +73,8 @@ struct PipeLayout {
 /// IORING_OP_TEE only in its worker threads (they return -EAGAIN when issued inline), which
 /// would add a thread hop per recipient.
 final class SplicePipes {
-    /// Bytes one pipe holds (64 pages; the default is 16); batches are cut at this size. A
-    /// turn's batch at 4 KiB fan-out with batched waiting is ~140 KB: one tee and one splice.
+    /// Bytes one pipe holds (64 pages; the default is 16); batches are cut at this size, big
+    /// enough for a turn's batch of 4 KiB fan-out to take one tee and one splice.
     static let capacity = 262144
     static let pageSize = 4096
     static let slots = capacity / pageSize
@@ -131,11 +131,9 @@ final class SplicePipes {
         guard let s = source else { return false }
         var done = 0
         while done < bytes.count {
-            let n = write(s.writeFD, bytes.baseAddress! + done, bytes.count - done)
-            if n > 0 {
+            let off = done
+            if let n = try? Sys.nonBlocking({ write(s.writeFD, bytes.baseAddress! + off, bytes.count - off) }) ?? nil, n > 0 {
                 done += n
-            } else if n < 0 && Errno.current.rawValue == EINTR {
-                continue
             } else {
                 // Cannot happen with an empty pipe of `capacity` bytes; do not guess at its
                 // state: close it, the next batch opens a fresh one.
@@ -194,9 +192,11 @@ final class SplicePipes {
         var left = sourceBytes
         sourceBytes = 0
         while left > 0 {
-            let n = clinux_splice(s.readFD, devNull, left)
-            if n > 0 { left -= n; continue }
-            if n == -EINTR { continue }
+            let n = left
+            if let moved = try? Sys.nonBlockingNegated({ clinux_splice(s.readFD, devNull, n) }) ?? nil, moved > 0 {
+                left -= moved
+                continue
+            }
             closePipe(s)
             source = nil
             return
@@ -210,15 +210,13 @@ final class SplicePipes {
     func drain(_ b: inout OutputBlocks, to fd: Int32) -> DrainResult {
         guard let p = b.pipe else { return .drained }
         while b.layout.bytes > 0 {
-            let n = clinux_splice(p.readFD, fd, b.layout.bytes)
-            if n > 0 {
+            let want = b.layout.bytes
+            do throws(Errno) {
+                guard let n = try Sys.nonBlockingNegated({ clinux_splice(p.readFD, fd, want) }) else { return .blocked }
+                if n == 0 { return .failed(EPIPE) }
                 b.layout.consumed(n)
-            } else if n == -EINTR {
-                continue
-            } else if n == -EAGAIN {
-                return .blocked
-            } else {
-                return .failed(n == 0 ? EPIPE : Int32(-n))
+            } catch {
+                return .failed(error.rawValue)
             }
         }
         b.pipe = nil

@@ -1,4 +1,3 @@
-import CLinux
 import Glibc
 import Primitives
 
@@ -58,9 +57,7 @@ extension Reactor {
                     handleMessage(c, body)
                 }
             case .tooLarge:
-                limitHit("max_frame_bytes")
-                sendError(c, .frameTooLarge, "frame exceeds max_frame_bytes (\(maxFrame))", id: nil)
-                closeAfterFlush(c)
+                refuse(c, limit: "max_frame_bytes", .frameTooLarge, "frame exceeds max_frame_bytes (\(maxFrame))")
             case .badFrame(let why):
                 sendError(c, .badFrame, why, id: nil)
             }
@@ -98,9 +95,7 @@ extension Reactor {
 
     func holdBytes(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
         if c.heldInputCount + bytes.count > 4 * config.maxFrameBytes {
-            limitHit("max_frame_bytes")
-            sendError(c, .frameTooLarge, "too much input while a reply is pending", id: nil)
-            closeAfterFlush(c)
+            refuse(c, limit: "max_frame_bytes", .frameTooLarge, "too much input while a reply is pending")
             return
         }
         c.extras.heldInput.append(bytes)
@@ -115,9 +110,7 @@ extension Reactor {
         } catch {
             switch error {
             case .tooLarge:
-                limitHit("max_frame_bytes")
-                sendError(c, .frameTooLarge, "decompressed frame exceeds max_frame_bytes (\(maxFrame))", id: nil)
-                closeAfterFlush(c)
+                refuse(c, limit: "max_frame_bytes", .frameTooLarge, "decompressed frame exceeds max_frame_bytes (\(maxFrame))")
             case .corrupt(let why):
                 sendError(c, .badFrame, "corrupt \(codec.name) frame: \(why)", id: nil)
             }

@@ -1,4 +1,3 @@
-import CLinux
 import Glibc
 import Primitives
 
@@ -29,9 +28,7 @@ extension Reactor {
                 continue
             }
             if !c.isAuthenticated && c.framing != .http && Connection.elapsedMs(c.acceptedMs, now) > helloMs {
-                limitHit("hello_timeout")
-                sendError(c, .helloTimeout, "no hello within \(config.helloTimeoutMs) ms", id: nil)
-                closeAfterFlush(c)
+                refuse(c, limit: "hello_timeout", .helloTimeout, "no hello within \(config.helloTimeoutMs) ms")
                 continue
             }
             if c.overSoftSince != 0 && now &- c.overSoftSince > softNs {
@@ -40,9 +37,7 @@ extension Reactor {
             }
             if idleMs > 0 && Connection.elapsedMs(c.lastReceiveMs, now) > idleMs {
                 if Connection.elapsedMs(c.lastReceiveMs, now) > 2 * idleMs {
-                    limitHit("idle_timeout")
-                    sendError(c, .idleTimeout, "no traffic for \(2 * config.idleTimeoutMs) ms", id: nil)
-                    closeAfterFlush(c)
+                    refuse(c, limit: "idle_timeout", .idleTimeout, "no traffic for \(2 * config.idleTimeoutMs) ms")
                 } else if !c.idlePingSent {
                     c.idlePingSent = true
                     reply(to: c) { b in
@@ -53,6 +48,14 @@ extension Reactor {
                 }
             }
         }
+    }
+
+    /// A limit was hit: counted, the client told why (`code`), the connection closed after
+    /// its output.
+    func refuse(_ c: Connection, limit: String, _ code: ErrorCode, _ message: String) {
+        limitHit(limit)
+        sendError(c, code, message, id: nil)
+        closeAfterFlush(c)
     }
 
     public func limitHit(_ name: String) {
