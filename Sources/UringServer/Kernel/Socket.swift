@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 
 /// Thin typed wrappers over the socket calls the reactors need.
