@@ -3,7 +3,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 PORT ?= 4000
 # Debian packages the build and the tests need (headers for the C shims, tools for tests).
-APT_PACKAGES := liburing-dev libnuma-dev liblz4-dev libzstd-dev libhiredis-dev redis-server chromium curl pkg-config python3
+APT_PACKAGES := liburing-dev libnuma-dev liblz4-dev libzstd-dev libhiredis-dev libssl-dev redis-server chromium curl pkg-config python3
 SERVER_SOURCES := Sources/CLinux Sources/Primitives Sources/UringServer Sources/UringServerTesting Sources/tcpserver Sources/tcpserver-cli
 
 .PHONY: run test build release deps check-no-foundation clean

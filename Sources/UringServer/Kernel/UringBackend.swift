@@ -181,7 +181,9 @@ final class UringBackend: IOBackend {
                 _ = io_uring_submit(&ring)
             }
         }
-        overflow.removeAll(keepingCapacity: true)
+        // A burst (thousands of connections arriving in one turn) can queue thousands of SQEs
+        // of 64 bytes; that capacity is not kept once the burst is over.
+        overflow.removeAll(keepingCapacity: overflow.capacity <= 256)
     }
 
     @inline(__always)

@@ -33,6 +33,9 @@ public final class Connection {
     /// backlogged. (Latency is measured per turn, not from these.)
     var queuedMs: UInt32 = 0
     var sendStartedMs: UInt32 = 0
+    /// The backend's generation for this connection's slot (`SlotTable`): part of every
+    /// operation's tag. (Kept with the 4-byte fields: it takes padding the record had anyway.)
+    var generation: UInt32 = 0
 
     // One byte each.
     var framing: Framing = .undetermined
