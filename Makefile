@@ -4,7 +4,7 @@ SWIFT ?= swift
 PORT ?= 4000
 # Debian packages the build and the tests need (headers for the C shims, tools for tests).
 APT_PACKAGES := liburing-dev libnuma-dev liblz4-dev libzstd-dev libhiredis-dev libssl-dev redis-server chromium curl pkg-config python3
-SERVER_SOURCES := Sources/CLinux Sources/Primitives Sources/UringServer Sources/UringServerTesting Sources/tcpserver Sources/tcpserver-cli
+SERVER_SOURCES := Sources/CLinux Sources/Primitives Sources/UringServer Sources/UringServerTesting Sources/tcpserver Sources/tcpserver-cli Sources/VoiceWire Sources/VoiceRelay Sources/tcpserver-voice
 
 .PHONY: run test build release deps check-no-foundation clean
 
