@@ -108,10 +108,13 @@ final class ChannelTable: @unchecked Sendable {
         }
     }
 
-    /// Whether a token of `userHash` in `channel` expiring at `expiry` has been revoked.
-    func isRevoked(channel: UInt32, userHash: UInt64, expiry: UInt64) -> Bool {
+    /// Whether a token of `userHash` in `channel` expiring at `expiry` has been revoked. An
+    /// ended channel refuses every token until its revocation lapses (its id is not reused);
+    /// a user's revocation refuses only tokens issued before it (expiring by `until`), so a
+    /// member who rejoins the room and asks again gets in.
+    func isRevoked(channel: UInt32, userHash: UInt64, expiry: UInt64, now: UInt64) -> Bool {
         revocations.withLock { r in
-            if let until = r[Revocation(channel: channel, userHash: 0)], expiry <= until { return true }
+            if let until = r[Revocation(channel: channel, userHash: 0)], now <= until { return true }
             if let until = r[Revocation(channel: channel, userHash: userHash)], expiry <= until { return true }
             return false
         }

@@ -137,7 +137,7 @@ final class RelayCore {
         }
         if tok.channel != UInt32(readBE(p + 4, bytes: 4)) { return drop(.wrongChannel) }
         if tok.expiryMillis <= wall { return drop(.expired) }
-        if table.isRevoked(channel: tok.channel, userHash: tok.userHash, expiry: tok.expiryMillis) { return drop(.revoked) }
+        if table.isRevoked(channel: tok.channel, userHash: tok.userHash, expiry: tok.expiryMillis, now: wall) { return drop(.revoked) }
         if let old = bindings[from] {
             if old.channel.id == tok.channel && !old.channel.revoked.load(ordering: .relaxed) {
                 // A repeated join (the client did not see the ack, or refreshes its token).

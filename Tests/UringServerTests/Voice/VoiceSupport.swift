@@ -66,7 +66,7 @@ func requestVoice(_ c: TestClient, _ type: String, room: String, sourceLocation:
 }
 
 /// A UDP socket talking to the relay.
-final class VoiceUDP {
+final class VoiceUDP: @unchecked Sendable {
     let fd: Int32
     let relayPort: Int
 
