@@ -71,7 +71,7 @@ let package = Package(
         // Socket/clock/proc helpers shared by the two load tools.
         .target(name: "LoadClient"),
         // The load tool: drives tcpserver, redis-server or nats-server over real sockets.
-        .executableTarget(name: "tcpserver-bench", dependencies: ["CLinux", "LoadClient", "Primitives", "VoiceWire", .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        .executableTarget(name: "tcpserver-bench", dependencies: ["CLinux", "CCrypto", "LoadClient", "Primitives", "VoiceWire", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"]),
         .testTarget(name: "UringServerTests", dependencies: ["UringServer", "UringServerTesting", "Primitives", "VoiceWire", "VoiceRelay"]),
     ]

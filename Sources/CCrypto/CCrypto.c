@@ -13,6 +13,16 @@ int ccrypto_hmac_sha256(const void *key, size_t key_len, const void *data, size_
     return HMAC(EVP_sha256(), key, (int)key_len, (const unsigned char *)data, len, out, &n) && n == 32 ? 0 : -1;
 }
 
+int ccrypto_hmac_sha1(const void *key, size_t key_len, const void *data, size_t len, uint8_t out[20]) {
+    unsigned int n = 20;
+    return HMAC(EVP_sha1(), key, (int)key_len, (const unsigned char *)data, len, out, &n) && n == 20 ? 0 : -1;
+}
+
+int ccrypto_md5(const void *data, size_t len, uint8_t out[16]) {
+    unsigned int n = 16;
+    return EVP_Digest(data, len, out, &n, EVP_md5(), NULL) && n == 16 ? 0 : -1;
+}
+
 size_t ccrypto_base64_encode(const void *data, size_t len, char *out) {
     return (size_t)EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)data, (int)len);
 }

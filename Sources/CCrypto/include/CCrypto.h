@@ -17,6 +17,14 @@ int ccrypto_sha1(const void *data, size_t len, uint8_t out[20]);
 /// HMAC-SHA256 of `len` bytes with `key` into `out` (32 bytes). Returns 0, or -1 on failure.
 int ccrypto_hmac_sha256(const void *key, size_t key_len, const void *data, size_t len, uint8_t out[32]);
 
+/// HMAC-SHA1 (TURN's MESSAGE-INTEGRITY and REST-API passwords; the bench's TURN client) into
+/// `out` (20 bytes). Returns 0, or -1 on failure.
+int ccrypto_hmac_sha1(const void *key, size_t key_len, const void *data, size_t len, uint8_t out[20]);
+
+/// MD5 (TURN's long-term credential key, RFC 5389 section 15.4) into `out` (16 bytes).
+/// Returns 0, or -1 on failure.
+int ccrypto_md5(const void *data, size_t len, uint8_t out[16]);
+
 /// Standard Base64 (with padding) of `len` bytes into `out`, which must hold 4*ceil(len/3)+1
 /// bytes (a NUL is written after the text). Returns the text's length.
 size_t ccrypto_base64_encode(const void *data, size_t len, char *out);
