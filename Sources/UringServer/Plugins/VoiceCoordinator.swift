@@ -94,7 +94,7 @@ public final class VoiceCoordinator: MessageProcessor {
     }
 
     private func sendToken(_ c: Connection, _ room: String, _ ch: VoiceChannels.Channel, _ ctx: PluginContext) {
-        let expires = UInt64(ctx.wallMillis()) + UInt64(config.voiceTokenTTLSeconds) * 1000
+        let expires = UInt64(Clock.wallMillis()) + UInt64(config.voiceTokenTTLSeconds) * 1000
         let token = VoiceToken.issue(secret: secret, channel: ch.id, user: c.user ?? "", expiryMillis: expires)
         let relay = channels.relays[ch.relay].description
         ctx.reply(to: c) { b in
@@ -131,7 +131,10 @@ public final class VoiceCoordinator: MessageProcessor {
     /// before this moment: the relay refuses them (see `VoiceRevoke`). A later join_voice gets
     /// a token past that mark, so a member who comes back is not locked out.
     private func revoke(_ ch: VoiceChannels.Channel, userHash: UInt64, _ ctx: PluginContext) {
-        let now = UInt64(ctx.wallMillis())
+        // A clock read of its own, not the turn's wall time (monotonic + an offset refreshed
+        // every second): revocation compares token expiries across turns, and a refreshed
+        // offset can step back by a few ms, which would let a token issued just before slip by.
+        let now = UInt64(Clock.wallMillis())
         let r = VoiceRevoke(channel: ch.id, userHash: userHash,
                             untilMillis: now + UInt64(config.voiceTokenTTLSeconds) * 1000 - 1, issuedMillis: now)
         if sender == nil { sender = try? UDPSender() }
