@@ -22,6 +22,12 @@ public struct VoiceToken: Equatable, Sendable {
     /// FNV-1a 64 of the user name: what the relay keys a member by (it never needs the name).
     public var userHash: UInt64
 
+    public init(channel: UInt32, expiryMillis: UInt64, userHash: UInt64) {
+        self.channel = channel
+        self.expiryMillis = expiryMillis
+        self.userHash = userHash
+    }
+
     /// The token text for `user` in `channel`, valid until `expiryMillis`.
     public static func issue(secret: [UInt8], channel: UInt32, user: String, expiryMillis: UInt64) -> String {
         var b: [UInt8] = [version]

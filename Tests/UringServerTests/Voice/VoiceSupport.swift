@@ -75,7 +75,10 @@ final class VoiceUDP: @unchecked Sendable {
         fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         guard fd >= 0 else { throw ClientError.protocolViolation("socket: \(errno)") }
         var sz: Int32 = 8 << 20
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, socklen_t(MemoryLayout<Int32>.size))
+        // FORCE passes net.core.rmem_max when privileged (CI runs as root); else the capped size.
+        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &sz, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, socklen_t(MemoryLayout<Int32>.size))
+        }
         var a = sockaddr_in()
         a.sin_family = sa_family_t(AF_INET)
         a.sin_addr.s_addr = inet_addr("127.0.0.1")
