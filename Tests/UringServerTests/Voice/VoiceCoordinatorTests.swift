@@ -96,6 +96,9 @@ struct VoiceCoordinatorTests {
             #expect(s.revocations >= 1, "the relay got the revocation")
             let g2 = try requestVoice(b, "start_voice", room: "lobby")
             #expect(g2.channel != g1.channel)
+            let voice = try fetchStats(server.port)["voice"] as? JSONObject
+            #expect(jsonInt(voice?["channels"]) == 1 && jsonInt(voice?["relays"]) == 1 && jsonInt(voice?["revocations_failed"]) == 0,
+                    "\(voice ?? [:])")
         }
     }
 
