@@ -164,7 +164,7 @@ final class UringRelayLoop {
                             let from = addrKey(ip: ip, port: port)
                             switch core.handle(p, Int(plen), truncated: trunc != 0, from: from, now: now, wall: wall) {
                             case .forward:
-                                for d in 0..<core.destCount where queueSend(p, Int(plen), to: core.dests[d], bid: Int32(bid)) {}
+                                for d in 0..<core.destCount { _ = queueSend(p, Int(plen), to: core.dests[d], bid: Int32(bid)) }
                                 forwarded &+= 1
                             case .ack:
                                 if freeCount > 0 {

@@ -73,11 +73,15 @@ public final class VoiceChannels: @unchecked Sendable {
 
     enum EndResult { case ended(Channel), notRunning, notStarter(String) }
 
-    /// Ends the room's channel if `user` started it.
+    /// Ends the room's channel if `user` started it, or — once the starter has left the
+    /// voice — if `user` is one of its members (else nobody could end it but the last to leave).
     func end(room: String, by user: String) -> EndResult {
         state.withLock { m in
             guard let c = m[room] else { return .notRunning }
-            guard c.starter == user else { return .notStarter(c.starter) }
+            let starterGone = !c.members.contains { $0.user == c.starter }
+            guard c.starter == user || (starterGone && c.members.contains { $0.user == user }) else {
+                return .notStarter(c.starter)
+            }
             m[room] = nil
             return .ended(c)
         }
