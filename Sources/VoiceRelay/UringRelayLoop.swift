@@ -38,6 +38,8 @@ final class UringRelayLoop {
     private let ackBytes: UnsafeMutablePointer<UInt8>
     private let freeSlots: UnsafeMutablePointer<Int32>
     private var freeCount: Int
+    /// Sends queued since the last submit (the rest of the slots in use were submitted before).
+    private var queuedThisTurn = 0
 
     private let cqes: UnsafeMutablePointer<UnsafeMutablePointer<io_uring_cqe>?>
     private static let cqeBatch: UInt32 = 256
@@ -121,6 +123,7 @@ final class UringRelayLoop {
         guard freeCount > 0 else { core.counters.drop(.sendBacklog); return false }
         guard let s = sqe() else { core.counters.drop(.sendBacklog); return false }
         freeCount -= 1
+        queuedThisTurn += 1
         let slot = Int(freeSlots[freeCount])
         fillSockaddr(sendAddr + slot, to)
         sendIov[slot].iov_base = UnsafeMutableRawPointer(mutating: bytes)
@@ -140,16 +143,31 @@ final class UringRelayLoop {
     func run() {
         armRecv()
         var ts = __kernel_timespec(tv_sec: 0, tv_nsec: 100_000_000)
+        var short = __kernel_timespec(tv_sec: 0, tv_nsec: 1_000_000)
         var ip: UInt32 = 0, port: UInt16 = 0, plen: UInt32 = 0, trunc: Int32 = 0
         var payload: UnsafeMutablePointer<UInt8>? = nil
         while !stop.isSet {
             var one: UnsafeMutablePointer<io_uring_cqe>? = nil
-            _ = io_uring_submit_and_wait_timeout(&ring, &one, 1, &ts, nil)
+            // A UDP send completes during the submit itself, so its CQE is there at once: waiting
+            // for one completion would wake the thread right back up for the sends of the frame it
+            // just relayed (two io_uring_enter per frame). Waiting for the sends' completions plus
+            // one makes it one enter per frame. Sends that did not complete inline (the socket
+            // buffer was full) are waited for at most 1 ms, so they never hold up a packet long.
+            let inFlight = slots - freeCount
+            let stale = inFlight - queuedThisTurn
+            queuedThisTurn = 0
+            if stale > 0 {
+                _ = io_uring_submit_and_wait_timeout(&ring, &one, UInt32(inFlight + 1), &short, nil)
+            } else {
+                _ = io_uring_submit_and_wait_timeout(&ring, &one, UInt32(inFlight + 1), &ts, nil)
+            }
             let now = RelayClock.monoNanos()
             let wall = RelayClock.wallMillis()
             var forwarded: UInt64 = 0
             var rearm = false
-            while true {
+            // At most two batches of completions per turn: under a flood the CQ refills while
+            // we work, and a turn that never ends holds its sends back (they go at the submit).
+            for _ in 0..<2 {
                 let n = io_uring_peek_batch_cqe(&ring, cqes, Self.cqeBatch)
                 if n == 0 { break }
                 for i in 0..<Int(n) {
