@@ -24,6 +24,7 @@ import re
 import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -34,11 +35,34 @@ SECRET = "bench-voice-secret"
 
 
 def free_udp_port():
+    # Outside 40000-49999: coturn's relay ports (--min-port/--max-port below).
+    while True:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if not 40000 <= p <= 49999:
+            return p
+
+
+def stun_ready(port, timeout=15.0):
+    """Whether a STUN server answers a Binding request on 127.0.0.1:port within `timeout`."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
+    s.settimeout(0.2)
+    req = struct.pack(">HHI12s", 0x0001, 0, 0x2112A442, os.urandom(12))
+    deadline = time.time() + timeout
+    try:
+        while time.time() < deadline:
+            s.sendto(req, ("127.0.0.1", port))
+            try:
+                data, _ = s.recvfrom(2048)
+                if data[:2] == b"\x01\x01":
+                    return True
+            except socket.timeout:
+                pass
+        return False
+    finally:
+        s.close()
 
 
 def log(msg):
@@ -61,7 +85,8 @@ class Relay:
                    "--min-port=40000", "--max-port=49999", f"--relay-threads={self.threads}",
                    "--log-file=/dev/null", "--no-stdout-log"]
             self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(1.0)   # no start line to wait for
+            if not stun_ready(self.port):   # no start line: wait until it answers STUN
+                raise SystemExit(f"turnserver did not answer on udp {self.port}")
         else:
             io = self.kind.split("-")[1]
             cmd = [self.binary, "--io", io, "--port", str(self.port), "--stats-port", "0",
