@@ -104,6 +104,15 @@ bench-quick: deps
 	ulimit -n $$(ulimit -Hn) 2>/dev/null; python3 scripts/bench.py --quick --bin $(BENCH_SCRATCH)/release \
 	  --out bench/results-quick.json --table bench/performance-table-quick.md --chart bench/performance-quick.png $(BENCH_ARGS)
 
+# The voice relay (uring, epoll) against coturn, same loads, one run (scripts/bench_voice.py;
+# bench/voice.json, table on stdout; docs/performance.md, "Voice relay").
+.PHONY: bench-voice
+bench-voice: deps
+	@command -v turnserver >/dev/null || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get install -y -qq coturn >/dev/null; }
+	$(SWIFT) build -c release $(RELEASE_FLAGS) --scratch-path $(BENCH_SCRATCH) --product tcpserver-voice
+	$(SWIFT) build -c release $(RELEASE_FLAGS) --scratch-path $(BENCH_SCRATCH) --product tcpserver-bench
+	python3 scripts/bench_voice.py --bin $(BENCH_SCRATCH)/release $(BENCH_ARGS)
+
 # Exit 3 from bench.py (tcpserver missed deliveries) still goes on to the check, which fails on it.
 bench-check: deps
 	@if [ "$(BENCH_FRESH)" = 1 ]; then $(BENCH_BUILD) && { ulimit -n $$(ulimit -Hn) 2>/dev/null; \
