@@ -4,9 +4,9 @@ SWIFT ?= swift
 PORT ?= 4000
 # Debian packages the build and the tests need (headers for the C shims, tools for tests).
 APT_PACKAGES := liburing-dev libnuma-dev liblz4-dev libzstd-dev libhiredis-dev libssl-dev redis-server chromium curl pkg-config python3
-SERVER_SOURCES := Sources/CLinux Sources/Primitives Sources/UringServer Sources/UringServerTesting Sources/tcpserver Sources/tcpserver-cli
+SERVER_SOURCES := Sources/CLinux Sources/Primitives Sources/UringServer Sources/UringServerTesting Sources/tcpserver Sources/tcpserver-cli Sources/VoiceWire Sources/VoiceRelay Sources/tcpserver-voice
 
-.PHONY: run test build release deps check-no-foundation clean
+.PHONY: run run-voice test build release deps check-no-foundation clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -31,6 +31,16 @@ release: deps check-no-foundation
 run: release
 	@echo "client: .build/release/tcpserver-cli --port $(PORT)   (from another terminal; --help for more)"
 	.build/release/tcpserver --port $(PORT)
+
+# The server with voice: tcpserver-voice (UDP relay, docs/deployment.md "Voice") beside it,
+# sharing VOICE_SECRET. Demo from another terminal: python3 scripts/voice_demo.py --port $(PORT)
+VOICE_PORT ?= 4100
+VOICE_SECRET ?= change-me-voice-secret
+run-voice: release
+	@echo "voice relay on udp 127.0.0.1:$(VOICE_PORT) (stats: curl -s localhost:4101/stats); demo: python3 scripts/voice_demo.py --port $(PORT)"
+	.build/release/tcpserver-voice --port $(VOICE_PORT) --secret $(VOICE_SECRET) & relay=$$!; \
+	  trap "kill $$relay 2>/dev/null" EXIT INT TERM; \
+	  .build/release/tcpserver --port $(PORT) --voice-secret $(VOICE_SECRET) --voice-relays 127.0.0.1:$(VOICE_PORT)
 
 # The server targets (and the CLI client) must not import Foundation (RSS: ~17 MB with it, ~7.5 MB without).
 check-no-foundation:
@@ -93,6 +103,15 @@ bench-quick: deps
 	$(BENCH_BUILD)
 	ulimit -n $$(ulimit -Hn) 2>/dev/null; python3 scripts/bench.py --quick --bin $(BENCH_SCRATCH)/release \
 	  --out bench/results-quick.json --table bench/performance-table-quick.md --chart bench/performance-quick.png $(BENCH_ARGS)
+
+# The voice relay (uring, epoll) against coturn, same loads, one run (scripts/bench_voice.py;
+# bench/voice.json, table on stdout; docs/performance.md, "Voice relay").
+.PHONY: bench-voice
+bench-voice: deps
+	@command -v turnserver >/dev/null || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; $$SUDO apt-get install -y -qq coturn >/dev/null; }
+	$(SWIFT) build -c release $(RELEASE_FLAGS) --scratch-path $(BENCH_SCRATCH) --product tcpserver-voice
+	$(SWIFT) build -c release $(RELEASE_FLAGS) --scratch-path $(BENCH_SCRATCH) --product tcpserver-bench
+	python3 scripts/bench_voice.py --bin $(BENCH_SCRATCH)/release $(BENCH_ARGS)
 
 # Exit 3 from bench.py (tcpserver missed deliveries) still goes on to the check, which fails on it.
 bench-check: deps

@@ -1,7 +1,8 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// The server targets (CLinux, Primitives, UringServer, tcpserver) do not import Foundation:
+// The server targets (CLinux, Primitives, UringServer, tcpserver, VoiceWire, VoiceRelay,
+// tcpserver-voice) do not import Foundation:
 // `make check-no-foundation` and a test enforce it. Tests may use Foundation.
 // Release builds of the server targets skip dynamic exclusivity checks: the reactor mutates
 // buffers stored in class instances on every message, and the runtime checks are a noticeable
@@ -15,6 +16,7 @@ let package = Package(
         .executable(name: "tcpserver-bench", targets: ["tcpserver-bench"]),
         .executable(name: "tcpserver-soak", targets: ["tcpserver-soak"]),
         .executable(name: "tcpserver-cli", targets: ["tcpserver-cli"]),
+        .executable(name: "tcpserver-voice", targets: ["tcpserver-voice"]),
         .library(name: "UringServer", targets: ["UringServer"]),
         // ProtocolHarness: one reactor over the in-memory backend (tests, Fuzz/, Benchmarks/).
         .library(name: "UringServerTesting", targets: ["UringServerTesting"]),
@@ -47,7 +49,7 @@ let package = Package(
         .target(
             name: "UringServer",
             dependencies: [
-                "CLinux", "CHiredis", "Primitives",
+                "CLinux", "CHiredis", "Primitives", "VoiceWire",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -57,6 +59,11 @@ let package = Package(
         // server itself carries no test seams.
         .target(name: "UringServerTesting", dependencies: ["UringServer", "Primitives"]),
         .executableTarget(name: "tcpserver", dependencies: ["UringServer"]),
+        // Voice: the token and packet formats both sides share (coordinator plugin, relay, bench).
+        .target(name: "VoiceWire", dependencies: ["CCrypto"]),
+        // The UDP relay (io_uring or epoll), a library so tests run it in-process.
+        .target(name: "VoiceRelay", dependencies: ["CLinux", "CCrypto", "VoiceWire"], swiftSettings: hotPath),
+        .executableTarget(name: "tcpserver-voice", dependencies: ["VoiceRelay"]),
         // Command-line client (interactive, pub, sub, stats, ping); Foundation-free, no dependencies.
         .executableTarget(name: "tcpserver-cli"),
         // Soak test tool: churning clients, delivery/ordering checks, server fd/RSS (scripts/soak.sh).
@@ -64,8 +71,8 @@ let package = Package(
         // Socket/clock/proc helpers shared by the two load tools.
         .target(name: "LoadClient"),
         // The load tool: drives tcpserver, redis-server or nats-server over real sockets.
-        .executableTarget(name: "tcpserver-bench", dependencies: ["CLinux", "LoadClient", "Primitives", .product(name: "Histogram", package: "hdrhistogram-swift")]),
+        .executableTarget(name: "tcpserver-bench", dependencies: ["CLinux", "CCrypto", "LoadClient", "Primitives", "VoiceWire", .product(name: "Histogram", package: "hdrhistogram-swift")]),
         .testTarget(name: "PrimitivesTests", dependencies: ["Primitives"]),
-        .testTarget(name: "UringServerTests", dependencies: ["UringServer", "UringServerTesting", "Primitives"]),
+        .testTarget(name: "UringServerTests", dependencies: ["UringServer", "UringServerTesting", "Primitives", "VoiceWire", "VoiceRelay"]),
     ]
 )

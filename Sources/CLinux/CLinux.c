@@ -6,6 +6,8 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 
 int clinux_errno(void) { return errno; }
 
@@ -196,3 +198,38 @@ long clinux_splice(int in, int out, size_t len) {
     ssize_t n = splice(in, NULL, out, NULL, len, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
     return n < 0 ? -errno : n;
 }
+
+void clinux_prep_recvmsg_multishot_select(struct io_uring_sqe *sqe, int fd, struct msghdr *mh,
+                                          unsigned short bgid) {
+    io_uring_prep_recvmsg_multishot(sqe, fd, mh, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = bgid;
+}
+
+int clinux_recvmsg_parse(void *buf, int len, struct msghdr *mh, uint32_t *ip, uint16_t *port,
+                         uint8_t **payload, uint32_t *payload_len, int *truncated) {
+    struct io_uring_recvmsg_out *o = io_uring_recvmsg_validate(buf, len, mh);
+    if (!o || o->namelen < sizeof(struct sockaddr_in)) return -1;
+    struct sockaddr_in *sa = io_uring_recvmsg_name(o);
+    if (sa->sin_family != AF_INET) return -1;
+    *ip = ntohl(sa->sin_addr.s_addr);
+    *port = ntohs(sa->sin_port);
+    *payload = io_uring_recvmsg_payload(o, mh);
+    *payload_len = io_uring_recvmsg_payload_length(o, len, mh);
+    *truncated = (o->flags & MSG_TRUNC) != 0;
+    return 0;
+}
+
+int clinux_recvmmsg(int fd, struct mmsghdr *v, unsigned n) {
+    int r = recvmmsg(fd, v, n, MSG_DONTWAIT, NULL);
+    return r < 0 ? -errno : r;
+}
+
+int clinux_sendmmsg(int fd, struct mmsghdr *v, unsigned n) {
+    int r = sendmmsg(fd, v, n, MSG_DONTWAIT);
+    return r < 0 ? -errno : r;
+}
+
+size_t clinux_mmsghdr_size(void) { return sizeof(struct mmsghdr); }
+struct msghdr *clinux_mmsghdr_at(struct mmsghdr *v, unsigned i) { return &v[i].msg_hdr; }
+unsigned clinux_mmsghdr_len(struct mmsghdr *v, unsigned i) { return v[i].msg_len; }

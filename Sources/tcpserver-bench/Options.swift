@@ -29,16 +29,25 @@ struct Options {
     var compress: String? = nil
     /// Payload filler: "x" (repeated 'x') or "text" (English-like words, compressible).
     var payload = "x"
+    // voice mode
+    /// "voice" (tcpserver-voice) or "turn" (coturn).
+    var voiceWire = "voice"
+    var channels = 10
+    var speakers = 4
+    var secret = ""
+    var flood = false
 }
 
 let usage = """
-usage: tcpserver-bench [fanout|ping|hold] --wire tcpserver|redis|nats --port N [options]
+usage: tcpserver-bench [fanout|ping|hold|voice] --wire tcpserver|redis|nats --port N [options]
   fanout: --subs N --pubs M --size S [--window W --batch B | --rate MSGS_PER_SEC] [--drain SEC]
           [--sub-ports P1,P2,…]  (cluster: subscribers spread over several nodes)
           [--payload x|text]  (filler: 'x' repeated, or English-like words)
           [--compress lz4|zstd]  (tcpserver: subscribers receive compressed binary frames)
   ping:   --conns C --inflight K
   hold:   --conns N[,N2,…] [--settle SEC]   (needs --server-pid)
+  voice:  --wire voice|turn --port UDP_PORT --secret S --channels N --speakers M [--rate FRAMES_PER_SEC
+          (per speaker, default 50) | --flood] --size BYTES (default 160)
   common: --host H --duration SEC --server-pid PID --room NAME --quiet --json
 """
 
@@ -47,6 +56,7 @@ func parseOptions() -> Options {
     var args = Array(CommandLine.arguments.dropFirst())
     if let m = args.first, !m.hasPrefix("--") { o.mode = m; args.removeFirst() }
     var i = 0
+    var sizeSet = false
     func value() -> String {
         i += 1
         guard i < args.count else { die("\(args[i - 1]) needs a value") }
@@ -56,13 +66,21 @@ func parseOptions() -> Options {
     func double(_ s: String) -> Double { guard let v = Double(s) else { die("not a number: \(s)") }; return v }
     while i < args.count {
         switch args[i] {
-        case "--wire": guard let w = Wire(rawValue: value()) else { die("--wire: tcpserver, redis or nats") }; o.wire = w
+        case "--wire":
+            let v = value()
+            if v == "voice" || v == "turn" { o.voiceWire = v; break }
+            guard let w = Wire(rawValue: v) else { die("--wire: tcpserver, redis, nats (voice mode: voice or turn)") }
+            o.wire = w
+        case "--channels": o.channels = max(1, int(value()))
+        case "--speakers": o.speakers = max(2, int(value()))
+        case "--secret": o.secret = value()
+        case "--flood": o.flood = true
         case "--host": o.host = value()
         case "--port": o.port = int(value())
         case "--sub-ports": o.subscriberPorts = value().split(separator: ",").map { int(String($0)) }
         case "--subs": o.subs = int(value())
         case "--pubs": o.pubs = max(1, int(value()))
-        case "--size": o.size = int(value())
+        case "--size": o.size = int(value()); sizeSet = true
         case "--duration": o.duration = double(value())
         case "--window": o.window = int(value())
         case "--batch": o.batch = max(1, int(value()))
@@ -91,5 +109,6 @@ func parseOptions() -> Options {
         i += 1
     }
     if o.compress != nil && o.wire != .tcpserver { die("--compress needs --wire tcpserver") }
+    if o.mode == "voice" && !sizeSet { o.size = 160 }   // 20 ms of 64 kbit/s audio
     return o
 }

@@ -8,6 +8,8 @@ import Glibc
 //           publish→deliver p50/p99/p999 (with --rate, from the scheduled send time, so a
 //           stall of the tool or the server is not hidden by coordinated omission).
 //   ping:   C connections with K pings in flight each; round-trip percentiles.
+//   voice:  UDP voice relay load (tcpserver-voice, or coturn over TURN): channels × speakers at a
+//           frame rate or flooding; copies delivered per relay CPU-second, latency (Voice.swift).
 //   hold:   opens N subscribed connections that then stay idle, and reads the server's RSS at 0
 //           connections (before connecting) and after each step of --conns 500,10000.
 // --wire tcpserver|redis|nats picks the protocol; --server-pid reads the server's CPU and RSS.
@@ -23,5 +25,6 @@ switch options.mode {
 case "fanout": runFanout(options)
 case "ping": runPing(options)
 case "hold": runHold(options)
-default: die("unknown mode \(options.mode) (fanout, ping or hold)")
+case "voice": runVoice(options)
+default: die("unknown mode \(options.mode) (fanout, ping, hold or voice)")
 }

@@ -89,6 +89,31 @@ long clinux_tee(int in, int out, size_t len);
 /// copied; it must be O_NONBLOCK for the call not to wait for room). Returns bytes or -errno.
 long clinux_splice(int in, int out, size_t len);
 
+// UDP (the voice relay, Sources/VoiceRelay).
+
+/// Multishot recvmsg on a datagram socket, each datagram into a buffer of provided-buffer
+/// group `bgid` (laid out as struct io_uring_recvmsg_out, the source address, the payload).
+/// `mh` gives only msg_namelen / msg_controllen and must outlive the request.
+void clinux_prep_recvmsg_multishot_select(struct io_uring_sqe *sqe, int fd, struct msghdr *mh,
+                                          unsigned short bgid);
+
+/// Takes apart one multishot recvmsg buffer of `len` bytes (the CQE's res): the IPv4 source
+/// (host byte order), the payload and its length, and whether the datagram was cut to fit.
+/// Returns 0, or -1 when the buffer is not a valid recvmsg_out or the source is not IPv4.
+int clinux_recvmsg_parse(void *buf, int len, struct msghdr *mh, uint32_t *ip, uint16_t *port,
+                         uint8_t **payload, uint32_t *payload_len, int *truncated);
+
+/// recvmmsg(fd, v, n, MSG_DONTWAIT) / sendmmsg(fd, v, n, MSG_DONTWAIT): GNU calls Swift's
+/// Glibc module does not declare. Return the message count or -errno.
+int clinux_recvmmsg(int fd, struct mmsghdr *v, unsigned n);
+int clinux_sendmmsg(int fd, struct mmsghdr *v, unsigned n);
+
+/// sizeof(struct mmsghdr), for Swift to allocate arrays of the (incomplete to it) type.
+size_t clinux_mmsghdr_size(void);
+/// The i-th element's msghdr and its msg_len field.
+struct msghdr *clinux_mmsghdr_at(struct mmsghdr *v, unsigned i);
+unsigned clinux_mmsghdr_len(struct mmsghdr *v, unsigned i);
+
 /// errno of the calling thread (Swift's errno accessor is Glibc-specific; keep one place).
 int clinux_errno(void);
 

@@ -122,6 +122,16 @@ enum StatsReport {
             b.append(",\"cluster\":")
             cluster.renderStats(into: &b)
         }
+        if !shared.voice.relays.isEmpty {
+            // The relays keep their own figures (their /stats); this is the control side.
+            b.append(",\"voice\":{\"channels\":")
+            b.appendDecimal(shared.voice.channelCount)
+            b.append(",\"relays\":")
+            b.appendDecimal(shared.voice.relays.count)
+            b.append(",\"revocations_failed\":")
+            b.appendDecimal(shared.voice.revocationsFailed.load(ordering: .relaxed))
+            b.append("}")
+        }
         b.append("}")
     }
 

@@ -39,6 +39,8 @@ public struct PluginEnvironment: Sendable {
     public let flags: FeatureFlags
     /// Cluster mode's link (nil on a single node).
     let cluster: ClusterNode?
+    /// The server's voice channels (VoiceCoordinator), shared by every reactor.
+    let voice: VoiceChannels
 }
 
 /// A parsed client message. Its bytes live in a receive buffer and are valid only during

@@ -19,6 +19,11 @@ public enum ErrorCode: String, Sendable {
     case tooManyRooms = "too_many_rooms"
     case roomFull = "room_full"
     case unsupportedCodec = "unsupported_codec"
+    // Voice (docs/protocol.md, "Voice").
+    case noRelay = "no_relay"
+    case voiceAlreadyRunning = "voice_already_running"
+    case voiceNotRunning = "voice_not_running"
+    case notVoiceStarter = "not_voice_starter"
 }
 
 public struct ProtocolError: Error {

@@ -102,7 +102,7 @@ package final class Reactor: IOEventHandler {
         core = CoreHandler(config: shared.config, flags: shared.flags, cluster: shared.cluster)
         compression = CompressionContext(zstdLevel: shared.config.zstdLevel, lz4Acceleration: shared.config.lz4Acceleration)
         let env = PluginEnvironment(config: shared.config, rooms: shared.rooms, reactorIndex: index,
-                                    flags: shared.flags, cluster: shared.cluster)
+                                    flags: shared.flags, cluster: shared.cluster, voice: shared.voice)
         plugins = shared.factories.map { $0(env) }
         pluginFlags = plugins.map { p in p.featureFlag.flatMap { shared.flags[$0] } }
     }

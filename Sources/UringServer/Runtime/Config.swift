@@ -82,6 +82,9 @@ public struct ServerConfig: Sendable {
         FlagDeclaration(name: "enable_chat_rooms", critical: true),
         FlagDeclaration(name: "enable_presence", critical: false),
         FlagDeclaration(name: "enable_compression", critical: false),
+        // Critical: shedding it would let calls in progress die at their next token refresh,
+        // and its messages are a few per call, nothing the monitor could win back.
+        FlagDeclaration(name: "enable_voice", critical: true),
     ]
     /// Log file (empty: stderr only), rotated at `logMaxBytes`, keeping `logKeep` old files.
     public var logFile = "logs/tcpserver.log"
@@ -119,6 +122,12 @@ public struct ServerConfig: Sendable {
     public var compressionThreshold = 512
     public var zstdLevel = 3
     public var lz4Acceleration = 1
+
+    // Voice (docs/deployment.md, "Voice"): the secret shared with the relays, the relays, and
+    // how long a token is good for (join_voice refreshes it).
+    public var voiceSecret = ""
+    public var voiceRelays: [VoiceRelayAddress] = []
+    public var voiceTokenTTLSeconds = 60
 
     // Cluster
     public var cluster = "off"
@@ -206,7 +215,7 @@ public struct ServerConfig: Sendable {
             c.monitorHoldMs = try parseInt(v, key: "monitor_hold_ms", range: 0...3_600_000) },
         Key(name: "monitor_breach_s", help: "consecutive seconds in breach before features are shed (default 3)") { c, v throws(ConfigError) in
             c.monitorBreachSeconds = try parseInt(v, key: "monitor_breach_s", range: 1...3600) },
-        Key(name: "flags", help: "feature flags: name[:critical],… (default enable_chat_rooms:critical,enable_presence,enable_compression)") { c, v throws(ConfigError) in
+        Key(name: "flags", help: "feature flags: name[:critical],… (default enable_chat_rooms:critical,enable_presence,enable_compression,enable_voice:critical)") { c, v throws(ConfigError) in
             var decls: [FlagDeclaration] = []
             for item in v.split(separator: ",") {
                 let parts = item.split(separator: ":").map { String($0).trimmingSpaces() }
@@ -260,6 +269,15 @@ public struct ServerConfig: Sendable {
             c.zstdLevel = try parseInt(v, key: "zstd_level", range: -7...22) },
         Key(name: "lz4_acceleration", help: "LZ4 acceleration, 1 = best ratio (default 1)") { c, v throws(ConfigError) in
             c.lz4Acceleration = try parseInt(v, key: "lz4_acceleration", range: 1...65537) },
+        Key(name: "voice_secret", help: "secret shared with the tcpserver-voice relays (their --secret): signs voice tokens and revocations; empty disables voice (default empty)") { c, v throws(ConfigError) in
+            c.voiceSecret = v },
+        Key(name: "voice_relays", help: "voice relays as host:port,… (IPv4); a channel is assigned to one for its life; empty disables voice (default empty)") { c, v throws(ConfigError) in
+            guard let r = VoiceChannels.parseRelays(v) else {
+                throw ConfigError("invalid value '\(v)' for voice_relays: expected host:port,… with IPv4 hosts")
+            }
+            c.voiceRelays = r },
+        Key(name: "voice_token_ttl_s", help: "lifetime of a voice token in seconds; join_voice refreshes (default 60)") { c, v throws(ConfigError) in
+            c.voiceTokenTTLSeconds = try parseInt(v, key: "voice_token_ttl_s", range: 1...86_400) },
         Key(name: "cluster", help: "off | redis (default off)") { c, v throws(ConfigError) in
             guard v == "off" || v == "redis" else { throw ConfigError("invalid value '\(v)' for cluster: expected off or redis") }
             c.cluster = v },

@@ -26,6 +26,8 @@ package final class ServerShared: @unchecked Sendable {
     private let perAddress = Locked<[UInt32: Int]>([:])
     /// Filled before any reactor thread starts, read-only afterwards.
     package var reactors: [Reactor] = []
+    /// Voice channels by room, for every reactor's VoiceCoordinator.
+    let voice: VoiceChannels
     /// Cluster mode's link to the other nodes (nil when cluster=off).
     var cluster: ClusterNode?
     /// handoff[source][target]: the SPSC rings carrying room messages between reactors.
@@ -39,6 +41,7 @@ package final class ServerShared: @unchecked Sendable {
         self.factories = factories
         self.flags = flags
         self.logger = logger
+        voice = VoiceChannels(relays: config.voiceRelays)
         monitor = PerformanceMonitor(logger: logger)
         handoff = (0..<reactorCount).map { s in
             (0..<reactorCount).map { t in s == t ? nil : HandoffRing(capacity: 256 << 10) }
@@ -91,7 +94,7 @@ public final class Server: @unchecked Sendable {
     /// Why `--io auto` fell back to epoll, if it did.
     public private(set) var fallbackReason: String?
     public let logger: Logger
-    private var factories: [ProcessorFactory] = [{ ChatRoomPlugin($0) }]
+    private var factories: [ProcessorFactory] = [{ ChatRoomPlugin($0) }, { VoiceCoordinator($0) }]
     private var shared: ServerShared?
     private var threads: [pthread_t] = []
 
