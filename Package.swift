@@ -47,7 +47,7 @@ let package = Package(
         .target(
             name: "UringServer",
             dependencies: [
-                "CLinux", "CHiredis", "Primitives",
+                "CLinux", "CHiredis", "CCrypto", "Primitives",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -29,7 +29,7 @@ extension Reactor {
         for m in room.memberRefs {
             m._withUnsafeGuaranteedRef { c in
                 if c.closeStarted { return }
-                if c.sendsBinary || batch.excludes(m.toOpaque())
+                if c.sendsBinary || c.framing == .webSocket || batch.excludes(m.toOpaque())
                     || c.pendingOutputBytes &+ all.count >= cap {
                     batch.oneByOne.append(m)
                     return

@@ -38,6 +38,11 @@ extension Reactor {
             handleHTTP(c, rest)
             return
         }
+        if c.framing == .webSocket {
+            let unread = webSocketReceived(c, rest)
+            if c.inputHeld && !c.closing && unread.count > 0 { holdBytes(c, unread) }
+            return
+        }
         let maxFrame = config.maxFrameBytes
         let unread = FrameSplitter.feed(&input, rest, maxFrame: maxFrame) { event in
             switch event {
@@ -120,11 +125,16 @@ extension Reactor {
 
     func handleHTTP(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
         c.extras.input.append(bytes)
-        guard let response = HTTPRouter.route(c.extras.input.readable, from: c, shared: shared) else {
-            return   // request incomplete
+        var response = ByteBuffer()
+        switch HTTPRouter.route(c.extras.input.readable, from: c, shared: shared, into: &response) {
+        case .incomplete:
+            return
+        case .response:
+            c.extras.input.removeAll()
+            sendHTTP(c, response, since: originNanos)
+        case .upgrade(let headLength):
+            upgradeToWebSocket(c, response, headLength: headLength)
         }
-        c.extras.input.removeAll()
-        sendHTTP(c, response, since: originNanos)
     }
 
     /// Queues a whole response and closes after it: one request per connection.

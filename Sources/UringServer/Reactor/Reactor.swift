@@ -72,6 +72,8 @@ package final class Reactor: IOEventHandler {
     var zstdGeneration: UInt64 = .max
     /// Decompressed client frames land here.
     var inflated = ByteBuffer()
+    /// Unmasked WebSocket frames land here (`WebSocketFrames.feed`).
+    var webSocketScratch = ByteBuffer()
     var lastAcceptedSlot = -1
     /// Reactors this turn handed messages to (bit i = reactor i): woken once at turn end.
     var peersToWake: UInt64 = 0

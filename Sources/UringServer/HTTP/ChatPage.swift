@@ -1,0 +1,4 @@
+/// GET /chat: placeholder, replaced below.
+enum ChatPage {
+    static let html = "<!doctype html><title>chat</title>"
+}

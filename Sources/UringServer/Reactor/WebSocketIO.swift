@@ -1,0 +1,136 @@
+import Glibc
+import Primitives
+
+// WebSocket connections (upgraded on GET /ws): the upgrade itself, frames in (one JSON
+// message per text frame, control frames answered), control frames out, the close handshake.
+// Room messages to WebSocket members are framed in `enqueue` (FanOut.swift).
+
+extension Reactor {
+    /// The 101 was written into `response`: queue it, switch the connection to WebSocket, and
+    /// handle any frames that came in the same receive as the request head.
+    func upgradeToWebSocket(_ c: Connection, _ response: borrowing ByteBuffer, headLength: Int) {
+        let input = c.extras.input.readable
+        let early = headLength < input.count ? Array(input[headLength...]) : []
+        c.extras.input.removeAll()
+        c.output.out.append(response.readable, pool: pool)
+        if c.queuedMs == 0 { c.queuedMs = Connection.stampMs(originNanos) }
+        markForFlush(c, origin: 0)
+        c.framing = .webSocket
+        c.extras.webSocket = WebSocketSession()
+        counters.webSocketOpen += 1
+        if !early.isEmpty { early.withUnsafeBytes { webSocketReceived(c, $0) } }
+    }
+
+    /// Frames from a WebSocket connection. Returns the bytes left unread when a message
+    /// held the connection's input (`holdInput`).
+    @discardableResult
+    func webSocketReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        guard let session = c.extrasIfPresent?.webSocket, !session.closeSent else { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        var input = c
+        let echo = config.wsEcho
+        return WebSocketFrames.feed(&input, session, bytes, maxMessage: config.maxFrameBytes, scratch: &webSocketScratch) { event in
+            counters.webSocketFramesIn &+= 1
+            switch event {
+            case .text(let payload):
+                if echo { sendWebSocketFrame(c, WebSocketOpcode.text, payload) } else { handleMessage(c, payload) }
+            case .binary(let payload):
+                if echo {
+                    sendWebSocketFrame(c, WebSocketOpcode.binary, payload)
+                } else {
+                    closeWebSocket(c, .unsupportedData, "binary messages are not accepted: send JSON in text frames")
+                }
+            case .ping(let payload):
+                sendWebSocketFrame(c, WebSocketOpcode.pong, payload)
+            case .pong:
+                break   // any input already counts as traffic (`lastReceiveMs`)
+            case let .close(code, reason):
+                // Echo the peer's code (none when it sent none), then close once it is out.
+                if !session.closeSent {
+                    session.closeSent = true
+                    if code == 1005 {
+                        sendWebSocketFrame(c, WebSocketOpcode.close, UnsafeRawBufferPointer(start: nil, count: 0), force: true)
+                    } else {
+                        sendCloseFrame(c, code, reason)
+                    }
+                }
+                closeAfterFlush(c)
+            case let .fail(code, why):
+                if code == .tooBig { limitHit("max_frame_bytes") }
+                closeWebSocket(c, code, why)
+            }
+            return !c.closing && !c.inputHeld
+        }
+    }
+
+    /// Sends a close frame with `code` and `why` (cut to fit a control frame) unless one was
+    /// sent already, then closes the connection once its output is out.
+    func closeWebSocket(_ c: Connection, _ code: WebSocketCloseCode, _ why: String) {
+        sendCloseFrameOnce(c, code, why)
+        closeAfterFlush(c)
+    }
+
+    /// The close frame alone (`closeAfterFlush` sends 1001 through here when no caller did).
+    func sendCloseFrameOnce(_ c: Connection, _ code: WebSocketCloseCode, _ why: String) {
+        if c.closing { return }
+        if let session = c.extrasIfPresent?.webSocket, !session.closeSent {
+            session.closeSent = true
+            var reason = why
+            reason.withUTF8 { r in
+                // 123 bytes of reason at most; cut on a character boundary (a close reason
+                // must be valid UTF-8 too).
+                var n = min(r.count, 123)
+                while n > 0 && n < r.count && r[n] & 0xC0 == 0x80 { n -= 1 }
+                sendCloseFrame(c, code.rawValue, UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(r)[..<n]))
+            }
+        }
+    }
+
+    private func sendCloseFrame(_ c: Connection, _ code: UInt16, _ reason: UnsafeRawBufferPointer) {
+        var payload: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
+                      UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)   // 128 bytes: a control frame's 125 fit
+        withUnsafeMutableBytes(of: &payload) { p in
+            p[0] = UInt8(code >> 8)
+            p[1] = UInt8(truncatingIfNeeded: code)
+            let n = min(reason.count, 123)
+            if n > 0 { p.baseAddress.unsafelyUnwrapped.advanced(by: 2).copyMemory(from: reason.baseAddress.unsafelyUnwrapped, byteCount: n) }
+            sendWebSocketFrame(c, WebSocketOpcode.close, UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(p)[..<(2 + n)]), force: true)
+        }
+    }
+
+    /// Queues one unmasked frame for `c` (a control reply, an echo, a ping): not after a close
+    /// frame, and — unless `force` (the close frame itself) — not on a closing connection.
+    func sendWebSocketFrame(_ c: Connection, _ opcode: UInt8, _ payload: UnsafeRawBufferPointer, force: Bool = false) {
+        if c.closeStarted || (c.closing && !force) { return }
+        if opcode != WebSocketOpcode.close, c.extrasIfPresent?.webSocket?.closeSent ?? true { return }
+        if batch.room != nil && !batch.onlyFrom(Unmanaged.passUnretained(c).toOpaque()) { flushBatch() }
+        appendWebSocketHeader(opcode: opcode, count: payload.count, to: c)
+        c.output.out.appendReserved(payload)
+        if c.queuedMs == 0 { c.queuedMs = Connection.stampMs(originNanos == 0 ? Clock.monoNanos() : originNanos) }
+        markForFlush(c, origin: opcode < 8 ? originNanos : 0)   // an echo is a latency sample
+        let pending = c.pendingOutputBytes
+        if pending > config.outboundHardBytes && !c.closing {
+            cutSlowConsumer(c, "output over outbound_hard_bytes (\(config.outboundHardBytes))")
+        }
+    }
+
+    /// An unmasked FIN frame header in `c`'s output, with room reserved for the body when
+    /// `reserveBody` (the body is then appended with `appendReserved`).
+    @inline(__always)
+    func appendWebSocketHeader(opcode: UInt8, count: Int, reserveBody: Bool = true, to c: Connection) {
+        counters.webSocketFramesOut &+= 1
+        let size = WebSocketFrames.headerSize(count)
+        c.output.out.reserve(reserveBody ? size + count : size, pool: pool)
+        var header: (UInt64, UInt16) = (0, 0)
+        withUnsafeMutableBytes(of: &header) { h in
+            let n = WebSocketFrames.writeHeader(opcode: opcode, count: count, to: h.baseAddress.unsafelyUnwrapped)
+            c.output.out.appendReserved(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(h)[..<n]))
+        }
+    }
+
+    /// The idle check's ping for a WebSocket: a ping frame (browsers answer it without the
+    /// page's help); the connection closes if nothing, pong included, arrives in time.
+    func sendWebSocketPing(_ c: Connection) {
+        sendWebSocketFrame(c, WebSocketOpcode.ping, UnsafeRawBufferPointer(start: nil, count: 0))
+    }
+}
