@@ -103,6 +103,7 @@ struct WebSocketHandshakeTests {
         try round(10_000)
         Thread.sleep(forTimeInterval: 2.5)   // idle buffers go back a second after last use
         let fds1 = openFDs(pid), rss1 = residentKB(pid)
+        print("ws bad-handshake soak (\(mode)): fds \(fds0) → \(fds1), RSS \(rss0) → \(rss1) KiB")
         #expect(fds1 == fds0, "fds before \(fds0), after 10,000 bad handshakes \(fds1)")
         #expect(rss1 - rss0 < 1024, "RSS before \(rss0) KiB, after \(rss1) KiB")
     }
