@@ -22,7 +22,7 @@ SCRATCH=${SCRATCH:-.build}
 WSTEST=()
 if command -v wstest >/dev/null 2>&1 && wstest --help >/dev/null 2>&1; then
     WSTEST=(wstest)
-elif command -v pyenv >/dev/null 2>&1 && pyenv versions --bare 2>/dev/null | grep -qx '2.7.18'; then
+elif command -v pyenv >/dev/null 2>&1 && [ -n "$(pyenv versions --bare 2>/dev/null | grep -x '2.7.18')" ]; then
     if ! PYENV_VERSION=2.7.18 pyenv exec wstest --help >/dev/null 2>&1; then
         echo "autobahn: installing autobahntestsuite into pyenv 2.7.18 …"
         PYENV_VERSION=2.7.18 pyenv exec python -m pip install -q autobahntestsuite >/dev/null 2>&1
