@@ -13,7 +13,8 @@ func runFanout(_ o: Options) {
     var pubs: [Int32] = []
     for p in 0..<o.pubs {
         let fd = connectTCP(o.host, o.port)
-        let setup = o.wire.publisherSetup(user: "pub\(p)", room: o.room)
+        var setup = o.wire.publisherSetup(user: "pub\(p)", room: o.room)
+        if o.ws { setup = WebSocketWire.setup(o, port: o.port, lines: setup) }
         if !setup.isEmpty {
             setup.withUnsafeBytes { writeAll(fd, $0) }
             awaitMarker(fd, o.wire == .tcpserver ? o.wire.subscribedMarker : Array("PONG".utf8))
@@ -37,7 +38,8 @@ func runFanout(_ o: Options) {
     var subBytes = 0  // everything subscribers received after set-up
 
     // One publish with a zero stamp, and where its digits sit.
-    let one = o.wire.publish(room: o.room, payload: Stamp.payload(size: o.size, text: o.payload == "text"))
+    var one = o.wire.publish(room: o.room, payload: Stamp.payload(size: o.size, text: o.payload == "text"))
+    if o.ws { one = WebSocketWire.frames(fromLines: one) }
     guard let stampAt = findSubsequence(one, Stamp.prefix).map({ $0 + Stamp.prefix.count }) else {
         die("stamp not found in the publish bytes")
     }
@@ -182,6 +184,7 @@ func runFanout(_ o: Options) {
     if paced { fields.append(("rate_target", fmt(o.rate, 0))) }
     fields.append(("sent_per_sec", fmt(Double(sent) / min(elapsed, o.duration), 0)))
     fields.append(("payload", o.payload))
+    if o.ws { fields.append(("transport", "websocket")) }
     if let codec = o.compress {
         // Chat frames only (5-byte header included); raw = the JSON they carry, uncompressed.
         fields += [

@@ -29,6 +29,8 @@ struct Options {
     var compress: String? = nil
     /// Payload filler: "x" (repeated 'x') or "text" (English-like words, compressible).
     var payload = "x"
+    /// tcpserver only: subscribers and publishers use WebSocket on /ws (`WebSocketWire`).
+    var ws = false
 }
 
 let usage = """
@@ -37,6 +39,7 @@ usage: tcpserver-bench [fanout|ping|hold] --wire tcpserver|redis|nats --port N [
           [--sub-ports P1,P2,…]  (cluster: subscribers spread over several nodes)
           [--payload x|text]  (filler: 'x' repeated, or English-like words)
           [--compress lz4|zstd]  (tcpserver: subscribers receive compressed binary frames)
+          [--ws]  (tcpserver: subscribers and publishers over WebSocket on /ws)
   ping:   --conns C --inflight K
   hold:   --conns N[,N2,…] [--settle SEC]   (needs --server-pid)
   common: --host H --duration SEC --server-pid PID --room NAME --quiet --json
@@ -82,6 +85,7 @@ func parseOptions() -> Options {
             let c = value().lowercased()
             guard c == "lz4" || c == "zstd" else { die("--compress: lz4 or zstd") }
             o.compress = c
+        case "--ws": o.ws = true
         case "--payload":
             o.payload = value()
             guard o.payload == "x" || o.payload == "text" else { die("--payload: x or text") }
@@ -91,5 +95,6 @@ func parseOptions() -> Options {
         i += 1
     }
     if o.compress != nil && o.wire != .tcpserver { die("--compress needs --wire tcpserver") }
+    if o.ws && (o.wire != .tcpserver || o.compress != nil) { die("--ws needs --wire tcpserver and no --compress") }
     return o
 }

@@ -74,6 +74,8 @@ package final class Reactor: IOEventHandler {
     var inflated = ByteBuffer()
     /// Unmasked WebSocket frames land here (`WebSocketFrames.feed`).
     var webSocketScratch = ByteBuffer()
+    /// A room batch framed once for WebSocket members (`frameBatchForWebSocket`).
+    var webSocketBatch = ByteBuffer()
     var lastAcceptedSlot = -1
     /// Reactors this turn handed messages to (bit i = reactor i): woken once at turn end.
     var peersToWake: UInt64 = 0

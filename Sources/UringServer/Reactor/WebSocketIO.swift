@@ -128,6 +128,21 @@ extension Reactor {
         }
     }
 
+    /// The turn's batch of one room (`all`, messages at `batch.messages`) as consecutive text
+    /// frames in `webSocketBatch`: framed once, then taken whole by every WebSocket member.
+    func frameBatchForWebSocket(_ all: UnsafeRawBufferPointer) {
+        webSocketBatch.removeAll()
+        for msg in batch.messages {
+            let body = UnsafeRawBufferPointer(rebasing: all[msg.start..<(msg.start + msg.count)])
+            webSocketBatch.writeWithUnsafeMutableBytes(minimumCapacity: 10 + body.count) { out in
+                let p = out.baseAddress.unsafelyUnwrapped
+                let h = WebSocketFrames.writeHeader(opcode: WebSocketOpcode.text, count: body.count, to: p)
+                if body.count > 0 { (p + h).copyMemory(from: body.baseAddress.unsafelyUnwrapped, byteCount: body.count) }
+                return h + body.count
+            }
+        }
+    }
+
     /// The idle check's ping for a WebSocket: a ping frame (browsers answer it without the
     /// page's help); the connection closes if nothing, pong included, arrives in time.
     func sendWebSocketPing(_ c: Connection) {
