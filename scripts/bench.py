@@ -17,6 +17,8 @@ Reports medians over the rounds:
   (g) compressed fan-out: 50 subscribers x 4 KiB of English-like text, subscribers ask for lz4
   (h) the same with zstd (g, h: tcpserver only, binary frames; Redis and NATS have no
       equivalent and show n/a) -> deliveries/s, bytes on the wire per delivery, wire ratio
+  (i) fan-out 50 subscribers x 64 B over WebSocket (subscribers and publisher on /ws; tcpserver
+      only) -> the same figures as (a), and the notes give (i) / (a) per server CPU-s
 
 Writes bench/results.json, docs/performance-table.md and docs/performance.png (matplotlib;
 skipped with a warning when it is missing). Exit status: 0, or 3 when a tcpserver run missed
@@ -68,9 +70,10 @@ LOADS = [
      ["fanout", "--subs", "50", "--pubs", "1", "--size", "4096", "--payload", "text", "--compress", "lz4"]),
     ("h", "(h) compressed fan-out 50 subs x 4 KiB text, zstd",
      ["fanout", "--subs", "50", "--pubs", "1", "--size", "4096", "--payload", "text", "--compress", "zstd"]),
+    ("i", "(i) fan-out 50 subs x 64 B over WebSocket", ["fanout", "--subs", "50", "--pubs", "1", "--size", "64", "--ws"]),
 ]
 # Loads only tcpserver can run (per-connection compression); Redis and NATS show n/a.
-TCPSERVER_ONLY = {"g", "h"}
+TCPSERVER_ONLY = {"g", "h", "i"}
 ALL_SERVERS = ["redis", "nats", "uring", "epoll", "uring-before", "epoll-before"]
 # The servers of this run (main() narrows it with --servers / --ab-bin); the table, the chart
 # and the rotation follow this order.
@@ -326,6 +329,7 @@ METRICS = {
           ("wire_ratio", "compression on the wire (raw ÷ wire)", None, "x")],
 }
 METRICS["h"] = METRICS["g"]
+METRICS["i"] = METRICS["a"]
 
 
 def fmt(v, kind):
@@ -383,7 +387,7 @@ def build_table(res):
     head = ("| " + " | ".join(["load", "metric"] + [TITLE[s] for s in SERVERS] + [c[0] for c in columns]) + " |\n"
             "| " + " | ".join(["---", "---"] + ["---:"] * (len(SERVERS) + len(columns))) + " |")
     rows = [head]
-    for key in ["a", "b", "c", "d", "e", "f", "g", "h"]:
+    for key in ["a", "b", "c", "d", "e", "f", "g", "h", "i"]:
         if key not in med and key in TCPSERVER_ONLY:
             continue
         first = True
@@ -401,7 +405,7 @@ def build_table(res):
                         + "".join(f" {c} |" for c in r))
             first = False
         # Drops and failures, per server, summed over the rounds.
-        if key in ("a", "b", "c", "e", "f", "d", "g", "h"):
+        if key in ("a", "b", "c", "e", "f", "d", "g", "h", "i"):
             cells = []
             any_issue = False
             for s in SERVERS:
@@ -478,7 +482,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
     ap.add_argument("--table", default=os.path.join(ROOT, "docs", "performance-table.md"))
     ap.add_argument("--chart", default=os.path.join(ROOT, "docs", "performance.png"))
-    ap.add_argument("--loads", default="abcdefgh", help="subset of loads to run, e.g. 'ad'")
+    ap.add_argument("--loads", default="abcdefghi", help="subset of loads to run, e.g. 'ad'")
     ap.add_argument("--ab-bin", default=None, metavar="DIR",
                     help="folder with a second (\"before\") build's tcpserver: adds uring-before and epoll-before")
     ap.add_argument("--servers", default=None, metavar="LIST",
@@ -625,7 +629,7 @@ AB_HEADLINE = {
     "d": [("requests_per_sec", "requests/s"), ("requests_per_cpu_s", "per CPU-s")],
     "e": [("p50_us", "p50"), ("p99_us", "p99")],
 }
-for _k in "bcgh":
+for _k in "bcghi":
     AB_HEADLINE[_k] = AB_HEADLINE["a"]
 
 
@@ -652,7 +656,7 @@ def ab_ratios(res):
 def ab_lines(res):
     """One line per load: the headline metrics' after/before ratios for uring and for epoll."""
     lines = []
-    for key in ["a", "b", "c", "d", "e", "f", "g", "h"]:
+    for key in ["a", "b", "c", "d", "e", "f", "g", "h", "i"]:
         per_io = res.get("ab_ratios", {}).get(key)
         if not per_io:
             continue
@@ -690,6 +694,23 @@ def summary(key, s, r):
             f"p50 {r.get('p50_us')} p99 {r.get('p99_us')} µs{extra}")
 
 
+def websocket_note(res):
+    """(i) ÷ (a) for each tcpserver io mode: what WebSocket framing costs against JSON lines."""
+    med = res["medians"]
+    if "i" not in med or "a" not in med:
+        return ""
+    parts = []
+    for s in SERVERS:
+        if WIRE[s] != "tcpserver":
+            continue
+        a, i = med["a"].get(s, {}), med["i"].get(s, {})
+        r_cpu = ratio(i.get("deliveries_per_cpu_s"), a.get("deliveries_per_cpu_s"))
+        r_rate = ratio(i.get("deliveries_per_sec"), a.get("deliveries_per_sec"))
+        parts.append(f"{TITLE[s]} {r_cpu} per server CPU-s, {r_rate} deliveries/s")
+    return ("- (i) is (a) with subscribers and publisher on WebSocket (/ws; masked client frames, a 2-byte "
+            "frame header per delivery instead of the newline). WebSocket ÷ JSON lines, (i) ÷ (a): " + "; ".join(parts) + ".")
+
+
 def notes_text(res):
     h = res["host"]
     lines = [
@@ -716,7 +737,8 @@ def notes_text(res):
          "the latency samples. Bytes on the wire include the 5-byte frame header. "
          "Redis and NATS have no equivalent: n/a. Compare with (c) for the uncompressed 4 KiB cost "
          "('x' filler, JSON lines)."
-         if any(r["load"] in TCPSERVER_ONLY for r in res["runs"]) else ""),
+         if any(r["load"] in ("g", "h") for r in res["runs"]) else ""),
+        websocket_note(res),
         "- Ratios are tcpserver ÷ Redis (above 1 is better for rates, below 1 is better for latency and memory) "
         "and uring ÷ epoll. user-space share = utime ÷ (utime + stime) of the server process.",
     ]

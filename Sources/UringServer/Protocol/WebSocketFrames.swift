@@ -36,6 +36,10 @@ final class WebSocketSession {
     var message = ByteBuffer()
     /// A close frame was sent: nothing more is sent or processed.
     var closeSent = false
+    /// The close frame to write at the end of the turn (0: none; 1005: an empty one), so it
+    /// follows whatever the turn queued before it (`Reactor.writePendingClose`).
+    var pendingCloseCode: UInt16 = 0
+    var pendingCloseReason = ""
 }
 
 /// What the parser found in a WebSocket connection's bytes. Payloads are unmasked and valid

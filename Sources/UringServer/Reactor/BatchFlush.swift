@@ -35,7 +35,7 @@ extension Reactor {
                 if c.closeStarted { return }
                 if c.framing == .webSocket && !c.sendsBinary && !batch.excludes(m.toOpaque())
                     && c.pendingOutputBytes &+ all.count &+ 10 &* count < cap {
-                    if c.closing { return }   // a close frame may be queued: nothing may follow it
+                    if c.closing, c.extrasIfPresent?.webSocket?.closeSent ?? true { return }   // nothing after a close frame
                     if !wsFramed { frameBatchForWebSocket(all); wsFramed = true }
                     let framed = webSocketBatch.readable
                     delivered &+= count

@@ -130,7 +130,7 @@ extension Reactor {
         if c.framing == .webSocket {
             // One text frame per message; a big one's body stays in the shared block (the
             // line end the block carries for JSON members is left out, as for binary frames).
-            if c.closing { return }   // a close frame may be queued: nothing may follow it
+            if c.closing, c.extrasIfPresent?.webSocket?.closeSent ?? true { return }   // nothing after a close frame
             if let block {
                 appendWebSocketHeader(opcode: WebSocketOpcode.text, count: body.count, reserveBody: false, to: c)
                 queueBlock(block, length: body.count, to: c)

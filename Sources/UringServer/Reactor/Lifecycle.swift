@@ -26,9 +26,9 @@ extension Reactor {
     /// No more input is processed; the connection closes once its output is sent.
     func closeAfterFlush(_ c: Connection, grace: UInt64? = nil) {
         if c.closing { return }
-        // A WebSocket peer is told with a close frame (after everything queued before it);
-        // callers with a reason of their own sent one already (`closeWebSocket`).
-        if c.framing == .webSocket { sendCloseFrameOnce(c, .goingAway, "") }
+        // A WebSocket peer is told with a close frame, written at the end of the turn behind
+        // everything queued before it; 1001 unless a caller asked for a precise code.
+        if c.framing == .webSocket { requestClose(c, WebSocketCloseCode.goingAway.rawValue, "") }
         c.lifecycle = .closing
         let drainNanos: UInt64 = UInt64(config.drainTimeoutMs) * 1_000_000
         let wait: UInt64 = grace ?? drainNanos

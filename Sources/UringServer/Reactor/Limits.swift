@@ -87,6 +87,7 @@ extension Reactor {
         limitHit("rate_limited")
         c.rateStrikes += 1
         if c.rateStrikes >= config.rateLimitStrikes {
+            requestClose(c, WebSocketCloseCode.policyViolation.rawValue, "over the rate limit for too long")
             closeAfterFlush(c)
             throw ProtocolError(.rateLimited, "over \(rate) messages/s for too long; closing")
         }

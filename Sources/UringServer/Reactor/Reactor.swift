@@ -199,6 +199,7 @@ package final class Reactor: IOEventHandler {
             i += 1
             c.inFlushList = false
             if c.closeStarted { continue }
+            if c.closing && c.framing == .webSocket { writePendingClose(c) }
             if origin != 0 {
                 let micros = flushNow > origin ? (flushNow &- origin) / 1000 : 0
                 counters.latency.record(micros: micros)

@@ -43,16 +43,10 @@ extension Reactor {
                 sendWebSocketFrame(c, WebSocketOpcode.pong, payload)
             case .pong:
                 break   // any input already counts as traffic (`lastReceiveMs`)
-            case let .close(code, reason):
-                // Echo the peer's code (none when it sent none), then close once it is out.
-                if !session.closeSent {
-                    session.closeSent = true
-                    if code == 1005 {
-                        sendWebSocketFrame(c, WebSocketOpcode.close, UnsafeRawBufferPointer(start: nil, count: 0), force: true)
-                    } else {
-                        sendCloseFrame(c, code, reason)
-                    }
-                }
+            case .close(let code, _):
+                // Echo the peer's code (an empty close when it sent none), then close TCP
+                // once it is out.
+                requestClose(c, code, "")
                 closeAfterFlush(c)
             case let .fail(code, why):
                 if code == .tooBig { limitHit("max_frame_bytes") }
@@ -62,47 +56,50 @@ extension Reactor {
         }
     }
 
-    /// Sends a close frame with `code` and `why` (cut to fit a control frame) unless one was
-    /// sent already, then closes the connection once its output is out.
+    /// Closes with `code` and `why`: the close frame goes out at the end of the turn, behind
+    /// everything queued before it this turn (an error message that explains the close).
     func closeWebSocket(_ c: Connection, _ code: WebSocketCloseCode, _ why: String) {
-        sendCloseFrameOnce(c, code, why)
+        requestClose(c, code.rawValue, why)
         closeAfterFlush(c)
     }
 
-    /// The close frame alone (`closeAfterFlush` sends 1001 through here when no caller did).
-    func sendCloseFrameOnce(_ c: Connection, _ code: WebSocketCloseCode, _ why: String) {
-        if c.closing { return }
-        if let session = c.extrasIfPresent?.webSocket, !session.closeSent {
-            session.closeSent = true
-            var reason = why
-            reason.withUTF8 { r in
-                // 123 bytes of reason at most; cut on a character boundary (a close reason
-                // must be valid UTF-8 too).
-                var n = min(r.count, 123)
-                while n > 0 && n < r.count && r[n] & 0xC0 == 0x80 { n -= 1 }
-                sendCloseFrame(c, code.rawValue, UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(r)[..<n]))
-            }
-        }
+    /// Notes the close frame to send (the first request wins: `closeAfterFlush` asks for 1001
+    /// after a caller with a precise code asked first). 1005 means an empty close frame.
+    func requestClose(_ c: Connection, _ code: UInt16, _ why: String) {
+        guard let session = c.extrasIfPresent?.webSocket, !session.closeSent, session.pendingCloseCode == 0 else { return }
+        session.pendingCloseCode = code
+        session.pendingCloseReason = why
     }
 
-    private func sendCloseFrame(_ c: Connection, _ code: UInt16, _ reason: UnsafeRawBufferPointer) {
-        var payload: (UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64,
-                      UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64, UInt64) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)   // 128 bytes: a control frame's 125 fit
-        withUnsafeMutableBytes(of: &payload) { p in
-            p[0] = UInt8(code >> 8)
-            p[1] = UInt8(truncatingIfNeeded: code)
-            let n = min(reason.count, 123)
-            if n > 0 { p.baseAddress.unsafelyUnwrapped.advanced(by: 2).copyMemory(from: reason.baseAddress.unsafelyUnwrapped, byteCount: n) }
-            sendWebSocketFrame(c, WebSocketOpcode.close, UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(p)[..<(2 + n)]), force: true)
+    /// End of turn (`endTurn`), for a closing WebSocket: writes the close frame asked for.
+    /// Nothing is queued for the connection after it.
+    func writePendingClose(_ c: Connection) {
+        guard let session = c.extrasIfPresent?.webSocket, !session.closeSent, session.pendingCloseCode != 0 else { return }
+        session.closeSent = true
+        let code = session.pendingCloseCode
+        if code == 1005 {
+            appendWebSocketHeader(opcode: WebSocketOpcode.close, count: 0, to: c)
+            return
         }
+        var reason = session.pendingCloseReason
+        session.pendingCloseReason = ""
+        reason.withUTF8 { r in
+            // 123 bytes of reason at most (a control frame's payload is 125), cut on a
+            // character boundary: a close reason must be valid UTF-8 too.
+            var n = min(r.count, 123)
+            while n > 0 && n < r.count && r[n] & 0xC0 == 0x80 { n -= 1 }
+            appendWebSocketHeader(opcode: WebSocketOpcode.close, count: 2 + n, to: c)
+            c.output.out.appendReserved(UInt8(code >> 8))
+            c.output.out.appendReserved(UInt8(truncatingIfNeeded: code))
+            if n > 0 { c.output.out.appendReserved(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(r)[..<n])) }
+        }
+        if c.queuedMs == 0 { c.queuedMs = Connection.stampMs(turnNanos) }
     }
 
-    /// Queues one unmasked frame for `c` (a control reply, an echo, a ping): not after a close
-    /// frame, and — unless `force` (the close frame itself) — not on a closing connection.
-    func sendWebSocketFrame(_ c: Connection, _ opcode: UInt8, _ payload: UnsafeRawBufferPointer, force: Bool = false) {
-        if c.closeStarted || (c.closing && !force) { return }
-        if opcode != WebSocketOpcode.close, c.extrasIfPresent?.webSocket?.closeSent ?? true { return }
+    /// Queues one unmasked data or control frame for `c` (an echo, a pong, a ping); never
+    /// after the close frame.
+    func sendWebSocketFrame(_ c: Connection, _ opcode: UInt8, _ payload: UnsafeRawBufferPointer) {
+        if c.closeStarted || c.extrasIfPresent?.webSocket?.closeSent ?? true { return }
         if batch.room != nil && !batch.onlyFrom(Unmanaged.passUnretained(c).toOpaque()) { flushBatch() }
         appendWebSocketHeader(opcode: opcode, count: payload.count, to: c)
         c.output.out.appendReserved(payload)

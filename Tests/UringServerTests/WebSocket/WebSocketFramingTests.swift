@@ -150,4 +150,26 @@ struct WebSocketFramingTests {
             #expect(b.opcode == 2 && b.payload == Array(blob[..<60_000]))
         }
     }
+
+    @Test("closes the server starts: an error message first, then its close code (1008 unauthorized, 1001 shutdown)",
+          arguments: allIOModes)
+    func serverCloses(mode: IOModeSetting) throws {
+        try withServer(mode, configure: { $0.authToken = "s3cret" }) { port in
+            let ws = try WSClient(port: port)
+            try ws.send(["type": "hello", "user": "intruder", "token": "wrong"])
+            let e = try ws.read()
+            #expect(e.type == "error" && e["code"] as? String == "unauthorized", "\(e)")
+            #expect(try ws.readClose().closeCode == 1008)
+            #expect(ws.waitForEOF())
+        }
+        try withRunningServer(mode, configure: { $0.drainTimeoutMs = 10_000 }) { server in
+            let ws = try WSClient(port: server.port)
+            try ws.hello("leaving")
+            let t = HelperThread { server.drainAndStop() }
+            #expect(try ws.read(until: "shutdown").type == "shutdown")
+            #expect(try ws.readClose().closeCode == 1001)
+            #expect(ws.waitForEOF())
+            _ = t.join(timeout: 10)
+        }
+    }
 }
