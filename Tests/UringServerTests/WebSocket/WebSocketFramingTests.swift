@@ -172,4 +172,34 @@ struct WebSocketFramingTests {
             _ = t.join(timeout: 10)
         }
     }
+
+    @Test("idle: a ping frame after idle_timeout_ms, close 1008 when nothing answers; a pong keeps it open",
+          arguments: allIOModes)
+    func idlePing(mode: IOModeSetting) throws {
+        try withServer(mode, configure: { $0.idleTimeoutMs = 300 }) { port in
+            let quiet = try WSClient(port: port)
+            try quiet.hello("quiet")
+            let answering = try WSClient(port: port)
+            try answering.hello("answering")
+            // `read` answers each ping with a pong: this one outlives 2 × idle.
+            let alive = Locked(false)
+            let t = HelperThread {
+                let start = Date()
+                while Date().timeIntervalSince(start) < 1.2 { _ = try? answering.read(timeout: 0.1) }
+                try? answering.send(["type": "ping"])
+                alive.withLock { $0 = (try? answering.read(until: "pong"))?.type == "pong" }
+            }
+            let p = try quiet.readFrame(timeout: 3)
+            #expect(p.opcode == 9, "a ping frame, not a JSON ping")
+            let e = try quiet.read(timeout: 3)   // (read() would answer pings: none comes now)
+            #expect(e["code"] as? String == "idle_timeout", "\(e)")
+            #expect(try quiet.readClose().closeCode == 1008)
+            _ = t.join(timeout: 5)
+            #expect(alive.value, "the client answering pings was kept")
+            // No codec is granted on a WebSocket: it has its own framing.
+            let z = try WSClient(port: port)
+            try z.send(["type": "hello", "user": "zip", "compress": "lz4"])
+            #expect(try z.read(until: "welcome")["compress"] as? String == "none")
+        }
+    }
 }
