@@ -12,6 +12,7 @@ extension Reactor {
         let input = c.extras.input.readable
         let early = headLength < input.count ? Array(input[headLength...]) : []
         c.extras.input.removeAll()
+        c.extras.input.releaseIfEmpty()   // the head's storage: most WebSockets never split a frame
         c.output.out.append(response.readable, pool: pool)
         if c.queuedMs == 0 { c.queuedMs = Connection.stampMs(originNanos) }
         markForFlush(c, origin: 0)
