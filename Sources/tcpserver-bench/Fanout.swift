@@ -13,10 +13,9 @@ func runFanout(_ o: Options) {
     var pubs: [Int32] = []
     for p in 0..<o.pubs {
         let fd = connectTCP(o.host, o.port)
-        var setup = o.wire.publisherSetup(user: "pub\(p)", room: o.room)
-        if o.ws { setup = WebSocketWire.setup(o, port: o.port, lines: setup) }
+        let setup = o.wire.publisherSetup(user: "pub\(p)", room: o.room)
         if !setup.isEmpty {
-            setup.withUnsafeBytes { writeAll(fd, $0) }
+            WebSocketWire.writeSetup(o, fd: fd, port: o.port, setup)
             awaitMarker(fd, o.wire == .tcpserver ? o.wire.subscribedMarker : Array("PONG".utf8))
         }
         setNonBlocking(fd)
@@ -39,7 +38,7 @@ func runFanout(_ o: Options) {
 
     // One publish with a zero stamp, and where its digits sit.
     var one = o.wire.publish(room: o.room, payload: Stamp.payload(size: o.size, text: o.payload == "text"))
-    if o.ws { one = WebSocketWire.frames(fromLines: one) }
+    if o.ws { one = WebSocketWire.wrap(o.wire, one) }
     guard let stampAt = findSubsequence(one, Stamp.prefix).map({ $0 + Stamp.prefix.count }) else {
         die("stamp not found in the publish bytes")
     }

@@ -29,7 +29,7 @@ struct Options {
     var compress: String? = nil
     /// Payload filler: "x" (repeated 'x') or "text" (English-like words, compressible).
     var payload = "x"
-    /// tcpserver only: subscribers and publishers use WebSocket on /ws (`WebSocketWire`).
+    /// Subscribers and publishers use WebSocket (`WebSocketWire`; tcpserver or nats).
     var ws = false
 }
 
@@ -39,7 +39,7 @@ usage: tcpserver-bench [fanout|ping|hold] --wire tcpserver|redis|nats --port N [
           [--sub-ports P1,P2,…]  (cluster: subscribers spread over several nodes)
           [--payload x|text]  (filler: 'x' repeated, or English-like words)
           [--compress lz4|zstd]  (tcpserver: subscribers receive compressed binary frames)
-          [--ws]  (tcpserver: subscribers and publishers over WebSocket on /ws)
+          [--ws]  (subscribers and publishers over WebSocket: tcpserver /ws, or nats with --port its websocket listener)
   ping:   --conns C --inflight K
   hold:   --conns N[,N2,…] [--settle SEC]   (needs --server-pid)
   common: --host H --duration SEC --server-pid PID --room NAME --quiet --json
@@ -95,6 +95,6 @@ func parseOptions() -> Options {
         i += 1
     }
     if o.compress != nil && o.wire != .tcpserver { die("--compress needs --wire tcpserver") }
-    if o.ws && (o.wire != .tcpserver || o.compress != nil) { die("--ws needs --wire tcpserver and no --compress") }
+    if o.ws && (o.wire == .redis || o.compress != nil) { die("--ws needs --wire tcpserver or nats (its websocket port) and no --compress") }
     return o
 }
