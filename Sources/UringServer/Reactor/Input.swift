@@ -2,7 +2,8 @@ import Glibc
 import Primitives
 
 // Input: received bytes → framing → messages; held input (a plugin finishing a message later);
-// compressed client frames; HTTP requests on the same port.
+// compressed client frames; HTTP requests on the same port (and the upgrade of GET /ws, whose
+// frames then go to WebSocketIO.swift).
 
 extension Reactor {
     package func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
