@@ -4,7 +4,15 @@
 enum UTF8Validation {
     /// True when `bytes` is well-formed UTF-8.
     static func isValid(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        guard let base = bytes.baseAddress else { return true }
+        validPrefix(bytes, allowingIncompleteTail: false) == bytes.count
+    }
+
+    /// How many leading bytes of `bytes` are whole, valid characters, when what follows them
+    /// may still become valid (a character cut short at the end, with `allowingIncompleteTail`:
+    /// a fragment of a WebSocket text message); nil as soon as the bytes cannot be UTF-8
+    /// whatever comes next. Without `allowingIncompleteTail` a cut-short tail is invalid.
+    static func validPrefix(_ bytes: UnsafeRawBufferPointer, allowingIncompleteTail: Bool) -> Int? {
+        guard let base = bytes.baseAddress else { return 0 }
         let n = bytes.count
         var i = 0
         while i < n {
@@ -24,18 +32,21 @@ enum UTF8Validation {
             case 0xF0: count = 4; lo = 0x90
             case 0xF1...0xF3: count = 4
             case 0xF4: count = 4; hi = 0x8F            // nothing above U+10FFFF
-            default: return false                      // continuation byte, C0/C1, F5…FF
+            default: return nil                        // continuation byte, C0/C1, F5…FF
             }
-            guard i + count <= n else { return false }
-            let b1 = base.load(fromByteOffset: i + 1, as: UInt8.self)
-            guard b1 >= lo && b1 <= hi else { return false }
+            let have = min(count, n - i)
+            if have >= 2 {
+                let b1 = base.load(fromByteOffset: i + 1, as: UInt8.self)
+                guard b1 >= lo && b1 <= hi else { return nil }
+            }
             var k = 2
-            while k < count {
-                guard base.load(fromByteOffset: i + k, as: UInt8.self) & 0xC0 == 0x80 else { return false }
+            while k < have {
+                guard base.load(fromByteOffset: i + k, as: UInt8.self) & 0xC0 == 0x80 else { return nil }
                 k += 1
             }
+            if have < count { return allowingIncompleteTail ? i : nil }
             i += count
         }
-        return true
+        return n
     }
 }

@@ -34,6 +34,9 @@ final class WebSocketSession {
     var messageOpcode: UInt8 = 0
     /// The unmasked payload of that message so far (bounded by max_frame_bytes).
     var message = ByteBuffer()
+    /// Bytes of a text `message` already known to be whole, valid UTF-8: each fragment is
+    /// checked as it arrives, so a bad one fails the connection at once (RFC 6455 §8.1).
+    var validatedCount = 0
     /// A close frame was sent: nothing more is sent or processed.
     var closeSent = false
     /// The close frame to write at the end of the turn (0: none; 1005: an empty one), so it
@@ -209,22 +212,27 @@ enum WebSocketFrames {
         }
         if h.opcode != WebSocketOpcode.continuation { session.messageOpcode = h.opcode }
         unmask(masked, h.mask, into: &session.message)
-        if !h.fin { return true }
         let opcode = session.messageOpcode
+        if opcode == WebSocketOpcode.text {
+            let rest = UnsafeRawBufferPointer(rebasing: session.message.readable[session.validatedCount...])
+            guard let valid = UTF8Validation.validPrefix(rest, allowingIncompleteTail: !h.fin), h.fin ? valid == rest.count : true else {
+                session.messageOpcode = 0
+                session.validatedCount = 0
+                session.message.removeAll()
+                _ = emit(.fail(.invalidPayload, "text message is not valid UTF-8"))
+                return false
+            }
+            session.validatedCount += valid
+        }
+        if !h.fin { return true }
         session.messageOpcode = 0
+        session.validatedCount = 0
         defer {
             session.message.removeAll()
             session.message.releaseIfEmpty()   // fragmented messages are rare: hold no memory after one
         }
         let payload = session.message.readable
-        if opcode == WebSocketOpcode.text {
-            guard UTF8Validation.isValid(payload) else {
-                _ = emit(.fail(.invalidPayload, "text message is not valid UTF-8"))
-                return false
-            }
-            return emit(.text(payload))
-        }
-        return emit(.binary(payload))
+        return emit(opcode == WebSocketOpcode.text ? .text(payload) : .binary(payload))
     }
 
     private static func emitClose(_ p: UnsafeRawBufferPointer, _ emit: (WebSocketEvent) -> Bool) -> Bool {

@@ -93,6 +93,17 @@ struct WebSocketFramesTests {
         #expect(feedWS(Self.frame(1, [0xC0, 0x80])) == [.fail(1007)], "overlong NUL")
     }
 
+    @Test func fragmentsAreValidatedAsTheyArrive() {
+        // A character split between fragments is fine; a bad byte fails at its fragment,
+        // before the message is finished (RFC 6455 §8.1, "fail fast").
+        let e = Array("é".utf8)
+        #expect(feedWS(Self.frame(1, [0x61, e[0]], fin: false) + Self.frame(0, [e[1]])) == [.text([0x61] + e)])
+        #expect(feedWS(Self.frame(1, [0x61, 0xC0], fin: false)) == [.fail(1007)], "no FIN needed to fail")
+        #expect(feedWS(Self.frame(1, [0xF0, 0x9F], fin: false) + Self.frame(0, [0x41], fin: false)) == [.fail(1007)])
+        #expect(feedWS(Self.frame(1, [0xF0, 0x9F], fin: false) + Self.frame(0, [0x98], fin: true)) == [.fail(1007)],
+                "cut short at the end of the message")
+    }
+
     @Test func stopsWhenEmitSaysSo() {
         let stream = Self.frame(1, Array("a".utf8)) + Self.frame(1, Array("b".utf8))
         var input = FrameInput(framing: .webSocket)
