@@ -107,6 +107,49 @@ struct WebSocketHandshakeTests {
         #expect(fds1 == fds0, "fds before \(fds0), after 10,000 bad handshakes \(fds1)")
         #expect(rss1 - rss0 < 1024, "RSS before \(rss0) KiB, after \(rss1) KiB")
     }
+
+    @Test("1,000 WebSocket sessions closed every way: fds of a child server back at baseline", arguments: allIOModes)
+    func sessionChurn(mode: IOModeSetting) throws {
+        let child = try ChildServer(args: ["--host", "127.0.0.1", "--port", "0", "--io", mode.rawValue, "--threads", "2",
+                                           "--log-file", "", "--rate-limit-per-sec", "0"])
+        defer { child.terminate(); _ = child.waitForExit(timeout: 5) }
+        let line = try #require(child.waitForStartLine(), "no start line; stderr: \(child.stderr)")
+        let port = try #require(addressPort(line))
+        let pid = child.process.processIdentifier
+        let listener = try WSClient(port: port)   // a room member that sees every session's chat
+        try listener.hello("listener")
+        try listener.join("churn")
+        Thread.sleep(forTimeInterval: 1.5)
+        let fds0 = openFDs(pid)
+        for i in 0..<1_000 {
+            let ws = try WSClient(port: port)
+            try ws.hello("churn\(i)")
+            try ws.join("churn")
+            try ws.send(["type": "send_chat", "room": "churn", "text": "n\(i)"])
+            switch i % 4 {
+            case 0:   // close handshake
+                try ws.sendFrame(8, [0x03, 0xE8])
+                _ = try ws.readClose()
+            case 1:   // reset
+                ws.tcp.closeAbruptly()
+            case 2:   // cut in the middle of a frame
+                try ws.tcp.send(Array(WSClient.encode(1, Array("{\"type\":\"ping\"}".utf8)).prefix(5)))
+                ws.tcp.close()
+            default:  // a protocol error: the server closes (1002)
+                try ws.tcp.send(WSClient.encode(1, [0x7B], masked: false))
+                _ = try ws.readClose()
+            }
+            if i % 100 == 99 { _ = try? listener.read(timeout: 0.01) }   // keep the listener's socket drained
+        }
+        var seen = 0
+        while (try? listener.read(timeout: 1)) != nil { seen += 1 }
+        Thread.sleep(forTimeInterval: 2.5)
+        let fds1 = openFDs(pid)
+        print("ws session churn (\(mode)): fds \(fds0) → \(fds1), listener read \(seen) more messages")
+        #expect(fds1 == fds0, "fds before \(fds0), after 1,000 sessions \(fds1)")
+        try listener.send(["type": "ping"])
+        #expect(try listener.read(until: "pong").type == "pong", "the server still serves")
+    }
 }
 
 /// Open descriptors of process `pid`.
