@@ -37,6 +37,9 @@ final class WebSocketSession {
     /// Bytes of a text `message` already known to be whole, valid UTF-8: each fragment is
     /// checked as it arrives, so a bad one fails the connection at once (RFC 6455 §8.1).
     var validatedCount = 0
+    /// Payload bytes of the text frame being gathered in the partial input that are already
+    /// known to be valid UTF-8 (`earlyCheck`): a frame arriving in pieces fails at the bad piece.
+    var frameValidated = 0
     /// A close frame was sent: nothing more is sent or processed.
     var closeSent = false
     /// The close frame to write at the end of the turn (0: none; 1005: an empty one), so it
@@ -160,8 +163,9 @@ enum WebSocketFrames {
                 let take = min(need, rest.count)
                 input.partialInput.append(UnsafeRawBufferPointer(rebasing: rest[..<take]))
                 rest = UnsafeRawBufferPointer(rebasing: rest[take...])
-                if take < need { return none }
+                if take < need { return earlyCheck(h, input.partialInput.readable, session, scratch: &scratch, emit) }
                 let payload = UnsafeRawBufferPointer(rebasing: input.partialInput.readable[h.size..<total])
+                session.frameValidated = 0
                 let go = process(h, payload, session, maxMessage: maxMessage, scratch: &scratch, emit)
                 input.partialInput.removeAll()   // storage kept for the next split frame (released when idle)
                 if !go { return rest }
@@ -179,12 +183,41 @@ enum WebSocketFrames {
             let total = h.size + Int(h.length)
             if rest.count < total {
                 input.partialInput.append(rest)   // bounded: the header passed `check`
-                return none
+                session.frameValidated = 0
+                return earlyCheck(h, rest, session, scratch: &scratch, emit)
             }
             let payload = UnsafeRawBufferPointer(rebasing: rest[h.size..<total])
             rest = UnsafeRawBufferPointer(rebasing: rest[total...])
             if !process(h, payload, session, maxMessage: maxMessage, scratch: &scratch, emit) { return rest }
         }
+    }
+
+    /// A text frame still arriving (`buffered`: its header and the payload so far): the payload
+    /// bytes not yet checked are unmasked into `scratch` and checked, so invalid UTF-8 fails the
+    /// connection before the rest of the frame arrives (RFC 6455 §8.1). A continuation whose
+    /// message ends in a cut-short character is left to the check when the frame completes.
+    /// Returns no unread bytes (`feed`'s result).
+    private static func earlyCheck(
+        _ h: Header, _ buffered: UnsafeRawBufferPointer, _ session: WebSocketSession,
+        scratch: inout ByteBuffer, _ emit: (WebSocketEvent) -> Bool
+    ) -> UnsafeRawBufferPointer {
+        let text = h.opcode == WebSocketOpcode.text
+            || (h.opcode == WebSocketOpcode.continuation && session.messageOpcode == WebSocketOpcode.text
+                && session.validatedCount == session.message.readableCount)
+        let from = session.frameValidated
+        let available = buffered.count - h.size
+        guard text, available > from else { return none }
+        // The key as it applies from payload byte `from` on (it repeats every 4 bytes).
+        let shift = UInt32(from & 3) * 8
+        let key = shift == 0 ? h.mask : h.mask >> shift | h.mask << (32 - shift)
+        scratch.removeAll()
+        unmask(UnsafeRawBufferPointer(rebasing: buffered[(h.size + from)...]), key, into: &scratch)
+        guard let valid = UTF8Validation.validPrefix(scratch.readable, allowingIncompleteTail: true) else {
+            _ = emit(.fail(.invalidPayload, "text message is not valid UTF-8"))
+            return none
+        }
+        session.frameValidated = from + valid
+        return none
     }
 
     /// One whole frame (its header passed `check`): unmasked, validated, emitted.

@@ -102,6 +102,16 @@ struct WebSocketFramesTests {
         #expect(feedWS(Self.frame(1, [0xF0, 0x9F], fin: false) + Self.frame(0, [0x41], fin: false)) == [.fail(1007)])
         #expect(feedWS(Self.frame(1, [0xF0, 0x9F], fin: false) + Self.frame(0, [0x98], fin: true)) == [.fail(1007)],
                 "cut short at the end of the message")
+        // One frame arriving in pieces fails at the bad piece (only its first bytes are fed).
+        let bad = Self.frame(1, Array("abcdefg".utf8) + [0xC0] + Array("more text to come".utf8))
+        #expect(feedWS(Array(bad.prefix(6 + 8))) == [.fail(1007)])
+        #expect(feedWS(Array(bad.prefix(6 + 3)), pieces: [7, 1, 1]) == [], "valid so far")
+        let good = Self.frame(1, Array("x€yz😀!".utf8))
+        for cut in 6..<(good.count - 1) {
+            #expect(feedWS(good, pieces: [cut, 1, 2]) == [.text(Array("x€yz😀!".utf8))], "split at \(cut)")
+        }
+        let late = Self.frame(1, Array("abc".utf8) + [0xED, 0xA0, 0x80] + Array("def".utf8))
+        #expect(feedWS(Array(late.prefix(6 + 5)), pieces: [7, 1, 1, 1, 1]) == [.fail(1007)], "found byte by byte")
     }
 
     @Test func stopsWhenEmitSaysSo() {
