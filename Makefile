@@ -16,6 +16,9 @@ deps:
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@# The WebSocket interop test's independent client (PyPI: Debian 12's python3-websockets is 10.4).
+	@python3 -c 'import websockets' 2>/dev/null || python3 -m pip install -q websockets 2>/dev/null \
+	  || python3 -m pip install -q --break-system-packages websockets
 
 build: deps check-no-foundation
 	$(SWIFT) build
@@ -50,8 +53,9 @@ check-no-foundation:
 # Every test, in both io modes: the Swift suites (unit, integration over real sockets, ops,
 # limits, cluster with real redis-servers, the dashboard in headless chromium), an independent
 # Python client, the shipped (release) binary with its defaults under light load (never
-# overloaded, nothing shed, presence throughout), a short fuzz run (every CI run fuzzes) and a
-# short soak.
+# overloaded, nothing shed, presence throughout), the Autobahn WebSocket suite against the
+# release binary (~40 s for both modes; skipped with a message where Python 2's wstest cannot
+# be had), a short fuzz run (every CI run fuzzes) and a short soak.
 FUZZ_SECONDS ?= 30
 SOAK_SECONDS ?= 20
 test: build
@@ -60,6 +64,7 @@ test: build
 	$(SWIFT) build -c release $(RELEASE_FLAGS) --product tcpserver
 	python3 scripts/light_load_check.py .build/release/tcpserver --io uring
 	python3 scripts/light_load_check.py .build/release/tcpserver --io epoll
+	bash scripts/autobahn.sh .build/release/tcpserver
 	bash scripts/fuzz.sh $(FUZZ_SECONDS)
 	bash scripts/soak.sh $(SOAK_SECONDS)
 	@n=$$(grep -oE "Test run with [0-9]+ tests" .build/test.log | grep -oE "[0-9]+" | tail -1); \
@@ -67,7 +72,12 @@ test: build
 
 # libFuzzer over the frame scanner, the JSON codec and protocol dispatch (Fuzz/ package).
 SECONDS ?= 300
-.PHONY: fuzz soak test-sanitizers
+.PHONY: fuzz soak test-sanitizers test-websocket
+# The WebSocket conformance run alone: Autobahn fuzzingclient, both io modes (make test runs it).
+test-websocket: deps
+	$(SWIFT) build -c release $(RELEASE_FLAGS) --product tcpserver
+	bash scripts/autobahn.sh .build/release/tcpserver
+
 fuzz: deps
 	bash scripts/fuzz.sh $(SECONDS)
 

@@ -49,7 +49,7 @@ let package = Package(
         .target(
             name: "UringServer",
             dependencies: [
-                "CLinux", "CHiredis", "Primitives", "VoiceWire",
+                "CLinux", "CHiredis", "CCrypto", "Primitives", "VoiceWire",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],

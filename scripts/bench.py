@@ -17,6 +17,9 @@ Reports medians over the rounds:
   (g) compressed fan-out: 50 subscribers x 4 KiB of English-like text, subscribers ask for lz4
   (h) the same with zstd (g, h: tcpserver only, binary frames; Redis and NATS have no
       equivalent and show n/a) -> deliveries/s, bytes on the wire per delivery, wire ratio
+  (i) fan-out 50 subscribers x 64 B over WebSocket: subscribers and publisher on tcpserver's /ws
+      and on nats-server's websocket listener (started with one, no TLS); Redis has none (n/a)
+      -> the same figures as (a), and the notes give (i) / (a) per server CPU-s
 
 Writes bench/results.json, docs/performance-table.md and docs/performance.png (matplotlib;
 skipped with a warning when it is missing). Exit status: 0, or 3 when a tcpserver run missed
@@ -50,6 +53,7 @@ import shlex
 import socket
 import statistics
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -68,9 +72,17 @@ LOADS = [
      ["fanout", "--subs", "50", "--pubs", "1", "--size", "4096", "--payload", "text", "--compress", "lz4"]),
     ("h", "(h) compressed fan-out 50 subs x 4 KiB text, zstd",
      ["fanout", "--subs", "50", "--pubs", "1", "--size", "4096", "--payload", "text", "--compress", "zstd"]),
+    ("i", "(i) fan-out 50 subs x 64 B over WebSocket", ["fanout", "--subs", "50", "--pubs", "1", "--size", "64", "--ws"]),
 ]
-# Loads only tcpserver can run (per-connection compression); Redis and NATS show n/a.
-TCPSERVER_ONLY = {"g", "h"}
+# Loads only some servers can run: per-connection compression (tcpserver), WebSocket (tcpserver,
+# NATS); the others show n/a.
+TCPSERVER_ONLY = {"g", "h", "i"}
+
+
+def runs_on(key, server):
+    if key == "i":
+        return WIRE[server] != "redis"
+    return key not in TCPSERVER_ONLY or WIRE[server] == "tcpserver"
 ALL_SERVERS = ["redis", "nats", "uring", "epoll", "uring-before", "epoll-before"]
 # The servers of this run (main() narrows it with --servers / --ab-bin); the table, the chart
 # and the rotation follow this order.
@@ -126,6 +138,7 @@ class Server:
         self.binary = binary
         self.proc = None
         self.port = None
+        self.ws_port = None
         self.tail = []
 
     @property
@@ -170,7 +183,12 @@ class Server:
             cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                    "--appendonly", "no", "--maxclients", "12000", "--loglevel", "warning"]
         else:
-            cmd = ["nats-server", "-a", "127.0.0.1", "-p", str(self.port)]
+            # A websocket listener too (load (i)); it costs nothing while unused.
+            self.ws_port = free_port()
+            conf = os.path.join(tempfile.gettempdir(), f"bench-nats-{os.getpid()}-{self.port}.conf")
+            with open(conf, "w") as f:
+                f.write(f'listen: "127.0.0.1:{self.port}"\nwebsocket {{\n  listen: "127.0.0.1:{self.ws_port}"\n  no_tls: true\n}}\n')
+            cmd = ["nats-server", "-c", conf]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, preexec_fn=raise_nofile)
         threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True).start()
@@ -208,7 +226,8 @@ def parse_result(stdout):
 
 
 def run_tool(tool, server, args, duration, timeout_extra=40):
-    cmd = [tool] + args[:1] + ["--wire", WIRE[server.name], "--port", str(server.port),
+    port = server.ws_port if "--ws" in args and WIRE[server.name] == "nats" else server.port
+    cmd = [tool] + args[:1] + ["--wire", WIRE[server.name], "--port", str(port),
                                "--server-pid", str(server.pid), "--quiet"] + args[1:]
     if args[0] != "hold":
         cmd += ["--duration", str(duration)]
@@ -326,6 +345,7 @@ METRICS = {
           ("wire_ratio", "compression on the wire (raw ÷ wire)", None, "x")],
 }
 METRICS["h"] = METRICS["g"]
+METRICS["i"] = METRICS["a"]
 
 
 def fmt(v, kind):
@@ -383,7 +403,7 @@ def build_table(res):
     head = ("| " + " | ".join(["load", "metric"] + [TITLE[s] for s in SERVERS] + [c[0] for c in columns]) + " |\n"
             "| " + " | ".join(["---", "---"] + ["---:"] * (len(SERVERS) + len(columns))) + " |")
     rows = [head]
-    for key in ["a", "b", "c", "d", "e", "f", "g", "h"]:
+    for key in ["a", "b", "c", "d", "e", "f", "g", "h", "i"]:
         if key not in med and key in TCPSERVER_ONLY:
             continue
         first = True
@@ -391,9 +411,8 @@ def build_table(res):
             vals = {s: med.get(key, {}).get(s, {}).get(metric) for s in SERVERS}
             cells = [fmt(vals[s], kind) for s in SERVERS]
             r = [ratio(vals[a], vals[b]) for _, a, b in columns]
-            if key in TCPSERVER_ONLY:
-                cells = ["n/a" if WIRE[s] != "tcpserver" else c for s, c in zip(SERVERS, cells)]
-            na = [key in TCPSERVER_ONLY and (WIRE[a] != "tcpserver" or WIRE[b] != "tcpserver") for _, a, b in columns]
+            cells = ["n/a" if not runs_on(key, s) else c for s, c in zip(SERVERS, cells)]
+            na = [not runs_on(key, a) or not runs_on(key, b) for _, a, b in columns]
             if kind in ("pct", "x"):
                 r = ["" for _ in columns]
             r = ["n/a" if n else c for n, c in zip(na, r)]
@@ -401,7 +420,7 @@ def build_table(res):
                         + "".join(f" {c} |" for c in r))
             first = False
         # Drops and failures, per server, summed over the rounds.
-        if key in ("a", "b", "c", "e", "f", "d", "g", "h"):
+        if key in ("a", "b", "c", "e", "f", "d", "g", "h", "i"):
             cells = []
             any_issue = False
             for s in SERVERS:
@@ -478,7 +497,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
     ap.add_argument("--table", default=os.path.join(ROOT, "docs", "performance-table.md"))
     ap.add_argument("--chart", default=os.path.join(ROOT, "docs", "performance.png"))
-    ap.add_argument("--loads", default="abcdefgh", help="subset of loads to run, e.g. 'ad'")
+    ap.add_argument("--loads", default="abcdefghi", help="subset of loads to run, e.g. 'ad'")
     ap.add_argument("--ab-bin", default=None, metavar="DIR",
                     help="folder with a second (\"before\") build's tcpserver: adds uring-before and epoll-before")
     ap.add_argument("--servers", default=None, metavar="LIST",
@@ -544,7 +563,7 @@ def main():
                         res["latency_rate"] = round(0.5 * min(a_rates)) if a_rates else 5000
                     targs = targs + ["--rate", str(res["latency_rate"])]
                 for s in order:
-                    if key in TCPSERVER_ONLY and WIRE[s] != "tcpserver":
+                    if not runs_on(key, s):
                         continue
                     srv = servers[s]
                     if not srv.alive():
@@ -625,7 +644,7 @@ AB_HEADLINE = {
     "d": [("requests_per_sec", "requests/s"), ("requests_per_cpu_s", "per CPU-s")],
     "e": [("p50_us", "p50"), ("p99_us", "p99")],
 }
-for _k in "bcgh":
+for _k in "bcghi":
     AB_HEADLINE[_k] = AB_HEADLINE["a"]
 
 
@@ -652,7 +671,7 @@ def ab_ratios(res):
 def ab_lines(res):
     """One line per load: the headline metrics' after/before ratios for uring and for epoll."""
     lines = []
-    for key in ["a", "b", "c", "d", "e", "f", "g", "h"]:
+    for key in ["a", "b", "c", "d", "e", "f", "g", "h", "i"]:
         per_io = res.get("ab_ratios", {}).get(key)
         if not per_io:
             continue
@@ -690,6 +709,25 @@ def summary(key, s, r):
             f"p50 {r.get('p50_us')} p99 {r.get('p99_us')} µs{extra}")
 
 
+def websocket_note(res):
+    """(i) ÷ (a) for each tcpserver io mode: what WebSocket framing costs against JSON lines."""
+    med = res["medians"]
+    if "i" not in med or "a" not in med:
+        return ""
+    parts = []
+    for s in SERVERS:
+        if not runs_on("i", s):
+            continue
+        a, i = med["a"].get(s, {}), med["i"].get(s, {})
+        r_cpu = ratio(i.get("deliveries_per_cpu_s"), a.get("deliveries_per_cpu_s"))
+        r_rate = ratio(i.get("deliveries_per_sec"), a.get("deliveries_per_sec"))
+        parts.append(f"{TITLE[s]} {r_cpu} per server CPU-s, {r_rate} deliveries/s")
+    return ("- (i) is (a) with subscribers and publisher on WebSocket: tcpserver's /ws (masked client frames, "
+            "a 2-byte frame header per delivery instead of the newline) and nats-server's websocket listener "
+            "(`websocket { no_tls: true }`; NATS protocol in binary frames). WebSocket ÷ TCP, (i) ÷ (a): "
+            + "; ".join(parts) + ".")
+
+
 def notes_text(res):
     h = res["host"]
     lines = [
@@ -716,7 +754,8 @@ def notes_text(res):
          "the latency samples. Bytes on the wire include the 5-byte frame header. "
          "Redis and NATS have no equivalent: n/a. Compare with (c) for the uncompressed 4 KiB cost "
          "('x' filler, JSON lines)."
-         if any(r["load"] in TCPSERVER_ONLY for r in res["runs"]) else ""),
+         if any(r["load"] in ("g", "h") for r in res["runs"]) else ""),
+        websocket_note(res),
         "- Ratios are tcpserver ÷ Redis (above 1 is better for rates, below 1 is better for latency and memory) "
         "and uring ÷ epoll. user-space share = utime ÷ (utime + stime) of the server process.",
     ]

@@ -19,6 +19,18 @@ def frame(payload, codec=0):
         payload = payload.encode()
     return struct.pack(">I", len(payload) + 1) + bytes([codec]) + payload
 
+def wsframe(payload, opcode=1, fin=True, key=b"\x11\x22\x33\x44"):
+    """A masked client WebSocket frame."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    n = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    head += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+WS_UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
 H = '{"type":"hello","user":"%s"}'
 J = '{"type":"join_room","room":"%s"}'
 S = '{"type":"send_chat","room":"%s","text":"%s"}'
@@ -73,6 +85,13 @@ seeds = {
     "long_names": ctl() + lines(H % ("u" * 65), H % ("u" * 64), J % ("r" * 65), J % ("r" * 64), S % ("r" * 64, "t")),
     "dup_keys": ctl() + lines('{"type":"ping","type":"hello","user":"a","user":"b"}', '{"type":"join_room","room":"a","room":"b"}'),
     "escaped_keys": ctl() + lines(r'{"\u0074ype":"hello","us\u0065r":"k"}', r'{"type":"ping","i\u0064":"\u0031"}'),
+    "ws_chat": ctl(2, ff=True) + WS_UPGRADE + wsframe(H % "w") + wsframe(J % "r") + b"\xff"
+        + lines(H % "j", J % "r", S % ("r", "to ws")) + b"\xff" + wsframe(S % ("r", "from ws")) + wsframe("ping!", opcode=9)
+        + wsframe('{"type":"send_chat",', fin=False) + wsframe("ping", opcode=9) + wsframe('"room":"r","text":"frag"}', opcode=0)
+        + wsframe(b"\x03\xe8bye", opcode=8),
+    "ws_split": ctl(chunk=1) + WS_UPGRADE + wsframe(H % "s") + wsframe(J % "r") + wsframe('{"type":"ping","id":"' + "p" * 200 + '"}'),
+    "ws_bad": ctl(3, ff=True) + WS_UPGRADE + b"\x81\x05hello" + b"\xff" + WS_UPGRADE + wsframe(b"\xc0\x80") + b"\xff"
+        + WS_UPGRADE.replace(b"13", b"8") + b"\xff",
     "many_rooms": ctl() + lines(H % "m", *[J % ("room%d" % i) for i in range(30)], '{"type":"leave_room","room":"room3"}'),
 }
 for name, data in seeds.items():

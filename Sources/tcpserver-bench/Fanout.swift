@@ -15,7 +15,7 @@ func runFanout(_ o: Options) {
         let fd = connectTCP(o.host, o.port)
         let setup = o.wire.publisherSetup(user: "pub\(p)", room: o.room)
         if !setup.isEmpty {
-            setup.withUnsafeBytes { writeAll(fd, $0) }
+            WebSocketWire.writeSetup(o, fd: fd, port: o.port, setup)
             awaitMarker(fd, o.wire == .tcpserver ? o.wire.subscribedMarker : Array("PONG".utf8))
         }
         setNonBlocking(fd)
@@ -37,7 +37,8 @@ func runFanout(_ o: Options) {
     var subBytes = 0  // everything subscribers received after set-up
 
     // One publish with a zero stamp, and where its digits sit.
-    let one = o.wire.publish(room: o.room, payload: Stamp.payload(size: o.size, text: o.payload == "text"))
+    var one = o.wire.publish(room: o.room, payload: Stamp.payload(size: o.size, text: o.payload == "text"))
+    if o.ws { one = WebSocketWire.wrap(o.wire, one) }
     guard let stampAt = findSubsequence(one, Stamp.prefix).map({ $0 + Stamp.prefix.count }) else {
         die("stamp not found in the publish bytes")
     }
@@ -182,6 +183,7 @@ func runFanout(_ o: Options) {
     if paced { fields.append(("rate_target", fmt(o.rate, 0))) }
     fields.append(("sent_per_sec", fmt(Double(sent) / min(elapsed, o.duration), 0)))
     fields.append(("payload", o.payload))
+    if o.ws { fields.append(("transport", "websocket")) }
     if let codec = o.compress {
         // Chat frames only (5-byte header included); raw = the JSON they carry, uncompressed.
         fields += [

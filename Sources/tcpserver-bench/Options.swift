@@ -36,6 +36,8 @@ struct Options {
     var speakers = 4
     var secret = ""
     var flood = false
+    /// Subscribers and publishers use WebSocket (`WebSocketWire`; tcpserver or nats).
+    var ws = false
 }
 
 let usage = """
@@ -44,6 +46,7 @@ usage: tcpserver-bench [fanout|ping|hold|voice] --wire tcpserver|redis|nats --po
           [--sub-ports P1,P2,…]  (cluster: subscribers spread over several nodes)
           [--payload x|text]  (filler: 'x' repeated, or English-like words)
           [--compress lz4|zstd]  (tcpserver: subscribers receive compressed binary frames)
+          [--ws]  (subscribers and publishers over WebSocket: tcpserver /ws, or nats with --port its websocket listener)
   ping:   --conns C --inflight K
   hold:   --conns N[,N2,…] [--settle SEC]   (needs --server-pid)
   voice:  --wire voice|turn --port UDP_PORT --secret S --channels N --speakers M [--rate FRAMES_PER_SEC
@@ -100,6 +103,7 @@ func parseOptions() -> Options {
             let c = value().lowercased()
             guard c == "lz4" || c == "zstd" else { die("--compress: lz4 or zstd") }
             o.compress = c
+        case "--ws": o.ws = true
         case "--payload":
             o.payload = value()
             guard o.payload == "x" || o.payload == "text" else { die("--payload: x or text") }
@@ -110,5 +114,6 @@ func parseOptions() -> Options {
     }
     if o.compress != nil && o.wire != .tcpserver { die("--compress needs --wire tcpserver") }
     if o.mode == "voice" && !sizeSet { o.size = 160 }   // 20 ms of 64 kbit/s audio
+    if o.ws && (o.wire == .redis || o.compress != nil) { die("--ws needs --wire tcpserver or nats (its websocket port) and no --compress") }
     return o
 }

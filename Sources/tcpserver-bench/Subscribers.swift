@@ -20,7 +20,8 @@ func openSubscribers(_ o: Options, count: Int, firstIndex: Int, ep: Int32, batch
             let i = firstIndex + out.count + k
             let port = o.subscriberPorts.isEmpty ? o.port : o.subscriberPorts[i % o.subscriberPorts.count]
             let fd = connectTCP(o.host, port)
-            o.wire.subscribe(user: "sub\(firstIndex + out.count + k)", room: o.room, compress: o.compress).withUnsafeBytes { writeAll(fd, $0) }
+            let hello = o.wire.subscribe(user: "sub\(firstIndex + out.count + k)", room: o.room, compress: o.compress)
+            WebSocketWire.writeSetup(o, fd: fd, port: port, hello)
             fresh.append(fd)
         }
         for fd in fresh {

@@ -16,8 +16,9 @@
 //     equals the raw bytes, numbers agree with Int(String), re-encoding a decoded string with
 //     appendJSONString and re-parsing gives the same string;
 //   - ProtocolHarness: every output chunk is whole messages in the connection's framing, and
-//     each message parses with JSONReader and has a string "type"; after every connection is
-//     gone, no connection is left open.
+//     each message parses with JSONReader and has a string "type" (after a `101` on /ws: whole
+//     unmasked WebSocket frames, text frames holding such messages, a close frame last with a
+//     code the server may send); after every connection is gone, no connection is left open.
 
 import Primitives
 import UringServer
@@ -219,7 +220,7 @@ func roundTrip(_ s: String) {
 
 // MARK: protocol harness
 
-enum Framing { case undetermined, sniffing, json, binary, http, rejected }
+enum Framing { case undetermined, sniffing, json, binary, http, webSocket, rejected }
 
 struct Client {
     var id: Int
@@ -227,6 +228,8 @@ struct Client {
     /// From the first letter on, while `sniffing`: what the server buffers to decide.
     var firstLine: [UInt8] = []
     var gone = false
+    /// The server sent its WebSocket close frame: nothing may follow it.
+    var closeFrameSeen = false
 }
 
 func driveHarness(control: UInt8, _ body: [UInt8]) {
@@ -360,6 +363,13 @@ func check(_ c: inout Client, _ out: [UInt8]) {
     case .http:
         let head = Array("HTTP/1.1 ".utf8)
         if !out.starts(with: head) { fail("HTTP connection got \(out.prefix(40))") }
+        if out.starts(with: Array("HTTP/1.1 101 ".utf8)) {
+            c.framing = .webSocket
+            guard let end = findSubsequence(out, Array("\r\n\r\n".utf8)) else { fail("101 without the end of its head") }
+            checkWebSocket(&c, out[(end + 4)...])
+        }
+    case .webSocket:
+        checkWebSocket(&c, out[...])
     case .json, .rejected, .undetermined:
         guard out.last == 0x0A else { fail("JSON-lines output does not end with a newline: \(out.suffix(60))") }
         var start = 0
@@ -382,6 +392,52 @@ func check(_ c: inout Client, _ out: [UInt8]) {
             i += 4 + n
         }
     }
+}
+
+/// Server frames: unmasked, FIN, RSV clear, a known opcode, whole; text frames hold one
+/// message; a close frame carries a code the server may send and is the last frame.
+func checkWebSocket(_ c: inout Client, _ out: ArraySlice<UInt8>) {
+    var i = out.startIndex
+    while i < out.endIndex {
+        if c.closeFrameSeen { fail("WebSocket output after the close frame") }
+        guard out.endIndex - i >= 2 else { fail("WebSocket output: truncated frame header") }
+        let b0 = out[i], b1 = out[i + 1]
+        if b0 & 0xF0 != 0x80 { fail("WebSocket output: FIN/RSV byte \(b0)") }
+        if b1 & 0x80 != 0 { fail("WebSocket output: masked server frame") }
+        var n = Int(b1 & 0x7F), h = 2
+        if n == 126 {
+            guard out.endIndex - i >= 4 else { fail("WebSocket output: truncated 16-bit length") }
+            n = Int(out[i + 2]) << 8 | Int(out[i + 3]); h = 4
+        } else if n == 127 {
+            guard out.endIndex - i >= 10 else { fail("WebSocket output: truncated 64-bit length") }
+            n = 0
+            for k in 2..<10 { n = n << 8 | Int(out[i + k]) }
+            h = 10
+        }
+        guard out.endIndex - i - h >= n else { fail("WebSocket output: frame of \(n) bytes, \(out.endIndex - i - h) left") }
+        let payload = out[(i + h)..<(i + h + n)]
+        switch b0 & 0x0F {
+        case 1: checkMessage(payload)
+        case 8:
+            c.closeFrameSeen = true
+            if n == 1 || n > 125 { fail("WebSocket close frame of \(n) bytes") }
+            if n >= 2 {
+                let code = Int(payload[payload.startIndex]) << 8 | Int(payload[payload.startIndex + 1])
+                if ![1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011].contains(code) { fail("WebSocket close code \(code)") }
+            }
+        case 9, 10: if n > 125 { fail("WebSocket control frame of \(n) bytes") }
+        default: fail("WebSocket output: opcode \(b0 & 0x0F)")
+        }
+        i += h + n
+    }
+}
+
+func findSubsequence(_ hay: [UInt8], _ needle: [UInt8]) -> Int? {
+    guard needle.count <= hay.count else { return nil }
+    for i in 0...(hay.count - needle.count) where hay[i] == needle[0] && Array(hay[i..<(i + needle.count)]) == needle {
+        return i
+    }
+    return nil
 }
 
 func checkMessage(_ m: ArraySlice<UInt8>) {

@@ -49,7 +49,7 @@ enum DashboardPage {
     <div class="legend"><span style="color:#ffd54f">■ p50 <b id="v-p50"></b></span><span style="color:#ff8a65">■ p99 <b id="v-p99"></b></span></div>
     <canvas id="latency" data-points="0"></canvas></section>
   <section><h2>Connections</h2>
-    <div class="legend"><span style="color:#ba68c8">■ open <b id="v-conn"></b></span></div>
+    <div class="legend"><span style="color:#ba68c8">■ open <b id="v-conn"></b></span><span>of them WebSocket <b id="v-ws"></b></span></div>
     <canvas id="connections" data-points="0"></canvas></section>
   <section><h2>Memory (RSS, MB)</h2>
     <div class="legend"><span style="color:#4db6ac">■ RSS <b id="v-mem"></b></span></div>
@@ -158,7 +158,7 @@ async function poll() {
     push(series.conn, s.connections); push(series.mem, s.memory_mb);
     setText("v-msg", fmt(s.msg_per_sec) + "/s"); setText("v-del", fmt(s.deliveries_per_sec) + "/s");
     setText("v-p50", fmt(s.latency_p50_ms) + " ms"); setText("v-p99", fmt(s.latency_p99_ms) + " ms");
-    setText("v-conn", fmt(s.connections)); setText("v-mem", fmt(s.memory_mb) + " MB");
+    setText("v-conn", fmt(s.connections)); setText("v-ws", fmt((s.totals || {}).websocket_connections || 0)); setText("v-mem", fmt(s.memory_mb) + " MB");
     draw("throughput", [{ data: series.msg, color: "#4fc3f7" }, { data: series.del, color: "#81c784" }]);
     draw("latency", [{ data: series.p50, color: "#ffd54f" }, { data: series.p99, color: "#ff8a65" }]);
     draw("connections", [{ data: series.conn, color: "#ba68c8" }]);

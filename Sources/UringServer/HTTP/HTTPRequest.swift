@@ -6,6 +6,19 @@ struct HTTPRequest {
     var path: String
     var query: [(String, String)]
     var authorization: String?
+    /// HTTP/1.minor.
+    var minor = 1
+    /// Bytes of the head, blank line included (what follows is the body, or WebSocket frames).
+    var headLength = 0
+    /// The headers a WebSocket upgrade is judged by (nil: absent). A repeated
+    /// Sec-WebSocket-Key is a bad handshake (`keyCount`).
+    var host: String?
+    var upgrade: String?
+    var connection: String?
+    var webSocketKey: String?
+    var webSocketKeyCount = 0
+    var webSocketVersion: String?
+    var origin: String?
 
     static let maxHeaderBytes = 8192
 
@@ -16,7 +29,7 @@ struct HTTPRequest {
     }
 
     static func parse(_ b: UnsafeRawBufferPointer) -> ParseResult {
-        guard let end = headerEnd(b) else {
+        guard let (end, after) = headerEnd(b) else {
             // Judged by where the head could still end: the bytes at the tail that may begin
             // the blank line do not count, so the verdict is the same however the head is split
             // across receives (the whole head is judged by `end` below).
@@ -56,15 +69,23 @@ struct HTTPRequest {
                 query.append((String(kv[0]), kv.count > 1 ? String(kv[1]) : ""))
             }
         }
-        var auth: String?
+        var req = HTTPRequest(method: method, path: String(path), query: query, authorization: nil)
+        req.minor = minor
+        req.headLength = after
         var hosts = 0
         for line in lines.dropFirst() {
             guard let colon = line.firstIndex(of: UInt8(ascii: ":")) else { continue }
             let name = String(decoding: line[..<colon], as: UTF8.self).lowercased()
-            if name == "authorization" {
-                auth = String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingSpaces()
-            } else if name == "host" {
-                hosts += 1
+            let value = { String(decoding: line[(colon + 1)...], as: UTF8.self).trimmingSpaces() }
+            switch name {
+            case "authorization": req.authorization = value()
+            case "host": hosts += 1; req.host = value()
+            case "upgrade": req.upgrade = value()
+            case "connection": req.connection = value()
+            case "sec-websocket-key": req.webSocketKeyCount += 1; req.webSocketKey = value()
+            case "sec-websocket-version": req.webSocketVersion = value()
+            case "origin": req.origin = value()
+            default: break
             }
         }
         // RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with two, gets 400
@@ -73,7 +94,7 @@ struct HTTPRequest {
             return .error(status: 400, reason: "Bad Request",
                           message: hosts > 1 ? "more than one Host header" : "HTTP/1.1 request without a Host header")
         }
-        return .request(HTTPRequest(method: method, path: String(path), query: query, authorization: auth))
+        return .request(req)
     }
 
     /// `HTTP/d.d` → the minor version for HTTP/1.x, -1 for another major version, nil when
@@ -117,12 +138,13 @@ struct HTTPRequest {
         return 0
     }
 
-    private static func headerEnd(_ b: UnsafeRawBufferPointer) -> Int? {
+    /// Where the head ends (the blank line's start) and where what follows it begins.
+    private static func headerEnd(_ b: UnsafeRawBufferPointer) -> (Int, Int)? {
         guard b.count >= 2 else { return nil }
         var i = 0
         while i + 1 < b.count {
-            if b[i] == 10 && b[i + 1] == 10 { return i }
-            if b[i] == 13 && i + 3 < b.count && b[i + 1] == 10 && b[i + 2] == 13 && b[i + 3] == 10 { return i }
+            if b[i] == 10 && b[i + 1] == 10 { return (i, i + 2) }
+            if b[i] == 13 && i + 3 < b.count && b[i + 1] == 10 && b[i + 2] == 13 && b[i + 3] == 10 { return (i, i + 4) }
             i += 1
         }
         return nil

@@ -4,7 +4,8 @@ import Primitives
 /// first line, `RequestLine`). One request per connection; the response closes it; a head not
 /// complete within `http_header_timeout_ms` gets 408 (`Reactor.checkTimeouts`).
 ///
-/// /health, /stats, /metrics, /dashboard, and the admin routes. Stats and metrics answer only
+/// /health, /stats, /metrics, /dashboard, /chat, the WebSocket upgrade on /ws
+/// (`WebSocketUpgrade`), and the admin routes. Stats and metrics answer only
 /// loopback clients unless `stats_public`; admin routes need `Authorization: Bearer <admin_token>`
 /// and answer 403 while no token is configured.
 ///
@@ -12,18 +13,30 @@ import Primitives
 /// gets 501; a known one a route does not serve gets 405 with `Allow` (RFC 9110 §15.5.6 makes
 /// the header mandatory), as do CONNECT's authority-form and OPTIONS' `*`, which name no route.
 enum HTTPRouter {
-    /// The full response for the request in `bytes`, or nil while the head is incomplete.
-    static func route(_ bytes: UnsafeRawBufferPointer, from c: Connection, shared: ServerShared) -> ByteBuffer? {
-        var out = ByteBuffer()
+    enum Outcome {
+        /// The head is not complete yet.
+        case incomplete
+        /// `out` holds the whole response; the connection closes after it.
+        case response
+        /// `out` holds `101 Switching Protocols` (GET /ws): the connection speaks WebSocket
+        /// from here on; the request's bytes after `headLength` are already frames.
+        case upgrade(headLength: Int)
+    }
+
+    /// Answers the request in `bytes` into `out`.
+    static func route(_ bytes: UnsafeRawBufferPointer, from c: Connection, shared: ServerShared, into out: inout ByteBuffer) -> Outcome {
         switch HTTPRequest.parse(bytes) {
         case .incomplete:
-            return nil
+            return .incomplete
         case let .error(status, reason, message):
             respond(&out, status, reason, "text/plain; charset=utf-8", message + "\n")
         case .request(let req):
+            if req.path == "/ws" {
+                return WebSocketUpgrade.respond(req, shared, &out) ? .upgrade(headLength: req.headLength) : .response
+            }
             handle(req, c, shared, &out)
         }
-        return out
+        return .response
     }
 
     /// `408 Request Timeout`, for a request whose head did not arrive within
@@ -74,6 +87,9 @@ enum HTTPRouter {
         case "/dashboard", "/":
             guard isGet else { return notAllowed("GET, HEAD") }
             respond(&out, 200, "OK", "text/html; charset=utf-8", DashboardPage.html, headOnly: head)
+        case "/chat":
+            guard isGet else { return notAllowed("GET, HEAD") }
+            respond(&out, 200, "OK", "text/html; charset=utf-8", ChatPage.html, headOnly: head)
         default:
             if req.path.hasPrefix("/admin/") {
                 admin(req, shared, &out)
@@ -127,14 +143,16 @@ enum HTTPRouter {
         respond(&out, 200, "OK", "application/json", body.readable)
     }
 
+    /// `extra`: one more header line (e.g. a 426's `Sec-WebSocket-Version: 13`).
     static func respond(_ out: inout ByteBuffer, _ status: Int, _ reason: StaticString, _ type: StaticString,
-                        _ body: String, headOnly: Bool = false, allow: StaticString? = nil) {
+                        _ body: String, headOnly: Bool = false, allow: StaticString? = nil, extra: StaticString? = nil) {
         var body = body
-        body.withUTF8 { respond(&out, status, reason, type, UnsafeRawBufferPointer($0), headOnly: headOnly, allow: allow) }
+        body.withUTF8 { respond(&out, status, reason, type, UnsafeRawBufferPointer($0), headOnly: headOnly, allow: allow, extra: extra) }
     }
 
     static func respond(_ out: inout ByteBuffer, _ status: Int, _ reason: StaticString, _ type: StaticString,
-                        _ body: UnsafeRawBufferPointer, headOnly: Bool = false, allow: StaticString? = nil) {
+                        _ body: UnsafeRawBufferPointer, headOnly: Bool = false, allow: StaticString? = nil,
+                        extra: StaticString? = nil) {
         out.append("HTTP/1.1 ")
         out.appendDecimal(status)
         out.append(" ")
@@ -142,6 +160,10 @@ enum HTTPRouter {
         if let allow {
             out.append("\r\nAllow: ")
             out.append(allow)
+        }
+        if let extra {
+            out.append("\r\n")
+            out.append(extra)
         }
         out.append("\r\nContent-Type: ")
         out.append(type)

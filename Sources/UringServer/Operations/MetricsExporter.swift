@@ -9,13 +9,15 @@ import Synchronization
 final class MetricsExporter: Sendable {
     private struct Last {
         var messages = 0, deliveries = 0, errors = 0, failures = 0, accepted = 0, closed = 0, bytesIn = 0, bytesOut = 0
+        var wsFramesIn = 0, wsFramesOut = 0
         var limits: [String: Int] = [:]
     }
 
     private let registry = PrometheusCollectorRegistry()
     private let last = Locked(Last())
     private let messages, deliveries, errors, failures, accepted, closed, bytesIn, bytesOut: Counter
-    private let connections, memory, latencyP50, latencyP99, overloaded, uptime, rooms: Gauge
+    private let wsFramesIn, wsFramesOut: Counter
+    private let connections, memory, latencyP50, latencyP99, overloaded, uptime, rooms, wsConnections: Gauge
     private let msgRate, deliveryRate: Gauge
 
     init() {
@@ -28,6 +30,9 @@ final class MetricsExporter: Sendable {
         bytesIn = registry.makeCounter(name: "tcpserver_received_bytes_total", help: "Bytes received")
         bytesOut = registry.makeCounter(name: "tcpserver_sent_bytes_total", help: "Bytes handed to the kernel for sending")
         connections = registry.makeGauge(name: "tcpserver_connections", help: "Open connections")
+        wsConnections = registry.makeGauge(name: "tcpserver_websocket_connections", help: "Open WebSocket connections (upgraded on /ws)")
+        wsFramesIn = registry.makeCounter(name: "tcpserver_websocket_frames_in_total", help: "WebSocket messages and control frames received")
+        wsFramesOut = registry.makeCounter(name: "tcpserver_websocket_frames_out_total", help: "WebSocket frames queued to clients")
         memory = registry.makeGauge(name: "tcpserver_resident_memory_bytes", help: "Resident set size")
         latencyP50 = registry.makeGauge(name: "tcpserver_latency_p50_seconds", help: "Receive-to-send latency, p50 over the last second")
         latencyP99 = registry.makeGauge(name: "tcpserver_latency_p99_seconds", help: "Receive-to-send latency, p99 over the last second")
@@ -57,6 +62,8 @@ final class MetricsExporter: Sendable {
             advance(closed, sum { $0.totalClosed }, &l.closed)
             advance(bytesIn, sum { $0.bytesIn }, &l.bytesIn)
             advance(bytesOut, sum { $0.bytesOut }, &l.bytesOut)
+            advance(wsFramesIn, sum { $0.webSocketFramesIn }, &l.wsFramesIn)
+            advance(wsFramesOut, sum { $0.webSocketFramesOut }, &l.wsFramesOut)
             for (k, v) in limitTotals {
                 let c = registry.makeCounter(name: "tcpserver_limit_hits_total", labels: [("limit", k)],
                                              help: "Times a limit was enforced")
@@ -65,6 +72,7 @@ final class MetricsExporter: Sendable {
                 l.limits[k] = prev
             }
             connections.set(to: Double(f.connections))
+            wsConnections.set(to: Double(sum { $0.webSocketConnections }))
             memory.set(to: f.memoryMB * 1_048_576)
             latencyP50.set(to: f.latencyP50Ms / 1000)
             latencyP99.set(to: f.latencyP99Ms / 1000)

@@ -20,6 +20,10 @@ struct ReactorCounters {
     var splicedBatches = 0
     var accepted = 0
     var closed = 0
+    /// WebSocket connections open now (upgraded, not yet closed), and frames parsed / sent.
+    var webSocketOpen = 0
+    var webSocketFramesIn = 0
+    var webSocketFramesOut = 0
     var limitHits: [String: Int] = [:]
     /// Latency of the current second (recv of a message → send completion of its delivery).
     var latency = LatencyHistogram()
@@ -48,6 +52,9 @@ public struct ReactorSnapshot: Sendable {
     public var zeroCopySends = 0
     public var zeroCopyCopied = 0
     public var splicedBatches = 0
+    public var webSocketConnections = 0
+    public var webSocketFramesIn = 0
+    public var webSocketFramesOut = 0
     public var limitHits: [String: Int] = [:]
     /// Connections whose output waited over 50 ms at the last tick.
     public var backlogged = 0
@@ -110,6 +117,9 @@ struct SecondWindow {
         s.zeroCopySends = c.zeroCopySends
         s.zeroCopyCopied = c.zeroCopyCopied
         s.splicedBatches = c.splicedBatches
+        s.webSocketConnections = c.webSocketOpen
+        s.webSocketFramesIn = c.webSocketFramesIn
+        s.webSocketFramesOut = c.webSocketFramesOut
         s.limitHits = c.limitHits
         s.latencyLastSecond = c.latency
         s.latencyTotal = c.latencyTotal

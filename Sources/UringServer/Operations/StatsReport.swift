@@ -88,6 +88,9 @@ enum StatsReport {
             ("zero_copy_sends", snaps.reduce(0) { $0 + $1.zeroCopySends }),
             ("zero_copy_copied", snaps.reduce(0) { $0 + $1.zeroCopyCopied }),
             ("spliced_batches", snaps.reduce(0) { $0 + $1.splicedBatches }),
+            ("websocket_connections", snaps.reduce(0) { $0 + $1.webSocketConnections }),   // open now
+            ("websocket_frames_in", snaps.reduce(0) { $0 + $1.webSocketFramesIn }),
+            ("websocket_frames_out", snaps.reduce(0) { $0 + $1.webSocketFramesOut }),
         ]
         for (i, (k, v)) in totals.enumerated() {
             if i > 0 { b.append(",") }

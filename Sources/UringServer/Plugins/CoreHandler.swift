@@ -50,7 +50,8 @@ final class CoreHandler: MessageProcessor {
         }
         c.echo = m.bool("echo") ?? false
         var granted = CompressionCodec.raw
-        if let requested, requested != .raw {
+        // A WebSocket has its own framing (text frames): no codec is granted there.
+        if let requested, requested != .raw, !c.isWebSocket {
             // Refused (granted "none") while the enable_compression flag is off for this user.
             if compressionFlag.map({ FeatureGate.isEnabled($0, for: c) }) ?? true {
                 granted = requested

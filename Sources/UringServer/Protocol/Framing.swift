@@ -6,6 +6,8 @@ enum Framing: UInt8 {
     case jsonLines
     case binary
     case http
+    /// Upgraded on GET /ws (`WebSocketUpgrade`); frames are parsed by `WebSocketFrames`.
+    case webSocket
 }
 
 /// The state the frame splitter reads and writes: the framing, and the bytes of an unfinished
@@ -62,7 +64,7 @@ enum FrameSplitter {
         switch input.framing {
         case .jsonLines: return feedLines(&input, bytes, maxFrame: maxFrame, emit)
         case .binary: return feedBinary(&input, bytes, maxFrame: maxFrame, emit)
-        case .undetermined, .http: return none
+        case .undetermined, .http, .webSocket: return none   // (WebSocket: `WebSocketFrames.feed`)
         }
     }
 

@@ -9,6 +9,8 @@ extension Reactor {
     /// `splice_threshold`, else one reference to a shared block, or one copy when the batch is
     /// small) instead of one copy per message; members using binary
     /// frames or excluded from some message (their own, without echo) get them one by one.
+    /// WebSocket members take the batch framed once for all of them (one text frame per
+    /// message), by copy or shared block like JSON members (never spliced).
     /// Called before anything else is queued that could overtake the batch: another room's
     /// message, a reply, a membership change, a big message, the end of the turn.
     func flushBatch() {
@@ -22,6 +24,8 @@ extension Reactor {
         var splicing = pipes != nil && all.count >= config.spliceThreshold
         var loaded = false
         var block: MessageBlock?
+        var wsFramed = false
+        var wsBlock: MessageBlock?
         let cap = min(config.outboundSoftBytes, config.outboundHardBytes)
         let origin = batch.messages[0].origin
         var delivered = 0
@@ -29,7 +33,25 @@ extension Reactor {
         for m in room.memberRefs {
             m._withUnsafeGuaranteedRef { c in
                 if c.closeStarted { return }
-                if c.sendsBinary || batch.excludes(m.toOpaque())
+                if c.framing == .webSocket && !c.sendsBinary && !batch.excludes(m.toOpaque())
+                    && c.pendingOutputBytes &+ all.count &+ 10 &* count < cap {
+                    if c.closing, c.extrasIfPresent?.webSocket?.closeSent ?? true { return }   // nothing after a close frame
+                    if !wsFramed { frameBatchForWebSocket(all); wsFramed = true }
+                    let framed = webSocketBatch.readable
+                    delivered &+= count
+                    counters.webSocketFramesOut &+= count
+                    if c.queuedMs == 0 { c.queuedMs = Connection.stampMs(origin == 0 ? Clock.monoNanos() : origin) }
+                    if threshold > 0 && framed.count >= threshold {
+                        if wsBlock == nil { wsBlock = MessageBlock.make(copying: framed, trailer: nil, pool: pool) }
+                        queueBlock(wsBlock.unsafelyUnwrapped, length: framed.count, to: c)
+                    } else {
+                        c.output.out.reserve(framed.count, pool: pool)
+                        c.output.out.appendReserved(framed)
+                    }
+                    markForFlush(c, origin: origin)
+                    return
+                }
+                if c.sendsBinary || c.framing == .webSocket || batch.excludes(m.toOpaque())
                     || c.pendingOutputBytes &+ all.count >= cap {
                     batch.oneByOne.append(m)
                     return
@@ -72,6 +94,7 @@ extension Reactor {
         }
         counters.deliveries &+= delivered
         block?.release(to: pool)
+        wsBlock?.release(to: pool)
         if loaded { pipes.unsafelyUnwrapped.finishBatch() }
         if !batch.oneByOne.isEmpty {
             // Message by message (the compression cache is per message), member by member;

@@ -137,6 +137,8 @@ public final class Connection {
     var isLoopback: Bool { peerIP >> 24 == 127 }
     @inline(__always)
     var sendsBinary: Bool { framing == .binary || outCodec != .raw }
+    /// Upgraded on /ws: messages go out as WebSocket text frames.
+    public var isWebSocket: Bool { framing == .webSocket }
 
     // The output queue, by its old names (the reactor's fan-out reads these per message).
     @inline(__always) var pendingOutputBytes: Int { output.pendingBytes }
@@ -198,6 +200,8 @@ final class ConnectionExtras {
     var forceCloseAt: UInt64 = 0
     /// See `Connection.overSoftSince`.
     var overSoftSince: UInt64 = 0
+    /// WebSocket message state (set at the upgrade; nil for every other framing).
+    var webSocket: WebSocketSession?
 }
 
 /// The rooms a connection joined: most connections join one, so the first is stored inline and

@@ -127,7 +127,18 @@ extension Reactor {
         if c.closeStarted { return }
         counters.deliveries &+= 1
         if c.queuedMs == 0 { c.queuedMs = Connection.stampMs(originNanos == 0 ? Clock.monoNanos() : originNanos) }
-        if c.sendsBinary {
+        if c.framing == .webSocket {
+            // One text frame per message; a big one's body stays in the shared block (the
+            // line end the block carries for JSON members is left out, as for binary frames).
+            if c.closing, c.extrasIfPresent?.webSocket?.closeSent ?? true { return }   // nothing after a close frame
+            if let block {
+                appendWebSocketHeader(opcode: WebSocketOpcode.text, count: body.count, reserveBody: false, to: c)
+                queueBlock(block, length: body.count, to: c)
+            } else {
+                appendWebSocketHeader(opcode: WebSocketOpcode.text, count: body.count, to: c)
+                c.output.out.appendReserved(body)
+            }
+        } else if c.sendsBinary {
             if c.outCodec != .raw && body.count >= config.compressionThreshold {
                 appendCompressedFrame(body, codec: c.outCodec, to: c)
             } else if let block {

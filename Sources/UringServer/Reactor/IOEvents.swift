@@ -62,6 +62,7 @@ extension Reactor {
         freeSlots.append(Int(c.slot))
         liveConnections -= 1
         counters.closed += 1
+        if c.framing == .webSocket { counters.webSocketOpen -= 1 }
         shared.connectionClosed(peerIP: c.peerIP)
     }
 

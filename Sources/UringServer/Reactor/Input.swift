@@ -2,7 +2,8 @@ import Glibc
 import Primitives
 
 // Input: received bytes → framing → messages; held input (a plugin finishing a message later);
-// compressed client frames; HTTP requests on the same port.
+// compressed client frames; HTTP requests on the same port (and the upgrade of GET /ws, whose
+// frames then go to WebSocketIO.swift).
 
 extension Reactor {
     package func connectionReceived(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
@@ -36,6 +37,11 @@ extension Reactor {
         }
         if c.framing == .http {
             handleHTTP(c, rest)
+            return
+        }
+        if c.framing == .webSocket {
+            let unread = webSocketReceived(c, rest)
+            if c.inputHeld && !c.closing && unread.count > 0 { holdBytes(c, unread) }
             return
         }
         let maxFrame = config.maxFrameBytes
@@ -120,11 +126,16 @@ extension Reactor {
 
     func handleHTTP(_ c: Connection, _ bytes: UnsafeRawBufferPointer) {
         c.extras.input.append(bytes)
-        guard let response = HTTPRouter.route(c.extras.input.readable, from: c, shared: shared) else {
-            return   // request incomplete
+        var response = ByteBuffer()
+        switch HTTPRouter.route(c.extras.input.readable, from: c, shared: shared, into: &response) {
+        case .incomplete:
+            return
+        case .response:
+            c.extras.input.removeAll()
+            sendHTTP(c, response, since: originNanos)
+        case .upgrade(let headLength):
+            upgradeToWebSocket(c, response, headLength: headLength)
         }
-        c.extras.input.removeAll()
-        sendHTTP(c, response, since: originNanos)
     }
 
     /// Queues a whole response and closes after it: one request per connection.

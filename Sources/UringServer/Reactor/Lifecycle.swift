@@ -17,7 +17,7 @@ extension Reactor {
     }
 
     func sendShutdownNotice(_ c: Connection) {
-        if c.framing == .jsonLines || c.framing == .binary || c.framing == .undetermined {
+        if c.framing == .jsonLines || c.framing == .binary || c.framing == .undetermined || c.framing == .webSocket {
             reply(to: c) { b in b.append("{\"type\":\"shutdown\"}") }
         }
         closeAfterFlush(c)
@@ -26,6 +26,9 @@ extension Reactor {
     /// No more input is processed; the connection closes once its output is sent.
     func closeAfterFlush(_ c: Connection, grace: UInt64? = nil) {
         if c.closing { return }
+        // A WebSocket peer is told with a close frame, written at the end of the turn behind
+        // everything queued before it; 1001 unless a caller asked for a precise code.
+        if c.framing == .webSocket { requestClose(c, WebSocketCloseCode.goingAway.rawValue, "") }
         c.lifecycle = .closing
         let drainNanos: UInt64 = UInt64(config.drainTimeoutMs) * 1_000_000
         let wait: UInt64 = grace ?? drainNanos

@@ -27,7 +27,9 @@ extension Reactor {
                 }
                 continue
             }
-            if !c.isAuthenticated && c.framing != .http && Connection.elapsedMs(c.acceptedMs, now) > helloMs {
+            // (ws_echo is a test mode for WebSocket suites that never say hello.)
+            if !c.isAuthenticated && !(c.framing == .webSocket && config.wsEcho)
+                && Connection.elapsedMs(c.acceptedMs, now) > helloMs {
                 refuse(c, limit: "hello_timeout", .helloTimeout, "no hello within \(config.helloTimeoutMs) ms")
                 continue
             }
@@ -40,6 +42,7 @@ extension Reactor {
                     refuse(c, limit: "idle_timeout", .idleTimeout, "no traffic for \(2 * config.idleTimeoutMs) ms")
                 } else if !c.idlePingSent {
                     c.idlePingSent = true
+                    if c.framing == .webSocket { sendWebSocketPing(c); continue }
                     reply(to: c) { b in
                         b.append("{\"type\":\"ping\",\"ts\":")
                         b.appendDecimal(wallMillis())
@@ -55,6 +58,10 @@ extension Reactor {
     func refuse(_ c: Connection, limit: String, _ code: ErrorCode, _ message: String) {
         limitHit(limit)
         sendError(c, code, message, id: nil)
+        if c.framing == .webSocket {
+            closeWebSocket(c, code == .frameTooLarge ? .tooBig : .policyViolation, message)
+            return
+        }
         closeAfterFlush(c)
     }
 
@@ -80,6 +87,7 @@ extension Reactor {
         limitHit("rate_limited")
         c.rateStrikes += 1
         if c.rateStrikes >= config.rateLimitStrikes {
+            requestClose(c, WebSocketCloseCode.policyViolation.rawValue, "over the rate limit for too long")
             closeAfterFlush(c)
             throw ProtocolError(.rateLimited, "over \(rate) messages/s for too long; closing")
         }

@@ -40,6 +40,11 @@ extension Reactor {
 /// the reactor's own (FanOut.swift, Input.swift, Limits.swift, Membership.swift).
 extension Reactor: PluginContext {
     public var reactorIndex: Int { index }
-    public func close(_ c: Connection) { closeAfterFlush(c) }
+    /// A plugin closes a connection for a policy reason (a WebSocket gets close code 1008,
+    /// after the error the plugin sends).
+    public func close(_ c: Connection) {
+        requestClose(c, WebSocketCloseCode.policyViolation.rawValue, "closed by the server (see the error message)")
+        closeAfterFlush(c)
+    }
     public func now() -> UInt64 { batchNow() }
 }

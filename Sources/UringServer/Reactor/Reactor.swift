@@ -72,6 +72,10 @@ package final class Reactor: IOEventHandler {
     var zstdGeneration: UInt64 = .max
     /// Decompressed client frames land here.
     var inflated = ByteBuffer()
+    /// Unmasked WebSocket frames land here (`WebSocketFrames.feed`).
+    var webSocketScratch = ByteBuffer()
+    /// A room batch framed once for WebSocket members (`frameBatchForWebSocket`).
+    var webSocketBatch = ByteBuffer()
     var lastAcceptedSlot = -1
     /// Reactors this turn handed messages to (bit i = reactor i): woken once at turn end.
     var peersToWake: UInt64 = 0
@@ -195,6 +199,7 @@ package final class Reactor: IOEventHandler {
             i += 1
             c.inFlushList = false
             if c.closeStarted { continue }
+            if c.closing && c.framing == .webSocket { writePendingClose(c) }
             if origin != 0 {
                 let micros = flushNow > origin ? (flushNow &- origin) / 1000 : 0
                 counters.latency.record(micros: micros)

@@ -52,6 +52,15 @@ public struct ServerConfig: Sendable {
     /// `waitBatch` > 1.
     public var waitBatchAuto = true
 
+    // WebSocket on /ws (docs/protocol.md, "WebSocket")
+    /// Origins allowed to open /ws: empty means the page's own host only (Origin's authority
+    /// equal to Host); "*" any; else exact origins such as "https://chat.example.com". A
+    /// handshake without Origin (not a browser) is always allowed.
+    public var wsAllowedOrigins: [String] = []
+    /// Test mode (Autobahn): every WebSocket text or binary message is echoed back as it came
+    /// instead of being handled as the chat protocol.
+    public var wsEcho = false
+
     // Operations (docs/deployment.md)
     /// Serve /stats and /metrics to non-loopback clients too.
     public var statsPublic = false
@@ -195,6 +204,10 @@ public struct ServerConfig: Sendable {
             c.waitBatchAuto = try parseBool(v, key: "wait_batch_auto") },
         Key(name: "wait_batch_us", help: "io_uring: longest a reactor holds a ready completion back while waiting for wait_batch (default 50)") { c, v throws(ConfigError) in
             c.waitBatchMicros = try parseInt(v, key: "wait_batch_us", range: 0...10_000) },
+        Key(name: "ws_allowed_origins", help: "origins allowed to open /ws: empty = the server's own host (Origin matches Host), * = any, else a comma-separated list like https://chat.example.com (default empty)") { c, v throws(ConfigError) in
+            c.wsAllowedOrigins = v.split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty } },
+        Key(name: "ws_echo", help: "test mode: echo every WebSocket text/binary message back instead of handling it (for Autobahn; default false)") { c, v throws(ConfigError) in
+            c.wsEcho = try parseBool(v, key: "ws_echo") },
         Key(name: "stats_public", help: "serve /stats and /metrics to non-loopback clients (default false)") { c, v throws(ConfigError) in
             c.statsPublic = try parseBool(v, key: "stats_public") },
         Key(name: "admin_token", help: "bearer token for /admin routes; empty disables them (default empty)") { c, v throws(ConfigError) in

@@ -41,6 +41,8 @@ struct DashboardBrowserTests {
         }) { port in
             let load = try DashChatLoad(port: port, senders: 2, readers: 3)
             defer { load.stop() }
+            let ws = try WSClient(port: port)   // the page shows the open WebSocket count
+            try ws.hello("dash-ws")
             // Let a second of load land in the per-second snapshots before the first poll.
             Thread.sleep(forTimeInterval: 1.2)
 
@@ -58,6 +60,7 @@ struct DashboardBrowserTests {
             let polls = DashboardDOM.bodyPolls(dom)
             #expect((polls ?? 0) >= 2, "body data-polls=\(polls.map(String.init) ?? "missing") — the page polled /stats fewer than 2 times")
             #expect(DashboardDOM.text(dom, id: "io") == mode.rawValue, "io mode field: \(DashboardDOM.text(dom, id: "io") ?? "missing")")
+            #expect(DashboardDOM.text(dom, id: "v-ws") == "1", "WebSocket count: \(DashboardDOM.text(dom, id: "v-ws") ?? "missing")")
             #expect(DashboardDOM.text(dom, id: "threads") == "2", "threads field: \(DashboardDOM.text(dom, id: "threads") ?? "missing")")
             let kernel = DashboardDOM.text(dom, id: "kernel") ?? ""
             #expect(!kernel.isEmpty && kernel != "–", "kernel field: '\(kernel)'")
