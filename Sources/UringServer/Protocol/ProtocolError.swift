@@ -19,6 +19,7 @@ public enum ErrorCode: String, Sendable {
     case tooManyRooms = "too_many_rooms"
     case roomFull = "room_full"
     case unsupportedCodec = "unsupported_codec"
+    case badSince = "bad_since"
 }
 
 public struct ProtocolError: Error {
