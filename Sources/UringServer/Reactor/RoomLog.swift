@@ -35,6 +35,8 @@ struct LogEntry {
 /// published here so eviction never drops an entry a reactor has yet to deliver.
 final class RoomLog: @unchecked Sendable {
     /// Random, made with the log: a client's offsets are only comparable within one epoch.
+    /// 12 hex digits (48 bits): a Swift small string, so reading it back from a join is no
+    /// allocation.
     let epoch: String
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private var headers: UnsafeMutablePointer<LogEntry>
@@ -54,9 +56,9 @@ final class RoomLog: @unchecked Sendable {
 
     init(reactorCount: Int) {
         var rng = SystemRandomNumberGenerator()
-        let r = rng.next() as UInt64
+        let r = (rng.next() as UInt64) & 0xFFFF_FFFF_FFFF
         let hex = String(r, radix: 16)
-        epoch = String(repeating: "0", count: 16 - hex.count) + hex
+        epoch = String(repeating: "0", count: 12 - hex.count) + hex
         self.reactorCount = reactorCount
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())

@@ -80,7 +80,8 @@ extension Reactor {
 
     /// Delivers the entries copied into `logScratch` to the room's members, in order.
     private func deliverCopied(_ local: LocalRoom) {
-        for e in logEntries {
+        for i in 0..<logEntries.count {
+            let e = logEntries[i]
             originNanos = e.origin
             renderGeneration &+= 1
             let line = UnsafeRawBufferPointer(rebasing: logScratch.readable[e.start..<(e.start + Int(e.length))])
@@ -139,7 +140,8 @@ extension Reactor {
         guard !logEntries.isEmpty else { return }
         let origin = originNanos
         originNanos = 0   // replayed lines are not a latency sample
-        for e in logEntries {
+        for i in 0..<logEntries.count {
+            let e = logEntries[i]
             renderGeneration &+= 1
             enqueue(UnsafeRawBufferPointer(rebasing: logScratch.readable[e.start..<(e.start + Int(e.length))]), to: c)
         }
