@@ -127,6 +127,7 @@ def replay_row(binary, io, samples=200):
             mem.until_bytes(b'"type":"joined"')
             mem.until_bytes(marker)
             times.append((time.perf_counter() - t0) * 1e6)
+        time.sleep(1.2)   # the stats snapshot is at most a second old
         st = stats(srv.port)
         return {"median_us": round(statistics.median(times)), "p90_us": round(sorted(times)[int(samples * 0.9)]),
                 "replayed": st["totals"].get("messages_replayed")}

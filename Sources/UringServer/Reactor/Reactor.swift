@@ -57,8 +57,7 @@ package final class Reactor: IOEventHandler {
     var render = ByteBuffer()
     var deliveries: [RoomDelivery] = []
     /// Room log entries copied out under the room's lock, delivered after it (RoomOrder.swift).
-    var logScratch = ByteBuffer()
-    var logEntries: [LogEntry] = []
+    let logEntries = LogCopy()
     /// Rooms this turn appended to with members on other reactors: poked at the turn's end.
     var roomsToPoke: [LocalRoom] = []
     /// The body of a poke that overflowed into the inbox (empty: "read the room's log").

@@ -19,6 +19,64 @@ struct LogEntry {
     var second: UInt32
 }
 
+/// Entries copied out of a log under its lock, delivered after it: their bytes back to back
+/// and their headers (`start` rebased to the copy). Manual storage that keeps its capacity: a
+/// Swift array and a ByteBuffer passed `inout` from reactor properties into the lock's closure
+/// were regrown on every replay (measured: 15 mallocs per 100 lines replayed, now 0).
+final class LogCopy {
+    private(set) var count = 0
+    private var capacity = 64
+    private var items = UnsafeMutablePointer<LogEntry>.allocate(capacity: 64)
+    private(set) var byteCount = 0
+    private var byteCapacity = 4096
+    private(set) var bytes = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)
+
+    deinit {
+        items.deallocate()
+        bytes.deallocate()
+    }
+
+    var isEmpty: Bool { count == 0 }
+    func removeAll() { count = 0; byteCount = 0 }
+
+    /// Starts entry `e` (its bytes follow through `appendBytes`).
+    func append(_ e: LogEntry) {
+        if count == capacity {
+            let bigger = UnsafeMutablePointer<LogEntry>.allocate(capacity: capacity * 2)
+            bigger.update(from: items, count: count)
+            items.deallocate()
+            items = bigger
+            capacity *= 2
+        }
+        var e = e
+        e.start = byteCount
+        items[count] = e
+        count += 1
+    }
+
+    func appendBytes(_ p: UnsafeRawPointer, _ n: Int) {
+        if byteCount + n > byteCapacity {
+            var cap = byteCapacity * 2
+            while cap < byteCount + n { cap *= 2 }
+            let bigger = UnsafeMutableRawPointer.allocate(byteCount: cap, alignment: 16)
+            bigger.copyMemory(from: bytes, byteCount: byteCount)
+            bytes.deallocate()
+            bytes = bigger
+            byteCapacity = cap
+        }
+        (bytes + byteCount).copyMemory(from: p, byteCount: n)
+        byteCount += n
+    }
+
+    subscript(i: Int) -> LogEntry { items[i] }
+
+    /// Entry `i`'s line.
+    func line(_ i: Int) -> UnsafeRawBufferPointer {
+        let e = items[i]
+        return UnsafeRawBufferPointer(start: bytes + e.start, count: Int(e.length))
+    }
+}
+
 /// A room's log: every chat line accepted into the room, in offset order, as the rendered
 /// bytes members receive. It is what gives a room one order across reactors (every reactor
 /// delivers from it in offset order, see FanOut.swift `publish`) and it is the room's history.
@@ -157,18 +215,19 @@ final class RoomLog: @unchecked Sendable {
         return (evicted, early, before - accountedBytes)
     }
 
-    /// Copies entries `from`...`through` (those still stored) into `out`, one `LogEntry` each
-    /// in `entries` with `start` rebased to `out`. Returns the first offset copied.
-    func copyLocked(from: Int, through: Int, into out: inout ByteBuffer, _ entries: inout [LogEntry]) -> Int {
+    /// Copies entries `from`...`through` (those still stored) into `out`. Returns the first
+    /// offset copied.
+    func copyLocked(from: Int, through: Int, into out: LogCopy) -> Int {
         let start = max(from, first)
         let end = min(through, last)
         if start > end { return start }
         for n in start...end {
-            var e = headers[n & (headerCapacity - 1)]
-            let at = out.readableCount
-            read(e.start, Int(e.length), into: &out)
-            e.start = at
-            entries.append(e)
+            let e = headers[n & (headerCapacity - 1)]
+            out.append(e)
+            let off = e.start & (byteCapacity - 1), count = Int(e.length)
+            let firstPart = min(count, byteCapacity - off)
+            out.appendBytes(bytes + off, firstPart)
+            if firstPart < count { out.appendBytes(bytes, count - firstPart) }
         }
         return start
     }
@@ -184,13 +243,6 @@ final class RoomLog: @unchecked Sendable {
             bytes.copyMemory(from: src.baseAddress! + firstPart, byteCount: src.count - firstPart)
         }
         byteTail += src.count
-    }
-
-    private func read(_ pos: Int, _ count: Int, into out: inout ByteBuffer) {
-        let off = pos & (byteCapacity - 1)
-        let firstPart = min(count, byteCapacity - off)
-        out.append(UnsafeRawBufferPointer(start: bytes + off, count: firstPart))
-        if firstPart < count { out.append(UnsafeRawBufferPointer(start: bytes, count: count - firstPart)) }
     }
 
     /// Grows the rings (power-of-two sizes) so one more entry of `bytes` fits: rare, when the

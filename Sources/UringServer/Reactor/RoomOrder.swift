@@ -26,15 +26,14 @@ extension Reactor {
         let log = room.shared.log
         let second = UInt32(truncatingIfNeeded: turnNanos / 1_000_000_000)
         let origin = originNanos
-        logScratch.removeAll()
-        logEntries.removeAll(keepingCapacity: true)
+        logEntries.removeAll()
         let from = room.cursor + 1
         let limits = historyLimits, over = historyOverBudget, me = index
         let (n, evicted, early, delta) = log.withLock { () -> (Int, Int, Int, Int) in
             let before = log.accountedBytes
             let n = log.appendLocked(render.readable, origin: origin, second: second)
             // Entries other reactors appended since this reactor last delivered go first.
-            if from < n { _ = log.copyLocked(from: from, through: n - 1, into: &logScratch, &logEntries) }
+            if from < n { _ = log.copyLocked(from: from, through: n - 1, into: logEntries) }
             log.setCursorLocked(me, n)
             let (ev, early, _) = log.evictLocked(limits, nowSecond: second, overBudget: over)
             return (n, ev, early, log.accountedBytes - before)
@@ -64,12 +63,11 @@ extension Reactor {
         let log = local.shared.log
         let from = local.cursor + 1
         let me = index
-        logScratch.removeAll()
-        logEntries.removeAll(keepingCapacity: true)
+        logEntries.removeAll()
         let upTo = log.withLock { () -> Int in
             let last = log.last
             if last < from { return -1 }
-            _ = log.copyLocked(from: from, through: last, into: &logScratch, &logEntries)
+            _ = log.copyLocked(from: from, through: last, into: logEntries)
             log.setCursorLocked(me, last)
             return last
         }
@@ -78,14 +76,13 @@ extension Reactor {
         deliverCopied(local)
     }
 
-    /// Delivers the entries copied into `logScratch` to the room's members, in order.
+    /// Delivers the entries copied into `logEntries` to the room's members, in order.
     private func deliverCopied(_ local: LocalRoom) {
         for i in 0..<logEntries.count {
             let e = logEntries[i]
             originNanos = e.origin
             renderGeneration &+= 1
-            let line = UnsafeRawBufferPointer(rebasing: logScratch.readable[e.start..<(e.start + Int(e.length))])
-            deliverLocal(local, line, excluding: nil)
+            deliverLocal(local, logEntries.line(i), excluding: nil)
         }
     }
 
@@ -117,8 +114,7 @@ extension Reactor {
         if rejoin { catchUp(local) }
         let log = local.shared.log
         var pos = RoomPosition(epoch: log.epoch, offset: local.cursor)
-        logScratch.removeAll()
-        logEntries.removeAll(keepingCapacity: true)
+        logEntries.removeAll()
         if let since {
             let cursor = local.cursor
             let limits = historyLimits, second = UInt32(truncatingIfNeeded: batchNow() / 1_000_000_000)
@@ -127,7 +123,7 @@ extension Reactor {
             let (held, evicted, freed) = log.withLock { () -> (Bool, Int, Int) in
                 let (ev, _, freed) = log.evictLocked(limits, nowSecond: second, overBudget: false)   // expired ones first
                 let held = from > cursor || from >= log.first
-                if from <= cursor { _ = log.copyLocked(from: from, through: cursor, into: &logScratch, &logEntries) }
+                if from <= cursor { _ = log.copyLocked(from: from, through: cursor, into: logEntries) }
                 return (held, ev, freed)
             }
             counters.historyEvictions &+= evicted
@@ -141,9 +137,8 @@ extension Reactor {
         let origin = originNanos
         originNanos = 0   // replayed lines are not a latency sample
         for i in 0..<logEntries.count {
-            let e = logEntries[i]
             renderGeneration &+= 1
-            enqueue(UnsafeRawBufferPointer(rebasing: logScratch.readable[e.start..<(e.start + Int(e.length))]), to: c)
+            enqueue(logEntries.line(i), to: c)
         }
         counters.messagesReplayed &+= logEntries.count
         originNanos = origin
