@@ -134,7 +134,8 @@ enum StatsReport {
             ("recoveries_failed_epoch", sum { $0.recoveriesFailedEpoch }),
             ("recoveries_failed_evicted", sum { $0.recoveriesFailedEvicted }),
             ("messages_replayed", sum { $0.messagesReplayed }),
-            ("history_bytes", shared.historyBytes.load(ordering: .relaxed)),
+            ("history_bytes", shared.historyBytes.load(ordering: .relaxed)
+                + (shared.cluster?.historyBytes.value.load(ordering: .relaxed) ?? 0)),
             ("history_evictions", sum { $0.historyEvictions }),
             ("history_early_evictions", sum { $0.historyEarlyEvictions }),
             ("drops_slow_consumer_cut", sum { $0.slowConsumerCuts }),
