@@ -203,7 +203,8 @@ final class RoomLog: @unchecked Sendable {
         while first <= last && first < keepFrom {
             let e = headers[first & (headerCapacity - 1)]
             let bySize = storedCount > limits.size
-            let byAge = nowSecond &- e.second >= ttl
+            // Another thread may have stamped a later second than this turn's clock read.
+            let byAge = nowSecond > e.second && nowSecond - e.second >= ttl
             let byBytes = accountedBytes > limits.maxBytesPerRoom || overBudget
             if !(bySize || byAge || byBytes) { break }
             if !bySize && !byAge { early += 1 }
