@@ -265,4 +265,27 @@ struct IntegrationRecoveryTests {
             #expect(try readOffsets(b, through: 4) == [2, 3, 4])
         }
     }
+
+    @Test("over history_max_bytes (judged once a second) appends keep nothing already delivered", arguments: allIOModes)
+    func serverWideBound(mode: IOModeSetting) throws {
+        try withServer(mode, configure: { c in noRateLimit(&c); c.historyMaxBytes = 500 }) { port in
+            let a = try TestClient(port: port)
+            try a.hello("a")
+            let epoch = try #require(try a.join("g")["epoch"] as? String)
+            try sendNumbered(a, room: "g", 1...20)
+            try a.pingExpectingPongNext()
+            usleep(1_500_000)   // every reactor's one-second tick: the total is over 500 B
+            try a.send(["type": "send_chat", "room": "g", "text": "one more"])
+            try a.pingExpectingPongNext()
+            let b = try TestClient(port: port)
+            try b.hello("b")
+            try b.send(["type": "join_room", "room": "g", "epoch": epoch, "since": 0])
+            let j = try b.read(until: "joined")
+            #expect(j["recovered"] as? Bool == false)
+            #expect(j["missed"] as? Int == 21)
+            try b.pingExpectingPongNext()   // nothing replayed: the pong comes next
+            usleep(1_200_000)
+            #expect(statsTotal(try fetchStats(port), "history_early_evictions") >= 20)
+        }
+    }
 }
