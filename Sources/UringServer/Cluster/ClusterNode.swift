@@ -55,14 +55,15 @@ final class ClusterNode: @unchecked Sendable {
     /// The length of a chat line's bytes before its `,"offset":N}` (or before its closing brace
     /// when it has none); nil when `body` is not a chat line.
     static func chatPrefix(_ body: [UInt8]) -> Int? {
-        let head = Array("{\"type\":\"chat\"".utf8), key = Array(",\"offset\":".utf8)
-        guard body.count > head.count + 1, body.last == UInt8(ascii: "}"), body.starts(with: head) else { return nil }
+        guard body.count > chatHead.count + 1, body.last == UInt8(ascii: "}"), body.starts(with: chatHead) else { return nil }
         var i = body.count - 2
         while i > 0 && body[i] >= UInt8(ascii: "0") && body[i] <= UInt8(ascii: "9") { i -= 1 }
-        let start = i - key.count + 1
-        if start > 0 && i < body.count - 2 && Array(body[start...i]) == key { return start }
+        let start = i - offsetKey.count + 1
+        if start > 0 && i < body.count - 2 && body[start...i].elementsEqual(offsetKey) { return start }
         return body.count - 1
     }
+    private static let chatHead: [UInt8] = Array("{\"type\":\"chat\"".utf8)
+    private static let offsetKey: [UInt8] = Array(",\"offset\":".utf8)
 
     /// Appends a remote chat line to `log` with this node's next offset; returns the change in
     /// history bytes.
