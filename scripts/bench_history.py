@@ -14,7 +14,8 @@
       history_bytes per stored message.
 
 Usage: scripts/bench_history.py [--bin .build/release] [--base-bin DIR] [--rounds 3]
-                                [--duration 3] [--io uring]
+                                [--duration 3] [--io uring] [--out bench/history.json]
+(make bench runs it after scripts/bench.py; make bench-history alone.)
 """
 import argparse
 import json
@@ -180,6 +181,7 @@ def main():
     ap.add_argument("--duration", type=float, default=3)
     ap.add_argument("--io", default="uring")
     ap.add_argument("--skip", default="", help="comma-separated rows to skip: a,b,c")
+    ap.add_argument("--out", help="also write the JSON report here")
     a = ap.parse_args()
     tool = os.path.join(a.bin, "tcpserver-bench")
     servers = [HServer("history-on", os.path.join(a.bin, "tcpserver"), a.io, []),
@@ -214,6 +216,10 @@ def main():
     if "c" not in a.skip:
         report["memory"] = memory_row(os.path.join(a.bin, "tcpserver"), a.io)
     print(json.dumps(report, indent=2))
+    if a.out:
+        os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+        with open(a.out, "w") as f:
+            json.dump(report, f, indent=2)
 
 
 if __name__ == "__main__":
