@@ -104,10 +104,19 @@ BENCH_BUILD = bash scripts/bench-deps.sh && \
 	$(SWIFT) build -c release $(RELEASE_FLAGS) --scratch-path $(BENCH_SCRATCH) --product tcpserver && \
 	$(SWIFT) build -c release $(RELEASE_FLAGS) --scratch-path $(BENCH_SCRATCH) --product tcpserver-bench
 
-.PHONY: bench bench-quick bench-check
+.PHONY: bench bench-quick bench-check bench-history
 bench: deps
 	$(BENCH_BUILD)
 	ulimit -n $$(ulimit -Hn) 2>/dev/null; python3 scripts/bench.py --bin $(BENCH_SCRATCH)/release $(BENCH_ARGS)
+	python3 scripts/bench_history.py --bin $(BENCH_SCRATCH)/release --out bench/history.json
+
+# Room history rows (issue #15): fan-out with history on vs off per server CPU-s, replay of 100
+# missed lines, history memory per stored message (scripts/bench_history.py, bench/history.json;
+# BENCH_BASE_BIN=DIR adds a build without the room log to the fan-out rounds).
+bench-history: deps
+	$(BENCH_BUILD)
+	python3 scripts/bench_history.py --bin $(BENCH_SCRATCH)/release --out bench/history.json \
+	  $(if $(BENCH_BASE_BIN),--base-bin $(BENCH_BASE_BIN))
 
 bench-quick: deps
 	$(BENCH_BUILD)

@@ -12,10 +12,11 @@ import UringServerTesting
 
 /// A harness with `members` connections that said hello and joined room "bench"; the setup is
 /// checked (a benchmark of the error path would measure nothing useful).
-func roomHarness(members: Int) -> (ProtocolHarness, [Int]) {
+func roomHarness(members: Int, historySize: Int = 100) -> (ProtocolHarness, [Int]) {
     var config = ServerConfig()
     config.presence = false
     config.rateLimitPerSec = 0
+    config.historySize = historySize
     let h = ProtocolHarness(config: config)
     var ids: [Int] = []
     for i in 0..<members {
@@ -95,5 +96,46 @@ let benchmarks: @Sendable () -> Void = {
             precondition(h.errorsSent == 0 && h.deliveries >= benchmark.scaledIterations.count * (members - 1),
                          "expected every message delivered to the other members: \(h.deliveries) deliveries, \(h.errorsSent) errors")
         }
+    }
+
+    // The room log's cost: the same fan-out with history off (history_size 0: offsets and the
+    // log's order stay, nothing is kept past delivery) against send_chat_fanout_50_members.
+    Benchmark("send_chat_fanout_50_members_history_off") { benchmark in
+        let (h, ids) = roomHarness(members: 50, historySize: 0)
+        let line = Array("{\"type\":\"send_chat\",\"room\":\"bench\",\"text\":\"hello everyone, 64 bytes or so of chat text\"}\n".utf8)
+        benchmark.startMeasurement()
+        line.withUnsafeBytes { bytes in
+            for _ in benchmark.scaledIterations { h.feed(ids[0], bytes) }
+        }
+        benchmark.stopMeasurement()
+        precondition(h.errorsSent == 0 && h.deliveries >= benchmark.scaledIterations.count * 49)
+    }
+
+    // A member re-joins with `since` 100 (10, 0) behind: `joined`, then the missed 64 B-text
+    // lines copied out of the room's log into its output (server time per rejoin). 0 mallocs
+    // for 10 lines and without a replay (thresholds); 100 lines (15 KB queued to one member in
+    // one turn) measured 3 per rejoin, not found yet (docs/performance.md, "Recovery").
+    for (name, since) in [("rejoin_replay_100_missed_64B", 0), ("rejoin_replay_10_missed_64B", 90), ("rejoin_replay_0_missed", 100)] {
+    Benchmark(name, configuration: .init(scalingFactor: .one,
+                                          thresholds: since > 0 ? [.mallocCountTotal: .init(absolute: [.p100: 0])] : [:])) { benchmark in
+        let (h, ids) = roomHarness(members: 2)
+        h.discardsOutput = false
+        let chat = "{\"type\":\"send_chat\",\"room\":\"bench\",\"text\":\"hello everyone, 64 bytes or so of chat text\"}\n"
+        h.feed(ids[0], Array(String(repeating: chat, count: 100).utf8))
+        h.feed(ids[1], Array("{\"type\":\"join_room\",\"room\":\"bench\"}\n".utf8))
+        let out = String(decoding: h.takeOutput(ids[1]), as: UTF8.self)
+        let epoch = out.split(separator: "\"epoch\":\"")[1].prefix(12)
+        precondition(out.contains("\"offset\":100}"), "setup: \(out.suffix(200))")
+        h.discardsOutput = true
+        let line = Array("{\"type\":\"join_room\",\"room\":\"bench\",\"epoch\":\"\(epoch)\",\"since\":\(since)}\n".utf8)
+        let before = h.deliveries
+        benchmark.startMeasurement()
+        line.withUnsafeBytes { bytes in
+            for _ in benchmark.scaledIterations { h.feed(ids[1], bytes) }
+        }
+        benchmark.stopMeasurement()
+        precondition(h.errorsSent == 0 && h.deliveries - before >= benchmark.scaledIterations.count * (101 - since),
+                     "expected joined + the missed lines per rejoin: \(h.deliveries - before), \(h.errorsSent) errors")
+    }
     }
 }

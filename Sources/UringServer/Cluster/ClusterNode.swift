@@ -1,5 +1,6 @@
 import Glibc
 import Primitives
+import Synchronization
 
 /// Cluster mode (`cluster=redis`): ties this node's rooms to the other nodes through the Redis
 /// link. Reactors call it without blocking (every call only queues for the link thread); room
@@ -8,15 +9,37 @@ import Primitives
 final class ClusterNode: @unchecked Sendable {
     let link: RedisLink
     let nodeId: String
+    /// History bytes of the chat lines from other nodes this node's rooms stored (appended
+    /// minus evicted on the link thread; /stats adds it to the reactors' figure).
+    let historyBytes = SharedCounter()
+    /// "Room X has new entries" for the reactors (an empty body; see Reactor.wakeup).
+    private static let poke = RenderedMessage(originNanos: 0)
 
     init(config: ServerConfig, logger: Logger, rooms: RoomDirectory, reactors: @escaping @Sendable () -> [Reactor]) {
         nodeId = config.nodeId.isEmpty ? Self.defaultNodeId() : config.nodeId
         let settings = ClusterSettings(redisHost: config.redisHost, redisPort: config.redisPort, nodeId: nodeId)
+        let limits = HistoryLimits(size: config.historySize, ttlSeconds: config.historyTTLSeconds,
+                                   maxBytesPerRoom: config.historyMaxBytesPerRoom)
+        let bytes = historyBytes
         link = RedisLink(settings: settings, logger: logger) { room, body in
             // Link thread: find the reactors with local members and hand each the message.
             guard let shared = rooms.lookup(room) else { return }
             let mask = shared.reactorMask.load(ordering: .acquiring)
             if mask == 0 { return }
+            if let prefix = Self.chatPrefix(body) {
+                // A chat line from another node takes this node's next offset in the room's
+                // log (node-local offsets: every member here sees one order), then the
+                // reactors are poked and deliver it from the log like a local line.
+                bytes.value.add(Self.append(body, prefix: prefix, to: shared.log, limits), ordering: .relaxed)
+                let all = reactors()
+                var m = mask
+                while m != 0 {
+                    let r = m.trailingZeroBitCount
+                    m &= m - 1
+                    if r < all.count { all[r].inbox.post(RoomDelivery(room: shared, message: Self.poke)) }
+                }
+                return
+            }
             let msg = RenderedMessage(originNanos: Clock.monoNanos())
             body.withUnsafeBytes { msg.body.append($0) }
             let all = reactors()
@@ -25,6 +48,34 @@ final class ClusterNode: @unchecked Sendable {
                 let r = m.trailingZeroBitCount
                 m &= m - 1
                 if r < all.count { all[r].inbox.post(RoomDelivery(room: shared, message: msg)) }
+            }
+        }
+    }
+
+    /// The length of a chat line's bytes before its `,"offset":N}` (or before its closing brace
+    /// when it has none); nil when `body` is not a chat line.
+    static func chatPrefix(_ body: [UInt8]) -> Int? {
+        guard body.count > chatHead.count + 1, body.last == UInt8(ascii: "}"), body.starts(with: chatHead) else { return nil }
+        var i = body.count - 2
+        while i > 0 && body[i] >= UInt8(ascii: "0") && body[i] <= UInt8(ascii: "9") { i -= 1 }
+        let start = i - offsetKey.count + 1
+        if start > 0 && i < body.count - 2 && body[start...i].elementsEqual(offsetKey) { return start }
+        return body.count - 1
+    }
+    private static let chatHead: [UInt8] = Array("{\"type\":\"chat\"".utf8)
+    private static let offsetKey: [UInt8] = Array(",\"offset\":".utf8)
+
+    /// Appends a remote chat line to `log` with this node's next offset; returns the change in
+    /// history bytes.
+    static func append(_ body: [UInt8], prefix: Int, to log: RoomLog, _ limits: HistoryLimits) -> Int {
+        let now = Clock.monoNanos()
+        return body.withUnsafeBytes { b in
+            log.withLock { () -> Int in
+                let before = log.accountedBytes
+                _ = log.appendLocked(UnsafeRawBufferPointer(rebasing: b[0..<prefix]), origin: now,
+                                     second: UInt32(truncatingIfNeeded: now / 1_000_000_000))
+                _ = log.evictLocked(limits, nowSecond: UInt32(truncatingIfNeeded: now / 1_000_000_000), overBudget: false)
+                return log.accountedBytes - before
             }
         }
     }
@@ -95,4 +146,9 @@ final class ClusterNode: @unchecked Sendable {
         }
         b.append("}}")
     }
+}
+
+/// An atomic count a closure can hold (Atomic itself cannot be captured).
+final class SharedCounter: Sendable {
+    let value = Atomic<Int>(0)
 }

@@ -11,6 +11,7 @@ final class MetricsExporter: Sendable {
         var messages = 0, deliveries = 0, errors = 0, failures = 0, accepted = 0, closed = 0, bytesIn = 0, bytesOut = 0
         var wsFramesIn = 0, wsFramesOut = 0
         var limits: [String: Int] = [:]
+        var history: [String: Int] = [:]
     }
 
     private let registry = PrometheusCollectorRegistry()
@@ -70,6 +71,18 @@ final class MetricsExporter: Sendable {
                 var prev = l.limits[k] ?? 0
                 advance(c, v, &prev)
                 l.limits[k] = prev
+            }
+            // Recovery and history: the same figures as /stats totals (gauges for the bytes).
+            for (name, v) in StatsReport.historyTotals(shared, snaps) {
+                let key = "\(name)"
+                if key == "history_bytes" {
+                    registry.makeGauge(name: "tcpserver_history_bytes", help: "Bytes of room history held (line bytes + 24 B per entry)").set(to: Double(v))
+                    continue
+                }
+                let c = registry.makeCounter(name: "tcpserver_\(key)_total", help: "See /stats totals.\(key)")
+                var prev = l.history[key] ?? 0
+                advance(c, v, &prev)
+                l.history[key] = prev
             }
             connections.set(to: Double(f.connections))
             wsConnections.set(to: Double(sum { $0.webSocketConnections }))

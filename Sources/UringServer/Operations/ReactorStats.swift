@@ -25,6 +25,16 @@ struct ReactorCounters {
     var webSocketFramesIn = 0
     var webSocketFramesOut = 0
     var limitHits: [String: Int] = [:]
+    /// Room history (RoomOrder.swift): joins with `since` by outcome, lines replayed, entries
+    /// evicted (early: by bytes before `history_size` or the TTL), bytes added minus freed here.
+    var recoveriesOK = 0
+    var recoveriesFailedEpoch = 0
+    var recoveriesFailedEvicted = 0
+    var messagesReplayed = 0
+    var historyEvictions = 0
+    var historyEarlyEvictions = 0
+    var historyBytesDelta = 0
+    var slowConsumerCuts = 0
     /// Latency of the current second (recv of a message → send completion of its delivery).
     var latency = LatencyHistogram()
     var latencyTotal = LatencyHistogram()
@@ -56,6 +66,13 @@ public struct ReactorSnapshot: Sendable {
     public var webSocketFramesIn = 0
     public var webSocketFramesOut = 0
     public var limitHits: [String: Int] = [:]
+    public var recoveriesOK = 0
+    public var recoveriesFailedEpoch = 0
+    public var recoveriesFailedEvicted = 0
+    public var messagesReplayed = 0
+    public var historyEvictions = 0
+    public var historyEarlyEvictions = 0
+    public var slowConsumerCuts = 0
     /// Connections whose output waited over 50 ms at the last tick.
     public var backlogged = 0
     /// io_uring batched waiting was on at the last tick (see `wait_batch_auto`).
@@ -121,6 +138,13 @@ struct SecondWindow {
         s.webSocketFramesIn = c.webSocketFramesIn
         s.webSocketFramesOut = c.webSocketFramesOut
         s.limitHits = c.limitHits
+        s.recoveriesOK = c.recoveriesOK
+        s.recoveriesFailedEpoch = c.recoveriesFailedEpoch
+        s.recoveriesFailedEvicted = c.recoveriesFailedEvicted
+        s.messagesReplayed = c.messagesReplayed
+        s.historyEvictions = c.historyEvictions
+        s.historyEarlyEvictions = c.historyEarlyEvictions
+        s.slowConsumerCuts = c.slowConsumerCuts
         s.latencyLastSecond = c.latency
         s.latencyTotal = c.latencyTotal
         c.latency.reset()

@@ -91,7 +91,7 @@ enum StatsReport {
             ("websocket_connections", snaps.reduce(0) { $0 + $1.webSocketConnections }),   // open now
             ("websocket_frames_in", snaps.reduce(0) { $0 + $1.webSocketFramesIn }),
             ("websocket_frames_out", snaps.reduce(0) { $0 + $1.webSocketFramesOut }),
-        ]
+        ] + historyTotals(shared, snaps)
         for (i, (k, v)) in totals.enumerated() {
             if i > 0 { b.append(",") }
             b.append("\"")
@@ -136,6 +136,24 @@ enum StatsReport {
             b.append("}")
         }
         b.append("}")
+    }
+
+    /// Recovery and history (docs/protocol.md, "Recovery"): joins with `since` by outcome,
+    /// lines replayed, history bytes and evictions, and messages dropped by reason.
+    static func historyTotals(_ shared: ServerShared, _ snaps: [ReactorSnapshot]) -> [(StaticString, Int)] {
+        func sum(_ k: (ReactorSnapshot) -> Int) -> Int { snaps.reduce(0) { $0 + k($1) } }
+        return [
+            ("recoveries_ok", sum { $0.recoveriesOK }),
+            ("recoveries_failed_epoch", sum { $0.recoveriesFailedEpoch }),
+            ("recoveries_failed_evicted", sum { $0.recoveriesFailedEvicted }),
+            ("messages_replayed", sum { $0.messagesReplayed }),
+            ("history_bytes", shared.historyBytes.load(ordering: .relaxed)
+                + (shared.cluster?.historyBytes.value.load(ordering: .relaxed) ?? 0)),
+            ("history_evictions", sum { $0.historyEvictions }),
+            ("history_early_evictions", sum { $0.historyEarlyEvictions }),
+            ("drops_slow_consumer_cut", sum { $0.slowConsumerCuts }),
+            ("drops_cluster_publish_failure", shared.cluster?.stats.publishFailures ?? 0),
+        ]
     }
 
     static func renderFlag(_ flag: FeatureFlag, into b: inout ByteBuffer) {

@@ -60,7 +60,9 @@ public final class ChatRoomPlugin: MessageProcessor {
             throw ProtocolError(.notInRoom, "join room '\(roomName)' before sending to it")
         }
         let user = c.user ?? ""
-        fanOut(room, excluding: c.echo ? nil : c, ctx) { b in
+        // Through the room's log: the line gets its offset (the ack carries it) and every
+        // member, on any reactor, receives the room's lines in offset order.
+        _ = ctx.publish(room, excluding: c.echo ? nil : c) { b in
             b.append("{\"type\":\"chat\",\"room\":")
             b.appendJSONString(roomName)
             b.append(",\"from\":")
@@ -69,17 +71,20 @@ public final class ChatRoomPlugin: MessageProcessor {
             b.appendJSONStringRaw(escapedContents: text)
             b.append(",\"ts\":")
             b.appendDecimal(ctx.wallMillis())
-            b.append("}")
         }
+        if let cluster { cluster.publish(room: roomName, body: ctx.lastRendered) }
     }
 
     private func join(_ m: IncomingMessage, _ ctx: PluginContext) throws(ProtocolError) {
         let c = m.connection
         let roomName = try m.requireName("room", maxBytes: config.maxNameBytes)
-        if c.rooms.contains(where: { $0.name == roomName }) {
-            // Joining twice is harmless: answer with the current count, announce nothing.
+        let since = try RecoveryRequest.parse(m)
+        try RecoveryRequest.check(since, room: roomName, ctx)
+        if let local = c.rooms.first(where: { $0.name == roomName }) {
+            // Joining twice is harmless: answer with the current count, announce nothing
+            // (with `since`, replay: a client can resync without reconnecting).
             let n = clusterCount(roomName, local: ctx.memberCount(roomName))
-            ctx.reply(to: c) { b in Self.renderJoined(&b, roomName, n) }
+            ctx.replyJoined(c, local, since: since, rejoin: true) { b, pos in Self.renderJoined(&b, roomName, n, pos) }
             return
         }
         if c.rooms.count >= config.maxRoomsPerConnection {
@@ -97,18 +102,19 @@ public final class ChatRoomPlugin: MessageProcessor {
                 // fetches it now; hold this connection's input and answer when it arrives
                 // (turnEnded), so `joined` carries the cluster-wide count and stays in order.
                 ctx.holdInput(c)
-                pendingJoins.append(PendingJoin(connection: c, shared: shared, room: roomName,
+                pendingJoins.append(PendingJoin(connection: c, shared: shared, room: roomName, since: since,
                                                 deadline: Clock.monoNanos() + 500_000_000))
                 return
             }
             members = clusterCount(roomName, local: count)
         }
-        completeJoin(c, shared, roomName, members: members, ctx)
+        completeJoin(c, shared, roomName, since: since, members: members, ctx)
     }
 
-    private func completeJoin(_ c: Connection, _ shared: SharedRoom, _ roomName: String, members: Int, _ ctx: PluginContext) {
+    private func completeJoin(_ c: Connection, _ shared: SharedRoom, _ roomName: String,
+                              since: (epoch: String, offset: Int)?, members: Int, _ ctx: PluginContext) {
         let local = ctx.admit(c, to: shared)
-        ctx.reply(to: c) { b in Self.renderJoined(&b, roomName, members) }
+        ctx.replyJoined(c, local, since: since, rejoin: false) { b, pos in Self.renderJoined(&b, roomName, members, pos) }
         if presence(for: c) {
             if members <= config.presenceMaxMembers {
                 announce("user_joined", user: c.user ?? "", in: local, except: c, ctx)
@@ -126,6 +132,7 @@ public final class ChatRoomPlugin: MessageProcessor {
         let connection: Connection
         let shared: SharedRoom
         let room: String
+        let since: (epoch: String, offset: Int)?
         let deadline: UInt64
     }
     private var pendingJoins: [PendingJoin] = []
@@ -141,7 +148,7 @@ public final class ChatRoomPlugin: MessageProcessor {
             pendingJoins.remove(at: i)
             // Without the other nodes' count by the deadline (Redis slow or gone), the local
             // count is the best there is.
-            completeJoin(p.connection, p.shared, p.room, members: clusterCount(p.room, local: ctx.memberCount(p.room)), ctx)
+            completeJoin(p.connection, p.shared, p.room, since: p.since, members: clusterCount(p.room, local: ctx.memberCount(p.room)), ctx)
             ctx.releaseInput(p.connection)
         }
     }
@@ -156,11 +163,19 @@ public final class ChatRoomPlugin: MessageProcessor {
         }
     }
 
-    private static func renderJoined(_ b: inout ByteBuffer, _ room: String, _ n: Int) {
+    private static func renderJoined(_ b: inout ByteBuffer, _ room: String, _ n: Int, _ pos: RoomPosition) {
         b.append("{\"type\":\"joined\",\"room\":")
         b.appendJSONString(room)
         b.append(",\"members\":")
         b.appendDecimal(n)
+        b.append(",\"epoch\":")
+        b.appendJSONString(pos.epoch)
+        b.append(",\"offset\":")
+        b.appendDecimal(pos.offset)
+        if let recovered = pos.recovered {
+            b.append(recovered ? ",\"recovered\":true,\"missed\":" : ",\"recovered\":false,\"missed\":")
+            b.appendDecimal(pos.missed)
+        }
         b.append("}")
     }
 

@@ -16,8 +16,18 @@ public protocol PluginContext: AnyObject {
     /// Delivers a message to every member of `room` on every reactor, also where this reactor
     /// has no members of its own.
     func broadcast(_ room: SharedRoom, _ body: (inout ByteBuffer) -> Void)
-    /// The bytes of the message `broadcast` or `reply` rendered last (valid until the next one).
+    /// Appends a chat line to the room's log and delivers it to every member on every reactor
+    /// in offset order (except `excluded`). `body` renders the line without its closing brace:
+    /// `,"offset":N}` is added. Returns N; the message's ack carries it.
+    func publish(_ room: LocalRoom, excluding excluded: Connection?, _ body: (inout ByteBuffer) -> Void) -> Int
+    /// The bytes of the message `broadcast`, `publish` or `reply` rendered last (valid until the next one).
     var lastRendered: UnsafeRawBufferPointer { get }
+    /// Replies `joined` (rendered by `body` with the room's epoch and offset, and the outcome
+    /// of `since`), then queues the missed lines `since` asks for (docs/protocol.md, "Recovery").
+    func replyJoined(_ c: Connection, _ local: LocalRoom, since: (epoch: String, offset: Int)?,
+                     rejoin: Bool, _ body: (inout ByteBuffer, RoomPosition) -> Void)
+    /// The room's epoch and latest offset on this server (nil: no such room).
+    func roomLatest(_ name: String) -> (epoch: String, latest: Int)?
 
     // Rooms (see `RoomDirectory`: counts are per server; cluster counts come from ClusterNode).
     /// Counts one more member of room `name`; nil when it already has `limit` members.

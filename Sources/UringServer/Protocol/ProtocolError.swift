@@ -19,6 +19,7 @@ public enum ErrorCode: String, Sendable {
     case tooManyRooms = "too_many_rooms"
     case roomFull = "room_full"
     case unsupportedCodec = "unsupported_codec"
+    case badSince = "bad_since"
     // Voice (docs/protocol.md, "Voice").
     case noRelay = "no_relay"
     case voiceAlreadyRunning = "voice_already_running"

@@ -6,6 +6,7 @@ import Primitives
 extension Reactor {
     func handleMessage(_ c: Connection, _ payload: UnsafeRawBufferPointer) {
         counters.messagesIn &+= 1
+        ackOffset = 0
         do {
             try JSONReader.parse(payload, into: &fields)
         } catch {
@@ -57,6 +58,10 @@ extension Reactor {
         reply(to: c) { b in
             b.append("{\"type\":\"ack\",\"id\":")
             b.append(id)
+            if ackOffset > 0 {   // a send_chat's: the offset its message was given
+                b.append(",\"offset\":")
+                b.appendDecimal(ackOffset)
+            }
             b.append("}")
         }
     }

@@ -62,6 +62,9 @@ extension Reactor {
     /// One copy per target reactor into its handoff ring; the overflow inbox (one shared,
     /// allocated copy) when a ring is full or the message too big.
     func handOff(_ room: SharedRoom, _ bytes: UnsafeRawBufferPointer, to targets: UInt64) {
+        // Chat lines appended this turn are poked first, so a sender's chat is not overtaken
+        // on other reactors by a notice it caused afterwards (its user_left).
+        if !roomsToPoke.isEmpty { pokeRooms() }
         var overflow: RenderedMessage?
         var mask = targets
         while mask != 0 {

@@ -72,6 +72,7 @@ extension Reactor {
         for source in 0..<shared.reactors.count where source != index {
             shared.handoff[source][index]!.drain { room, origin, body in
                 guard let local = room.locals[index] else { return }
+                if body.isEmpty { return catchUp(local) }   // a poke: the room's log has new entries
                 originNanos = origin
                 renderGeneration &+= 1
                 deliverLocal(local, body, excluding: nil)
@@ -80,6 +81,7 @@ extension Reactor {
         inbox.drain(into: &deliveries)
         for d in deliveries {
             guard let local = d.room.locals[index] else { continue }
+            if d.message.body.readableCount == 0 { catchUp(local); continue }
             originNanos = d.message.originNanos
             renderGeneration &+= 1
             deliverLocal(local, d.message.body.readable, excluding: nil)

@@ -84,13 +84,8 @@ extension Reactor {
         c.inputHeld = false
         if let id = c.extras.heldAckID {
             c.extras.heldAckID = nil
-            id.withUnsafeBytes { id in
-                reply(to: c) { b in
-                    b.append("{\"type\":\"ack\",\"id\":")
-                    b.append(id)
-                    b.append("}")
-                }
-            }
+            ackOffset = 0   // a held message is a join, never a send_chat
+            id.withUnsafeBytes { ack(c, $0) }
         }
         if c.closing || c.heldInputCount == 0 { return }
         let kept = Array(c.extras.heldInput.readable)

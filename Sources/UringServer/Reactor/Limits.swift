@@ -112,8 +112,30 @@ extension Reactor {
             // the flush gets a short grace period before the close is forced.
             c.dropQueuedOutput(pool: pool)
             c.overSoftSince = 0
-            sendError(c, .slowConsumer, c.cutReason ?? "slow consumer", id: nil)
+            counters.slowConsumerCuts &+= 1
+            sendCutError(c)
             closeAfterFlush(c, grace: 250_000_000)
+        }
+    }
+
+    /// slow_consumer with `offsets`: per room, the last offset queued to `c` before the cut.
+    /// This reactor's cursor is exact for it: every entry up to the cursor was queued to each
+    /// local member (the turn's batch is flushed before cuts run), none after it. What `c` had
+    /// not read of them was dropped, so it rejoins with `since` = the last offset it received.
+    func sendCutError(_ c: Connection) {
+        counters.errorsSent &+= 1
+        let why = c.cutReason ?? "slow consumer"
+        reply(to: c) { b in
+            b.append("{\"type\":\"error\",\"code\":\"slow_consumer\",\"message\":")
+            b.appendJSONString(why)
+            b.append(",\"offsets\":{")
+            for (i, local) in c.rooms.enumerated() {
+                if i > 0 { b.append(",") }
+                b.appendJSONString(local.name)
+                b.append(":")
+                b.appendDecimal(local.cursor)
+            }
+            b.append("}}")
         }
     }
 }

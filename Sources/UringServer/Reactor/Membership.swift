@@ -14,6 +14,9 @@ extension Reactor {
 
     public func admit(_ c: Connection, to room: SharedRoom) -> LocalRoom {
         let local = room.local(for: index)
+        // Entries this reactor has not delivered yet go to the members it had: the new one
+        // starts after the cursor (its `joined` offset).
+        catchUp(local)
         if batch.room === local { flushBatch() }
         local.add(c)
         c.rooms.append(local)

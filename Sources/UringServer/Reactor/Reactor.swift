@@ -56,6 +56,19 @@ package final class Reactor: IOEventHandler {
     /// Messages are rendered here once, then framed into each recipient's output.
     var render = ByteBuffer()
     var deliveries: [RoomDelivery] = []
+    /// Room log entries copied out under the room's lock, delivered after it (RoomOrder.swift).
+    let logEntries = LogCopy()
+    /// Rooms this turn appended to with members on other reactors: poked at the turn's end.
+    var roomsToPoke: [LocalRoom] = []
+    /// The body of a poke that overflowed into the inbox (empty: "read the room's log").
+    let pokeMessage = RenderedMessage(originNanos: 0)
+    /// The offset the message being handled was given (its ack carries it; 0: none).
+    var ackOffset = 0
+    let historyLimits: HistoryLimits
+    /// The server's history is over `history_max_bytes` (judged once a second): appends keep
+    /// only what reactors have not delivered.
+    var historyOverBudget = false
+    var historyBytesPublished = 0
     var pendingCuts: [Connection] = []
     // Compression: one context per reactor; a message is compressed at most once per codec
     // (the cache is keyed by `renderGeneration`, bumped for every new message body).
@@ -103,6 +116,8 @@ package final class Reactor: IOEventHandler {
         self.listenFD = listenFD
         inbox = try Inbox()
         snapshots = SnapshotBox(index: index)
+        historyLimits = HistoryLimits(size: shared.config.historySize, ttlSeconds: shared.config.historyTTLSeconds,
+                                      maxBytesPerRoom: shared.config.historyMaxBytesPerRoom)
         core = CoreHandler(config: shared.config, flags: shared.flags, cluster: shared.cluster)
         compression = CompressionContext(zstdLevel: shared.config.zstdLevel, lz4Acceleration: shared.config.lz4Acceleration)
         let env = PluginEnvironment(config: shared.config, rooms: shared.rooms, reactorIndex: index,
@@ -179,6 +194,7 @@ package final class Reactor: IOEventHandler {
         originNanos = batchNow()
         for p in plugins { p.turnEnded(self) }
         flushBatch()   // plugins may have broadcast
+        if !roomsToPoke.isEmpty { pokeRooms() }
         if !pendingCuts.isEmpty { performCuts() }
         if peersToWake != 0 {
             var mask = peersToWake

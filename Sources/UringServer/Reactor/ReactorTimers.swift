@@ -16,6 +16,7 @@ extension Reactor {
             if nextSecondNanos < now { nextSecondNanos = now + 1_000_000_000 }
             releaseIdleInput()
             pipes?.releaseIdle()
+            historySecond(now)
             counters.zeroCopySends = backend.counters.zeroCopySends
             counters.zeroCopyCopied = backend.counters.zeroCopyCopied
             var snap = window.roll(&counters, index: index, connections: liveConnections)
@@ -29,6 +30,22 @@ extension Reactor {
             backend.releaseIdleMemory()
             releaseIdleHeap(afterFrees: released > 0)
         }
+    }
+
+    /// Once a second: reactor 0 expires history and forgets memberless rooms without any;
+    /// every reactor publishes its history byte delta and learns whether the server is over
+    /// `history_max_bytes`.
+    func historySecond(_ now: UInt64) {
+        if index == 0 {
+            let (evicted, _, freed) = shared.rooms.sweep(historyLimits, nowSecond: UInt32(truncatingIfNeeded: now / 1_000_000_000))
+            counters.historyEvictions &+= evicted
+            counters.historyBytesDelta &-= freed
+        }
+        let delta = counters.historyBytesDelta - historyBytesPublished
+        historyBytesPublished = counters.historyBytesDelta
+        let total = delta == 0 ? shared.historyBytes.load(ordering: .relaxed)
+            : shared.historyBytes.add(delta, ordering: .relaxed).newValue
+        historyOverBudget = total > config.historyMaxBytes
     }
 
     /// After a second without input, free heap memory goes back to the system: a burst

@@ -19,8 +19,11 @@ public final class SharedRoom: @unchecked Sendable {
     /// Slot i belongs to reactor i's thread and is only ever touched by it.
     let locals: UnsafeMutablePointer<LocalRoom?>
     let reactorCount: Int
+    /// The room's messages in offset order (its order across reactors and its history).
+    let log: RoomLog
 
     init(name: String, reactorCount: Int) {
+        log = RoomLog(reactorCount: reactorCount)
         self.name = name
         self.reactorCount = reactorCount
         perReactorCount = Array(repeating: 0, count: reactorCount)
@@ -36,12 +39,14 @@ public final class SharedRoom: @unchecked Sendable {
     /// Called by reactor `reactor` when its last local member left.
     func dropLocal(for reactor: Int) {
         locals[reactor] = nil
+        log.withLock { log.detachLocked(reactor) }
     }
 
     /// This reactor's view of the room, created on first use.
     func local(for reactor: Int) -> LocalRoom {
         if let l = locals[reactor] { return l }
         let l = LocalRoom(shared: self)
+        l.cursor = log.withLock { log.attachLocked(reactor) }
         locals[reactor] = l
         return l
     }
@@ -76,6 +81,11 @@ public final class LocalRoom {
     }
 
     init(shared: SharedRoom) { self.shared = shared }
+
+    /// The last offset this reactor delivered to its members (its copy of the log's cursor).
+    var cursor = 0
+    /// Queued for the end-of-turn poke of the other reactors (see Reactor.pokeRooms).
+    var pokePending = false
 
     public var name: String { shared.name }
 }
@@ -122,7 +132,9 @@ public final class RoomDirectory: Sendable {
                 room.reactorMask.store(room.reactorMask.load(ordering: .relaxed) & ~(1 << UInt64(reactor)),
                                        ordering: .releasing)
             }
-            if room.memberCount == 0, slot === room {
+            // A room keeps its log (and epoch) while it holds history, so a lone member who
+            // reconnects can recover; `sweep` forgets it once the history has expired.
+            if room.memberCount == 0, slot === room, room.log.withLock({ room.log.storedCount == 0 }) {
                 slot = nil
             }
             return room.memberCount
@@ -138,6 +150,28 @@ public final class RoomDirectory: Sendable {
     }
 
     public var roomCount: Int { rooms.count }
+
+    /// Expires history in every room and forgets the memberless rooms left with none (one
+    /// reactor's one-second tick). Returns (evicted, early, bytes freed).
+    func sweep(_ limits: HistoryLimits, nowSecond: UInt32) -> (Int, Int, Int) {
+        var idle: [SharedRoom] = []
+        var total = (0, 0, 0)
+        rooms.forEach { _, room in
+            let (n, early, freed) = room.log.withLock { () -> (Int, Int, Int) in
+                let r = room.log.evictLocked(limits, nowSecond: nowSecond, overBudget: false)
+                if room.log.storedCount == 0 { room.log.shrinkLocked() }
+                return r
+            }
+            total = (total.0 + n, total.1 + early, total.2 + freed)
+            if room.memberCount == 0 { idle.append(room) }
+        }
+        for room in idle {
+            rooms.update(key: room.name) { slot in
+                if slot === room, room.memberCount == 0, room.log.withLock({ room.log.storedCount == 0 }) { slot = nil }
+            }
+        }
+        return total
+    }
 }
 
 /// A message rendered once (JSON body, no framing) and shared by the reactors it is handed to.

@@ -19,6 +19,13 @@ public struct ServerConfig: Sendable {
     /// `presenceIntervalMs` instead of a notice per join/leave (docs/protocol.md, "Presence").
     public var presenceMaxMembers = 200
     public var presenceIntervalMs = 1000
+    /// Room history (docs/protocol.md, "Recovery"): the last `historySize` chat lines of a room
+    /// (0: none, offsets still count), none older than `historyTTLSeconds`, at most
+    /// `historyMaxBytesPerRoom` per room and `historyMaxBytes` in all (line bytes + 24 B each).
+    public var historySize = 100
+    public var historyTTLSeconds = 300
+    public var historyMaxBytesPerRoom = 1 << 20
+    public var historyMaxBytes = 256 << 20
     public var redisHost = "127.0.0.1"
     public var redisPort = 6379
     public var logLevel: LogLevel = .info
@@ -173,6 +180,14 @@ public struct ServerConfig: Sendable {
             c.presenceMaxMembers = try parseInt(v, key: "presence_max_members", range: 0...10_000_000) },
         Key(name: "presence_interval_ms", help: "how often a large room's presence diff is sent (default 1000)") { c, v throws(ConfigError) in
             c.presenceIntervalMs = try parseInt(v, key: "presence_interval_ms", range: 10...60_000) },
+        Key(name: "history_size", help: "chat lines kept per room for recovery, 0 = none (offsets still count) (default 100)") { c, v throws(ConfigError) in
+            c.historySize = try parseInt(v, key: "history_size", range: 0...1_000_000) },
+        Key(name: "history_ttl_s", help: "seconds a chat line stays in a room's history (default 300)") { c, v throws(ConfigError) in
+            c.historyTTLSeconds = try parseInt(v, key: "history_ttl_s", range: 1...86_400 * 30) },
+        Key(name: "history_max_bytes_per_room", help: "bytes of history per room, evicted early past it (default 1048576)") { c, v throws(ConfigError) in
+            c.historyMaxBytesPerRoom = try parseInt(v, key: "history_max_bytes_per_room", range: 0...(1 << 40)) },
+        Key(name: "history_max_bytes", help: "bytes of history across rooms, judged once a second (default 268435456)") { c, v throws(ConfigError) in
+            c.historyMaxBytes = try parseInt(v, key: "history_max_bytes", range: 0...(1 << 50)) },
         Key(name: "redis_host", help: "Redis host for cluster mode (default 127.0.0.1)") { c, v throws(ConfigError) in
             c.redisHost = v },
         Key(name: "redis_port", help: "Redis port for cluster mode (default 6379)") { c, v throws(ConfigError) in

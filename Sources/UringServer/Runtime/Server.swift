@@ -20,6 +20,9 @@ package final class ServerShared: @unchecked Sendable {
     let stopping = Atomic<Bool>(false)
     /// Set on SIGTERM/SIGINT: reactors stop accepting, tell clients, flush and exit.
     let draining = Atomic<Bool>(false)
+    /// Room history bytes across rooms: each reactor adds what it appended minus what it
+    /// evicted once a second (never per message), so `history_max_bytes` is judged per second.
+    let historyBytes = Atomic<Int>(0)
     /// Open connections across reactors; touched only on accept and release.
     let connectionCount = Atomic<Int>(0)
     /// Open connections per source address; touched only on accept and release.

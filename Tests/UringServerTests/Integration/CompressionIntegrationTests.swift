@@ -121,8 +121,9 @@ struct CompressionIntegrationTests {
             let s = try TestClient(port: port)
             _ = try s.hello("s")
             _ = try s.join("e")
-            // The chat envelope around the text; find the text length that makes the body 512.
-            let envelope = #"{"type":"chat","room":"e","from":"s","text":"","ts":1795573783532}"#.utf8.count
+            // The chat envelope around the text (offsets 1 and 2: one digit each); find the
+            // text length that makes the body 512.
+            let envelope = #"{"type":"chat","room":"e","from":"s","text":"","ts":1795573783532,"offset":1}"#.utf8.count
             let atThreshold = String(repeating: "b", count: 512 - envelope)
             let below = String(repeating: "b", count: 511 - envelope)
             try s.send(["type": "send_chat", "room": "e", "text": atThreshold])

@@ -78,4 +78,15 @@ struct LimitsHarnessTests {
         #expect(closed, "soft=\(soft): ~1.8 MB queued in one turn is over the 1 MiB hard cap, but the member was not cut (\(chats) chats delivered)")
         #expect(out.last?["code"] as? String == "slow_consumer", "soft=\(soft): last message \(out.last ?? [:])")
     }
+
+    /// The cut names, per room, the last offset queued to the member before it: all 60 lines
+    /// (then dropped with the rest of its output), so it can rejoin with `since`.
+    @Test("slow_consumer names the last offset queued per room")
+    func cutNamesOffsets() {
+        let (out, closed) = overrun(hard: 1 << 20, soft: 1 << 20)
+        #expect(closed)
+        let cut = out.last ?? [:]
+        #expect(cut["code"] as? String == "slow_consumer")
+        #expect((cut["offsets"] as? [String: Any])?["r"] as? Int == 60, "\(cut)")
+    }
 }
