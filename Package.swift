@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "CCompression", linkerSettings: [.linkedLibrary("lz4"), .linkedLibrary("zstd")]),
         // Thin C shim over OpenSSL's libcrypto: SHA-1 + Base64 (WebSocket handshake), HMAC-SHA256
         // (voice tokens), constant-time compare. No hand-written crypto.
-        .target(name: "CCrypto", linkerSettings: [.linkedLibrary("crypto")]),
+        .target(name: "CCrypto"),   // libcrypto is dlopen()ed on first use (Sources/CCrypto/CCrypto.c)
         // Thin wrappers over libnuma + sched_setaffinity for the Primitives buffer pool.
         .target(name: "CNuma", linkerSettings: [.linkedLibrary("numa")]),
         .target(name: "Primitives", dependencies: ["CCompression", "CNuma"]),

@@ -11,6 +11,9 @@
 extern "C" {
 #endif
 
+/// 1 when libcrypto could be opened (on first use; every call below needs it), else 0.
+int ccrypto_available(void);
+
 /// SHA-1 of `len` bytes into `out` (20 bytes). Returns 0, or -1 on failure.
 int ccrypto_sha1(const void *data, size_t len, uint8_t out[20]);
 
