@@ -62,7 +62,7 @@ let package = Package(
         // Voice: the token and packet formats both sides share (coordinator plugin, relay, bench).
         .target(name: "VoiceWire", dependencies: ["CCrypto"]),
         // The UDP relay (io_uring or epoll), a library so tests run it in-process.
-        .target(name: "VoiceRelay", dependencies: ["CLinux", "CCrypto", "VoiceWire"], swiftSettings: hotPath),
+        .target(name: "VoiceRelay", dependencies: ["CLinux", "CCrypto", "Primitives", "VoiceWire"], swiftSettings: hotPath),
         .executableTarget(name: "tcpserver-voice", dependencies: ["VoiceRelay"]),
         // Command-line client (interactive, pub, sub, stats, ping); Foundation-free, no dependencies.
         .executableTarget(name: "tcpserver-cli"),

@@ -1,3 +1,4 @@
+import Primitives
 import Synchronization
 
 /// One channel's members, shared by the relay threads: SO_REUSEPORT spreads clients over the
@@ -28,11 +29,11 @@ final class RelayChannel: @unchecked Sendable {
             revoked = .init(repeating: false, count: capacity)
         }
     }
-    let members: RelayLock<Members>
+    let members: Locked<Members>
 
     init(id: UInt32, capacity: Int) {
         self.id = id
-        members = RelayLock(Members(capacity: capacity))
+        members = Locked(Members(capacity: capacity))
     }
 
     enum Bind { case bound(slot: Int, movedFrom: AddrKey?), full }
@@ -80,9 +81,9 @@ final class RelayChannel: @unchecked Sendable {
 /// Every channel the relay serves, and the revocations it has been sent. Locked at join,
 /// revocation and unbind rate, never per packet.
 final class ChannelTable: @unchecked Sendable {
-    private let channels = RelayLock<[UInt32: RelayChannel]>([:])
+    private let channels = Locked<[UInt32: RelayChannel]>([:])
     /// (channel, user hash or 0 for all) → tokens expiring at or before this are void.
-    private let revocations = RelayLock<[Revocation: UInt64]>([:])
+    private let revocations = Locked<[Revocation: UInt64]>([:])
     let capacity: Int
 
     struct Revocation: Hashable {

@@ -1,3 +1,4 @@
+import Primitives
 import CLinux
 import Glibc
 import Synchronization
@@ -93,7 +94,7 @@ public final class VoiceRelay: @unchecked Sendable {
                 throw RelayError(description: "cannot listen for stats on 127.0.0.1:\(config.statsPort): \(error)")
             }
         }
-        let failures = RelayLock<[String]>([])
+        let failures = Locked<[String]>([])
         let started = RelayCount()
         for i in 0..<threadCount {
             let core = RelayCore(index: i, table: table, board: board, config: config)

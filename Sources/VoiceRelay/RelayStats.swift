@@ -1,3 +1,4 @@
+import Primitives
 /// Why a datagram was dropped. Every bad input has a reason and a counter.
 public enum DropReason: Int, CaseIterable, Sendable {
     case runt, malformed, oversized, unknownSender, badToken, wrongChannel, expired, revoked,
@@ -90,9 +91,9 @@ enum LatencyBuckets {
 
 /// The published counters of every thread.
 final class RelayStatsBoard: @unchecked Sendable {
-    private let slots: [RelayLock<RelayCounters>]
+    private let slots: [Locked<RelayCounters>]
 
-    init(threads: Int) { slots = (0..<threads).map { _ in RelayLock(RelayCounters()) } }
+    init(threads: Int) { slots = (0..<threads).map { _ in Locked(RelayCounters()) } }
 
     func publish(_ thread: Int, _ c: RelayCounters) { slots[thread].withLock { $0.copy(from: c) } }
 

@@ -1,3 +1,4 @@
+import Primitives
 import Prometheus
 import Synchronization
 

@@ -1,3 +1,4 @@
+import Primitives
 import Synchronization
 
 /// Counters a reactor updates on its own thread (plain integers: nothing shared on the hot

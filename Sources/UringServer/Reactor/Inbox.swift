@@ -1,3 +1,4 @@
+import Primitives
 import Synchronization
 
 /// A reactor's mailbox for work from other reactors (room deliveries) and from the server

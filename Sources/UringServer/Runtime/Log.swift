@@ -1,3 +1,4 @@
+import Primitives
 import Glibc
 import Logging
 import Synchronization

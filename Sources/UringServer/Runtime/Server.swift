@@ -1,3 +1,4 @@
+import Primitives
 import CLinux
 import Glibc
 import Synchronization

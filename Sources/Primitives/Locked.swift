@@ -1,16 +1,17 @@
 import Glibc
 
-/// A value behind a pthread mutex, with `Synchronization.Mutex`'s `withLock` shape.
+/// A value behind a pthread mutex, with `Synchronization.Mutex`'s `withLock` shape. Shared by the
+/// TCP server and the voice relay.
 ///
 /// Why not `Mutex`: on Linux it locks with atomics and futex calls that ThreadSanitizer does not
 /// see, so `make test-sanitizers` reported every `withLock` body touched from two threads as a
 /// race (reproduced with a 15-line program). TSan intercepts pthread mutexes, so races it
-/// reports here are real. None of these locks is taken per message on the hot path.
-final class Locked<Value>: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private var value: Value
+/// reports here are real. Inlinable: the relay takes one per forwarded packet (its channel's).
+public final class Locked<Value>: @unchecked Sendable {
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline var value: Value
 
-    init(_ value: Value) {
+    public init(_ value: Value) {
         self.value = value
         mutex = .allocate(capacity: 1)
         mutex.initialize(to: pthread_mutex_t())
@@ -22,8 +23,8 @@ final class Locked<Value>: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    @inline(__always)
-    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
+    @inlinable @inline(__always)
+    public func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body(&value)
