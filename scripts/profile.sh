@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# CPU profile of tcpserver (uring) under the fan-out load: `make profile`.
+# CPU profile of tcpserver under a tcpserver-bench load (default: fan-out): `make profile`.
 #
 #   1. builds tcpserver and tcpserver-bench in release (PROFILE_SCRATCH, default .build);
 #   2. starts `perf record -e cpu-clock -g -- tcpserver --io uring …` (cpu-clock: hardware
 #      events are not available on VMs like this one);
-#   3. runs `tcpserver-bench fanout --subs 50 --size 64 --duration 5 --server-pid PID`;
+#   3. runs `tcpserver-bench $PROFILE_LOAD --duration 5 --server-pid PID` (default load
+#      `fanout --subs 50 --size 64`; e.g. PROFILE_LOAD="ping --conns 100 --inflight 8");
 #   4. stops the server with SIGINT (to the tcpserver process itself; perf then writes its data);
 #   5. writes profile/report.txt (perf report --no-children, flat top symbols, then call graphs
 #      of the top ones, Swift names demangled) and profile/flame.svg (a flame graph, drawn by the
 #      small Python renderer below from `perf script` stacks: Debian has no flamegraph package).
 #
-# Knobs (environment): PROFILE_SCRATCH, PROFILE_DURATION (5), PROFILE_SUBS (50), PROFILE_SIZE
-# (64), PROFILE_THREADS (2), PROFILE_CALLGRAPH (fp; `dwarf` for unwinding without frame
+# Knobs (environment): PROFILE_SCRATCH, PROFILE_DURATION (5), PROFILE_LOAD (the tcpserver-bench
+# subcommand and its flags; default "fanout --subs $PROFILE_SUBS --size $PROFILE_SIZE"),
+# PROFILE_SUBS (50), PROFILE_SIZE (64), PROFILE_IO (uring; or epoll), PROFILE_THREADS (2),
+# PROFILE_CALLGRAPH (fp; `dwarf` for unwinding without frame
 # pointers, much larger perf.data), PROFILE_OUT (profile), PROFILE_BUILD (1; 0 skips the build).
 # Needs: perf (Debian linux-perf), python3; run as root or with kernel.perf_event_paranoid <= 1.
 set -euo pipefail
@@ -22,6 +25,8 @@ DURATION=${PROFILE_DURATION:-5}
 SUBS=${PROFILE_SUBS:-50}
 SIZE=${PROFILE_SIZE:-64}
 THREADS=${PROFILE_THREADS:-2}
+LOAD=${PROFILE_LOAD:-fanout --subs $SUBS --size $SIZE}
+IO=${PROFILE_IO:-uring}
 CALLGRAPH=${PROFILE_CALLGRAPH:-fp}
 OUT=${PROFILE_OUT:-profile}
 BIN="$SCRATCH/release"
@@ -49,7 +54,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 # perf runs the server as its child: $! is perf's pid, the server's is found as perf's child.
 perf record -e cpu-clock -F 4999 --call-graph "$CALLGRAPH" -o "$OUT/perf.data" -- \
-  "$BIN/tcpserver" --io uring --port "$PORT" --threads "$THREADS" --rate-limit-per-sec 0 \
+  "$BIN/tcpserver" --io "$IO" --port "$PORT" --threads "$THREADS" --rate-limit-per-sec 0 \
   --log-file '' 2>"$OUT/server.log" &
 PERF_PID=$!
 
@@ -70,10 +75,12 @@ done
 [ -n "$SERVER_PID" ] || { log "tcpserver did not start under perf"; cat "$OUT/server.log" >&2; exit 1; }
 comm=$(cat "/proc/$SERVER_PID/comm" 2>/dev/null || true)
 [ "$comm" = tcpserver ] || { log "pid $SERVER_PID is '$comm', not tcpserver"; exit 1; }
-log "tcpserver pid $SERVER_PID on port $PORT under perf (pid $PERF_PID)"
+log "tcpserver --io $IO pid $SERVER_PID on port $PORT under perf (pid $PERF_PID)"
 
 set +e
-"$BIN/tcpserver-bench" fanout --port "$PORT" --subs "$SUBS" --size "$SIZE" --duration "$DURATION" \
+# $LOAD is split on spaces on purpose: it is a subcommand and its flags.
+# shellcheck disable=SC2086
+"$BIN/tcpserver-bench" $LOAD --port "$PORT" --duration "$DURATION" \
   --server-pid "$SERVER_PID" --quiet | tee "$OUT/bench.txt"
 bench_rc=${PIPESTATUS[0]}
 set -e
@@ -88,7 +95,7 @@ trap - EXIT
 demangle() { if command -v swift-demangle >/dev/null; then swift-demangle --simplified; else swift demangle --simplified; fi; }
 
 {
-  echo "# tcpserver --io uring --threads $THREADS, tcpserver-bench fanout --subs $SUBS --size $SIZE --duration $DURATION"
+  echo "# tcpserver --io $IO --threads $THREADS, tcpserver-bench $LOAD --duration $DURATION"
   echo "# $(grep -h '^RESULT' "$OUT/bench.txt" || true)"
   echo "# perf record -e cpu-clock -F 4999 --call-graph $CALLGRAPH; $(uname -r); $(date -u +%FT%TZ)"
   echo

@@ -8,6 +8,11 @@ final class CoreHandler: MessageProcessor {
     private let compressionFlag: FeatureFlag?
 
     private let cluster: ClusterNode?
+    /// The last pong rendered and the millisecond it carries: every ping answered within the
+    /// same millisecond (a turn reads the clock once) gets these bytes without re-rendering
+    /// the 13-digit timestamp.
+    private var pong = ByteBuffer()
+    private var pongMillis = -1
 
     init(config: ServerConfig, flags: FeatureFlags, cluster: ClusterNode?) {
         self.config = config
@@ -24,11 +29,15 @@ final class CoreHandler: MessageProcessor {
     func process(_ m: IncomingMessage, _ ctx: PluginContext) throws(ProtocolError) {
         let c = m.connection
         if m.type == "ping" {
-            ctx.reply(to: c) { b in
-                b.append("{\"type\":\"pong\",\"ts\":")
-                b.appendDecimal(ctx.wallMillis())
-                b.append("}")
+            let now = ctx.wallMillis()
+            if now != pongMillis {
+                pongMillis = now
+                pong.removeAll()
+                pong.append("{\"type\":\"pong\",\"ts\":")
+                pong.appendDecimal(now)
+                pong.append("}")
             }
+            ctx.reply(to: c) { b in b.append(pong.readable) }
             return
         }
         // hello

@@ -52,7 +52,7 @@ public struct IncomingMessage {
     let fields: UnsafePointer<JSONFieldTable>
 
     public func field(_ key: StaticString) -> JSONField? {
-        fields.pointee.find(key, in: bytes)
+        JSONFieldTable.find(key, in: bytes, table: fields)
     }
 
     /// The unescaped string value of `key`, or nil when absent or not a string.

@@ -97,25 +97,32 @@ public struct JSONFieldTable: Sendable {
     }
 
     /// The top-level field whose (unescaped) key equals `key`; the last one wins on duplicates.
-    ///
-    /// Reads the fields in place: going through `field(i)` makes the compiler copy the whole
-    /// 640-byte table to the stack on every call, on the path of every message (measurement in
-    /// docs/performance.md, "Protocol").
     public func find(_ key: StaticString, in bytes: UnsafeRawBufferPointer) -> JSONField? {
-        let k = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
-        let n = count
-        return withUnsafeBytes(of: storage) { raw -> JSONField? in
-            let fields = raw.baseAddress.unsafelyUnwrapped.assumingMemoryBound(to: JSONField.self)
-            var i = n
-            while i > 0 {
-                i &-= 1
-                let f = fields[i]
-                if JSONReader.rawStringEquals(start: f.keyStart, end: f.keyEnd, escaped: f.keyEscaped,
-                                              literal: k, in: bytes) {
-                    return f
-                }
-            }
-            return nil
-        }
+        withUnsafePointer(to: self) { JSONFieldTable.find(key, in: bytes, table: $0) }
     }
+
+    /// `find` on a table in place, for the message path. Going through `field(i)` or
+    /// `withUnsafeBytes(of: storage)` makes the compiler copy the whole 640-byte table to the
+    /// stack on every call (measurements in docs/performance.md, "Protocol" and "Request
+    /// path"); through a pointer the fields are read where they are.
+    @inline(__always)
+    public static func find(_ key: StaticString, in bytes: UnsafeRawBufferPointer,
+                            table: UnsafePointer<JSONFieldTable>) -> JSONField? {
+        let k = UnsafeRawBufferPointer(start: key.utf8Start, count: key.utf8CodeUnitCount)
+        var i = table.pointee.count
+        // `storage` is the first stored property: the fields start at the table's address.
+        let fields = UnsafeRawPointer(table).assumingMemoryBound(to: JSONField.self)
+        while i > 0 {
+            i &-= 1
+            let f = fields[i]
+            if JSONReader.rawStringEquals(start: f.keyStart, end: f.keyEnd, escaped: f.keyEscaped,
+                                          literal: k, in: bytes) {
+                return f
+            }
+        }
+        return nil
+    }
+
+    /// Whether `storage` sits at offset 0 (what `find(_:in:table:)` relies on; checked when a reactor starts).
+    static var storageIsFirst: Bool { MemoryLayout<JSONFieldTable>.offset(of: \JSONFieldTable.storage) == 0 }
 }

@@ -8,7 +8,7 @@ extension Reactor {
         counters.messagesIn &+= 1
         ackOffset = 0
         do {
-            try JSONReader.parse(payload, into: &fields)
+            try JSONReader.parse(payload, into: &fields.pointee)
         } catch {
             // The fields parsed before the error stay in the table: an id read in full is
             // echoed in the error and acknowledged like any other failed message.
@@ -26,7 +26,7 @@ extension Reactor {
         }
         let id = Self.idBytes(fields, payload)
         do throws(ProtocolError) {
-            guard let typeField = fields.find("type", in: payload), typeField.kind == .string else {
+            guard let typeField = JSONFieldTable.find("type", in: payload, table: fields), typeField.kind == .string else {
                 throw ProtocolError(.missingField, "field 'type' (a string) is required")
             }
             try admitByRate(c)
@@ -47,8 +47,8 @@ extension Reactor {
 
     /// The `id` field's bytes as sent (strings keep their quotes, so the ack echoes the id
     /// exactly).
-    static func idBytes(_ fields: JSONFieldTable, _ payload: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
-        guard let f = fields.find("id", in: payload) else { return nil }
+    static func idBytes(_ fields: UnsafePointer<JSONFieldTable>, _ payload: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        guard let f = JSONFieldTable.find("id", in: payload, table: fields) else { return nil }
         let start = f.kind == .string ? f.valueStart - 1 : f.valueStart
         let end = f.kind == .string ? f.valueEnd + 1 : f.valueEnd
         return UnsafeRawBufferPointer(rebasing: payload[start..<end])
@@ -84,9 +84,7 @@ extension Reactor {
         if !found && !core.canHandle(type) {
             throw ProtocolError(.unsupportedType, "unsupported message type '\(type)'")
         }
-        try withUnsafePointer(to: &fields) { (fp) throws(ProtocolError) in
-            try processor.process(IncomingMessage(connection: c, type: type, bytes: payload, fields: fp), self)
-        }
+        try processor.process(IncomingMessage(connection: c, type: type, bytes: payload, fields: UnsafePointer(fields)), self)
     }
 
     static func describe(_ e: JSONError) -> String {

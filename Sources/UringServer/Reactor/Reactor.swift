@@ -39,7 +39,10 @@ package final class Reactor: IOEventHandler {
     /// The flag gating each plugin (same index as `plugins`), resolved once.
     var pluginFlags: [FeatureFlag?] = []
     let core: CoreHandler
-    var fields = JSONFieldTable()
+    /// The parsed fields of the message being handled. Behind a pointer on purpose: a
+    /// 640-byte struct stored in a class property is copied to the stack each time it is read
+    /// (`fields.find`, passing it on), a read through the pointer is not.
+    let fields: UnsafeMutablePointer<JSONFieldTable>
     /// Small room messages waiting to be delivered together (see `flushBatch`).
     let batch = RoomBatch()
     /// Room messages delivered here (from local senders or handed off), and the counts at the
@@ -114,6 +117,9 @@ package final class Reactor: IOEventHandler {
         self.index = index
         self.shared = shared
         self.listenFD = listenFD
+        precondition(JSONFieldTable.storageIsFirst, "JSONFieldTable.find(_:in:table:) reads the fields at the table's address")
+        fields = .allocate(capacity: 1)
+        fields.initialize(to: JSONFieldTable())
         inbox = try Inbox()
         snapshots = SnapshotBox(index: index)
         historyLimits = HistoryLimits(size: shared.config.historySize, ttlSeconds: shared.config.historyTTLSeconds,
@@ -124,6 +130,11 @@ package final class Reactor: IOEventHandler {
                                     flags: shared.flags, cluster: shared.cluster, voice: shared.voice)
         plugins = shared.factories.map { $0(env) }
         pluginFlags = plugins.map { p in p.featureFlag.flatMap { shared.flags[$0] } }
+    }
+
+    deinit {
+        fields.deinitialize(count: 1)
+        fields.deallocate()
     }
 
     /// Sets up the backend on this thread (io_uring rings are bound to their issuer thread).
