@@ -53,6 +53,21 @@ let benchmarks: @Sendable () -> Void = {
         blackHole(n)
     }
 
+    // The request path alone (the ping loads of scripts/bench.py): one receive of 8 pings,
+    // each parsed, dispatched to the core handler and answered with a pong (0 mallocs).
+    Benchmark("ping_x8_per_receive") { benchmark in
+        let (h, ids) = roomHarness(members: 1)
+        let line = Array(String(repeating: "{\"type\":\"ping\"}\n", count: 8).utf8)
+        let before = h.deliveries
+        benchmark.startMeasurement()
+        line.withUnsafeBytes { bytes in
+            for _ in benchmark.scaledIterations { h.feed(ids[0], bytes) }
+        }
+        benchmark.stopMeasurement()
+        precondition(h.errorsSent == 0 && h.deliveries - before >= benchmark.scaledIterations.count * 8,
+                     "expected a pong per ping: \(h.deliveries - before) replies, \(h.errorsSent) errors")
+    }
+
     // Ten send_chat lines in one receive (one turn): a batch.
     Benchmark("send_chat_x10_per_receive_fanout_50_members") { benchmark in
         let (h, ids) = roomHarness(members: 50)

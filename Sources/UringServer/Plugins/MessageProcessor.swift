@@ -9,6 +9,7 @@ import Primitives
 /// Each reactor gets its own instance (see `Server.register`), so per-reactor state needs no
 /// locks.
 public protocol MessageProcessor: AnyObject {
+    /// Must answer by `type` alone, the same every time: a reactor remembers the answer.
     func canHandle(_ type: String) -> Bool
     func process(_ message: IncomingMessage, _ context: PluginContext) throws(ProtocolError)
     /// The connection is going away (peer closed, error, shutdown).

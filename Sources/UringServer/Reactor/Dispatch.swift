@@ -30,7 +30,8 @@ extension Reactor {
                 throw ProtocolError(.missingField, "field 'type' (a string) is required")
             }
             try admitByRate(c)
-            try dispatch(c, JSONReader.string(typeField, in: payload), payload)
+            let (type, route) = self.route(typeField, payload)
+            try dispatch(c, type, route, payload)
         } catch {
             if error.code == .badName { limitHit("bad_name") }
             sendError(c, error.code, error.message, id: id)
@@ -66,23 +67,41 @@ extension Reactor {
         }
     }
 
-    /// Hello gate, then the plugin chain, then the core handler.
-    func dispatch(_ c: Connection, _ type: String, _ payload: UnsafeRawBufferPointer) throws(ProtocolError) {
+    /// The message type as a String and the processor that takes it: the index in `plugins`
+    /// of the first whose `canHandle` says yes, `Route.core`, or `Route.unsupported`. The last
+    /// type seen is remembered (`RouteCache`): a run of messages of one type (pings, chat
+    /// lines) builds no String and asks no plugin.
+    func route(_ typeField: JSONField, _ payload: UnsafeRawBufferPointer) -> (String, Int) {
+        let raw = UnsafeRawBufferPointer(rebasing: payload[typeField.valueStart..<typeField.valueEnd])
+        let cacheable = !typeField.valueEscaped && raw.count <= RouteCache.maxBytes
+        if cacheable, let hit = routes.lookup(raw) { return hit }
+        let type = JSONReader.string(typeField, in: payload)
+        var route = Route.unsupported
+        if let i = plugins.firstIndex(where: { $0.canHandle(type) }) {
+            route = i
+        } else if core.canHandle(type) {
+            route = Route.core
+        }
+        if cacheable { routes.store(raw, type, route) }
+        return (type, route)
+    }
+
+    /// Hello gate, then the processor `route` names (see `route(_:_:)`).
+    func dispatch(_ c: Connection, _ type: String, _ route: Int, _ payload: UnsafeRawBufferPointer) throws(ProtocolError) {
         if !c.isAuthenticated && type != "hello" {
             throw ProtocolError(.helloRequired, "send hello first")
         }
-        var processor: MessageProcessor = core
-        var found = false
-        for i in 0..<plugins.count where plugins[i].canHandle(type) {
-            if let flag = pluginFlags[i], !FeatureGate.isEnabled(flag, for: c) {
+        let processor: MessageProcessor
+        switch route {
+        case Route.core:
+            processor = core
+        case Route.unsupported:
+            throw ProtocolError(.unsupportedType, "unsupported message type '\(type)'")
+        default:
+            if let flag = pluginFlags[route], !FeatureGate.isEnabled(flag, for: c) {
                 throw ProtocolError(.featureDisabled, "'\(type)' is disabled (feature flag \(flag.name))")
             }
-            processor = plugins[i]
-            found = true
-            break
-        }
-        if !found && !core.canHandle(type) {
-            throw ProtocolError(.unsupportedType, "unsupported message type '\(type)'")
+            processor = plugins[route]
         }
         try processor.process(IncomingMessage(connection: c, type: type, bytes: payload, fields: UnsafePointer(fields)), self)
     }

@@ -39,6 +39,8 @@ package final class Reactor: IOEventHandler {
     /// The flag gating each plugin (same index as `plugins`), resolved once.
     var pluginFlags: [FeatureFlag?] = []
     let core: CoreHandler
+    /// The last message type and its processor (Dispatch.swift, RouteCache.swift).
+    var routes = RouteCache()
     /// The parsed fields of the message being handled. Behind a pointer on purpose: a
     /// 640-byte struct stored in a class property is copied to the stack each time it is read
     /// (`fields.find`, passing it on), a read through the pointer is not.
