@@ -10,6 +10,7 @@ Reports medians over the rounds:
   (b) fan-out 500 subscribers x 256 B, 4 publishers     closed window
   (c) fan-out 50 subscribers x 4 KiB, 1 publisher       closed window
   (d) ping: 100 connections x 8 in flight
+  (j) ping: 2,000 connections x 1 in flight (many connections, one request each per round trip)
   (e) latency: fan-out 50 x 64 B paced at half the lowest (a) rate of the four servers
       (measured in round 1, then fixed), publish->deliver p50/p99/p999
   (f) hold: 500 and 10,000 idle subscribed connections (3 s settle: idle means no traffic for
@@ -20,6 +21,11 @@ Reports medians over the rounds:
   (i) fan-out 50 subscribers x 64 B over WebSocket: subscribers and publisher on tcpserver's /ws
       and on nats-server's websocket listener (started with one, no TLS); Redis has none (n/a)
       -> the same figures as (a), and the notes give (i) / (a) per server CPU-s
+
+The ping loads (d) and (j) also run against "minimal", a minimal JSON-lines ping server in C
+(scripts/minimal_ping_server.c: epoll, one thread, a scan for "type", a pong per line, one send
+per read), compiled here with `cc -O2`: the floor for the CPU a request costs. The notes give
+tcpserver's CPU per request as a multiple of it.
 
 Writes bench/results.json, docs/performance-table.md and docs/performance.png (matplotlib;
 skipped with a warning when it is missing). Exit status: 0, or 3 when a tcpserver run missed
@@ -67,6 +73,7 @@ LOADS = [
     ("b", "(b) fan-out 500 subs x 256 B, 4 pubs", ["fanout", "--subs", "500", "--pubs", "4", "--size", "256"]),
     ("c", "(c) fan-out 50 subs x 4 KiB, 1 pub", ["fanout", "--subs", "50", "--pubs", "1", "--size", "4096"]),
     ("d", "(d) ping 100 conns x 8 in flight", ["ping", "--conns", "100", "--inflight", "8"]),
+    ("j", "(j) ping 2,000 conns x 1 in flight", ["ping", "--conns", "2000", "--inflight", "1"]),
     ("e", "(e) latency: fan-out 50 x 64 B, paced", ["fanout", "--subs", "50", "--pubs", "1", "--size", "64"]),
     ("g", "(g) compressed fan-out 50 subs x 4 KiB text, lz4",
      ["fanout", "--subs", "50", "--pubs", "1", "--size", "4096", "--payload", "text", "--compress", "lz4"]),
@@ -77,19 +84,23 @@ LOADS = [
 # Loads only some servers can run: per-connection compression (tcpserver), WebSocket (tcpserver,
 # NATS); the others show n/a.
 TCPSERVER_ONLY = {"g", "h", "i"}
+# The loads the minimal C server can answer (it knows hello and ping only).
+PING_LOADS = {"d", "j"}
 
 
 def runs_on(key, server):
+    if server == "minimal":
+        return key in PING_LOADS
     if key == "i":
         return WIRE[server] != "redis"
     return key not in TCPSERVER_ONLY or WIRE[server] == "tcpserver"
-ALL_SERVERS = ["redis", "nats", "uring", "epoll", "uring-before", "epoll-before"]
+ALL_SERVERS = ["redis", "nats", "minimal", "uring", "epoll", "uring-before", "epoll-before"]
 # The servers of this run (main() narrows it with --servers / --ab-bin); the table, the chart
 # and the rotation follow this order.
-SERVERS = ["redis", "nats", "uring", "epoll"]
-WIRE = {"redis": "redis", "nats": "nats", "uring": "tcpserver", "epoll": "tcpserver",
+SERVERS = ["redis", "nats", "minimal", "uring", "epoll"]
+WIRE = {"redis": "redis", "nats": "nats", "minimal": "tcpserver", "uring": "tcpserver", "epoll": "tcpserver",
         "uring-before": "tcpserver", "epoll-before": "tcpserver"}
-TITLE = {"redis": "Redis", "nats": "NATS", "uring": "tcpserver uring", "epoll": "tcpserver epoll",
+TITLE = {"redis": "Redis", "nats": "NATS", "minimal": "minimal C ping server", "uring": "tcpserver uring", "epoll": "tcpserver epoll",
          "uring-before": "tcpserver uring (before)", "epoll-before": "tcpserver epoll (before)"}
 # tcpserver's --io mode per server name.
 IO = {"uring": "uring", "epoll": "epoll", "uring-before": "uring", "epoll-before": "epoll"}
@@ -179,7 +190,9 @@ class Server:
                     return wait_port(self.port)
             return False
         self.port = free_port()
-        if self.name == "redis":
+        if self.name == "minimal":
+            cmd = [self.binary, str(self.port)]
+        elif self.name == "redis":
             cmd = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                    "--appendonly", "no", "--maxclients", "12000", "--loglevel", "warning"]
         else:
@@ -346,6 +359,7 @@ METRICS = {
 }
 METRICS["h"] = METRICS["g"]
 METRICS["i"] = METRICS["a"]
+METRICS["j"] = METRICS["d"]
 
 
 def fmt(v, kind):
@@ -389,7 +403,7 @@ def hold_metrics(steps):
 
 # Ratio columns: (header, numerator, denominator); a column shows when both servers run.
 RATIO_COLUMNS = [("uring ÷ Redis", "uring", "redis"), ("epoll ÷ Redis", "epoll", "redis"),
-                 ("uring ÷ epoll", "uring", "epoll"),
+                 ("uring ÷ epoll", "uring", "epoll"), ("uring ÷ minimal C", "uring", "minimal"),
                  ("uring after ÷ before", "uring", "uring-before"), ("epoll after ÷ before", "epoll", "epoll-before")]
 
 
@@ -403,8 +417,8 @@ def build_table(res):
     head = ("| " + " | ".join(["load", "metric"] + [TITLE[s] for s in SERVERS] + [c[0] for c in columns]) + " |\n"
             "| " + " | ".join(["---", "---"] + ["---:"] * (len(SERVERS) + len(columns))) + " |")
     rows = [head]
-    for key in ["a", "b", "c", "d", "e", "f", "g", "h", "i"]:
-        if key not in med and key in TCPSERVER_ONLY:
+    for key in ["a", "b", "c", "d", "j", "e", "f", "g", "h", "i"]:
+        if key not in med:   # not run (or failed everywhere: the findings say so)
             continue
         first = True
         for metric, label, _, kind in METRICS[key]:
@@ -420,7 +434,7 @@ def build_table(res):
                         + "".join(f" {c} |" for c in r))
             first = False
         # Drops and failures, per server, summed over the rounds.
-        if key in ("a", "b", "c", "e", "f", "d", "g", "h", "i"):
+        if key in ("a", "b", "c", "e", "f", "d", "j", "g", "h", "i"):
             cells = []
             any_issue = False
             for s in SERVERS:
@@ -454,9 +468,10 @@ def write_chart(res, path):
         log("warning: matplotlib missing, no chart (pip install matplotlib)")
         return False
     med = res["medians"]
-    keys = ["a", "b", "c", "d", "e"]
-    names = {"a": "(a) 50x64B", "b": "(b) 500x256B\n4 pubs", "c": "(c) 50x4KiB", "d": "(d) ping\n(requests)", "e": "(e) paced\n50x64B"}
-    colors = {"redis": "#d62728", "nats": "#2ca02c", "uring": "#1f77b4", "epoll": "#9ecae1",
+    keys = ["a", "b", "c", "d", "j", "e"]
+    names = {"a": "(a) 50x64B", "b": "(b) 500x256B\n4 pubs", "c": "(c) 50x4KiB", "d": "(d) ping 100x8\n(requests)",
+             "j": "(j) ping 2000x1\n(requests)", "e": "(e) paced\n50x64B"}
+    colors = {"redis": "#d62728", "nats": "#2ca02c", "minimal": "#7f7f7f", "uring": "#1f77b4", "epoll": "#9ecae1",
               "uring-before": "#1f77b4", "epoll-before": "#9ecae1"}
     fig, ax = plt.subplots(figsize=(10, 5.5))
     width = 0.8 / len(SERVERS)
@@ -497,7 +512,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
     ap.add_argument("--table", default=os.path.join(ROOT, "docs", "performance-table.md"))
     ap.add_argument("--chart", default=os.path.join(ROOT, "docs", "performance.png"))
-    ap.add_argument("--loads", default="abcdefghi", help="subset of loads to run, e.g. 'ad'")
+    ap.add_argument("--loads", default="abcdefghij", help="subset of loads to run, e.g. 'ad'")
     ap.add_argument("--ab-bin", default=None, metavar="DIR",
                     help="folder with a second (\"before\") build's tcpserver: adds uring-before and epoll-before")
     ap.add_argument("--servers", default=None, metavar="LIST",
@@ -522,6 +537,15 @@ def main():
         sys.exit(f"--servers: unknown {', '.join(unknown) or '(empty list)'}; choose from {','.join(ALL_SERVERS)}")
     if not before and any(x.endswith("-before") for x in chosen):
         sys.exit("--servers: uring-before/epoll-before need --ab-bin DIR")
+    minimal = None
+    if "minimal" in chosen and not any(k in args.loads for k in PING_LOADS):
+        chosen.remove("minimal")   # it only answers the ping loads
+    if "minimal" in chosen:
+        minimal = build_minimal()
+        if minimal is None:
+            if args.servers:
+                sys.exit("--servers minimal: could not compile scripts/minimal_ping_server.c (cc)")
+            chosen.remove("minimal")
     SERVERS[:] = [x for x in ALL_SERVERS if x in chosen]
     hold_steps = [int(x) for x in args.hold.split(",")]
     command = "scripts/bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -541,7 +565,8 @@ def main():
     }
     log(f"bench: {args.rounds} round(s), {args.duration:g} s per load, loads {args.loads}, load average {res['loadavg_start']}")
     t0 = time.time()
-    servers = {s: Server(s, before if s.endswith("-before") else tcpserver) for s in SERVERS}
+    servers = {s: Server(s, minimal if s == "minimal" else before if s.endswith("-before") else tcpserver)
+               for s in SERVERS}
     try:
         for rnd in range(args.rounds):
             order = SERVERS[rnd % len(SERVERS):] + SERVERS[:rnd % len(SERVERS)]
@@ -570,11 +595,11 @@ def main():
                         log(f"  {s} is not running any more, restarting: {' | '.join(srv.tail[-3:])}")
                         srv.stop()
                         srv.start()
-                    if WIRE[s] == "tcpserver":
+                    if s in IO:   # tcpserver (the minimal C server has no /stats)
                         wait_restored(srv.port, s)
                     r = run_tool(tool, srv, targs, args.duration)
                     r.update({"load": key, "server": s, "round": rnd + 1})
-                    if WIRE[s] == "tcpserver":
+                    if s in IO:
                         r["shed"] = shed_flags(srv.port)
                     res["runs"].append(r)
                     log("  " + summary(key, s, r))
@@ -646,6 +671,7 @@ AB_HEADLINE = {
 }
 for _k in "bcghi":
     AB_HEADLINE[_k] = AB_HEADLINE["a"]
+AB_HEADLINE["j"] = AB_HEADLINE["d"]
 
 
 def load_metrics(key, hold_steps):
@@ -671,7 +697,7 @@ def ab_ratios(res):
 def ab_lines(res):
     """One line per load: the headline metrics' after/before ratios for uring and for epoll."""
     lines = []
-    for key in ["a", "b", "c", "d", "e", "f", "g", "h", "i"]:
+    for key in ["a", "b", "c", "d", "j", "e", "f", "g", "h", "i"]:
         per_io = res.get("ab_ratios", {}).get(key)
         if not per_io:
             continue
@@ -699,7 +725,7 @@ def summary(key, s, r):
         marginal = [f"+{r[k]} B/extra conn to {k[24:]}" for k in r if k.startswith("marginal_bytes_per_conn_")]
         return f"({key}) {s:6}: rss0={r.get('rss_0_mb')} MB " + " ".join(
             f"{k[15:]}:{r.get('rss_' + k[15:] + '_mb')} MB/{r[k]} B/conn" for k in steps) + " " + " ".join(marginal)
-    if key == "d":
+    if key in PING_LOADS:
         return f"({key}) {s:6}: {r.get('requests_per_sec', 0):,.0f} req/s, {r.get('requests_per_cpu_s', 0):,.0f}/CPU-s, p99 {r.get('p99_us')} µs"
     extra = f", missing {r['missing']:,}" if r.get("missing") else ""
     if r.get("compress"):
@@ -726,6 +752,40 @@ def websocket_note(res):
             "a 2-byte frame header per delivery instead of the newline) and nats-server's websocket listener "
             "(`websocket { no_tls: true }`; NATS protocol in binary frames). WebSocket ÷ TCP, (i) ÷ (a): "
             + "; ".join(parts) + ".")
+
+
+def build_minimal():
+    """Compiles scripts/minimal_ping_server.c into a temporary folder; None when cc fails."""
+    src = os.path.join(ROOT, "scripts", "minimal_ping_server.c")
+    out = os.path.join(tempfile.gettempdir(), f"bench-minimal-ping-{os.getpid()}")
+    try:
+        p = subprocess.run(["cc", "-O2", "-o", out, src], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        log(f"warning: no minimal C server ({e})")
+        return None
+    if p.returncode != 0:
+        log(f"warning: no minimal C server: cc failed: {p.stderr.strip()[-300:]}")
+        return None
+    return out
+
+
+def minimal_note(res):
+    """tcpserver's server CPU per request as a multiple of the minimal C server's, (d) and (j)."""
+    parts = []
+    for key in sorted(PING_LOADS):
+        per = res["medians"].get(key, {})
+        floor = per.get("minimal", {}).get("requests_per_cpu_s")
+        if not floor:
+            continue
+        vals = [f"{TITLE[s]} {floor / per[s]['requests_per_cpu_s']:.2f}×" for s in SERVERS
+                if s in IO and per.get(s, {}).get("requests_per_cpu_s")]
+        if vals:
+            parts.append(f"({key}) " + ", ".join(vals))
+    if not parts:
+        return ""
+    return ("- Server CPU per request against the minimal C ping server (scripts/minimal_ping_server.c: epoll, "
+            "one thread, a scan for \"type\", one send per read; the floor any server pays), as a multiple of "
+            "its CPU per request: " + "; ".join(parts) + ".")
 
 
 def notes_text(res):
@@ -756,6 +816,7 @@ def notes_text(res):
          "('x' filler, JSON lines)."
          if any(r["load"] in ("g", "h") for r in res["runs"]) else ""),
         websocket_note(res),
+        minimal_note(res),
         "- Ratios are tcpserver ÷ Redis (above 1 is better for rates, below 1 is better for latency and memory) "
         "and uring ÷ epoll. user-space share = utime ÷ (utime + stime) of the server process.",
     ]

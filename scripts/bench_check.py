@@ -39,6 +39,7 @@ CHECKS = [
     ("b", "deliveries_per_cpu_s", "throughput", True),
     ("c", "deliveries_per_cpu_s", "throughput", True),
     ("d", "requests_per_cpu_s", "throughput", True),
+    ("j", "requests_per_cpu_s", "throughput", True),
     ("e", "p99_us", "latency", True),
     ("f", "rss_0_mb", "memory", False),
     ("f", "rss_10000_mb", "memory", False),
