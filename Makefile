@@ -139,7 +139,8 @@ bench-check: deps
 	python3 scripts/bench_check.py --results bench/results.json --baseline bench/baseline.json
 
 # Profiling and the dashboard (docs/profiling.md). `make profile`: perf (cpu-clock) of tcpserver
-# --io uring under the fan-out load → profile/report.txt, profile/flame.svg. `make
+# --io uring under the fan-out load (PROFILE_LOAD="ping --conns 100 --inflight 8" for another
+# tcpserver-bench load, PROFILE_IO=epoll) → profile/report.txt, profile/flame.svg. `make
 # dashboard-check`: the dashboard in headless chromium (Swift test "Dashboard: browser", screenshot
 # in .build/artifacts/dashboard.png), then the cost of polling /stats once a second under load.
 PROFILE_SCRATCH ?= .build

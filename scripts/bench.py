@@ -483,8 +483,9 @@ def write_chart(res, path):
         xs = [j + (i - (len(SERVERS) - 1) / 2) * width for j in range(len(keys))]
         bars = ax.bar(xs, ys, width, label=TITLE[s], color=colors[s],
                       hatch="//" if s.endswith("-before") else None, edgecolor="white" if s.endswith("-before") else None)
-        for b, y in zip(bars, ys):
-            ax.annotate(f"{y:.1f}", (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom", fontsize=7)
+        for b, y, k in zip(bars, ys, keys):
+            if runs_on(k, s):   # no "0.0" over a load the server does not run
+                ax.annotate(f"{y:.1f}", (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(keys)))
     ax.set_xticklabels([names[k] for k in keys])
     ax.set_ylabel("millions of deliveries per server CPU-second")
