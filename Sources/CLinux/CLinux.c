@@ -36,6 +36,12 @@ int clinux_queue_init(struct io_uring *ring, unsigned entries, unsigned *flags_u
 
 struct io_uring_buf_ring *clinux_buf_ring_setup(struct io_uring *ring, unsigned entries,
                                                 unsigned short bgid, int *err) {
+    return clinux_buf_ring_setup_flags(ring, entries, bgid, 0, err);
+}
+
+struct io_uring_buf_ring *clinux_buf_ring_setup_flags(struct io_uring *ring, unsigned entries,
+                                                      unsigned short bgid, unsigned short flags,
+                                                      int *err) {
     size_t size = entries * sizeof(struct io_uring_buf);
     void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (mem == MAP_FAILED) {
@@ -49,6 +55,7 @@ struct io_uring_buf_ring *clinux_buf_ring_setup(struct io_uring *ring, unsigned 
     reg.ring_addr = (unsigned long)(uintptr_t)br;
     reg.ring_entries = entries;
     reg.bgid = bgid;
+    reg.pad = flags;   // `flags` in kernel 6.12+'s struct io_uring_buf_reg
     int ret = io_uring_register_buf_ring(ring, &reg, 0);
     if (ret != 0) {
         munmap(mem, size);
@@ -69,6 +76,33 @@ void clinux_prep_recv_multishot_select(struct io_uring_sqe *sqe, int fd, unsigne
     io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = bgid;
+}
+
+void clinux_prep_recv_multishot_bundle(struct io_uring_sqe *sqe, int fd, unsigned short bgid, int bundle) {
+    clinux_prep_recv_multishot_select(sqe, fd, bgid);
+    if (bundle) sqe->ioprio |= IORING_RECVSEND_BUNDLE;
+}
+
+unsigned clinux_ring_features(struct io_uring *ring) { return ring->features; }
+
+int clinux_uring_features(void) {
+    struct io_uring ring;
+    unsigned flags = 0;
+    if (clinux_queue_init(&ring, 8, &flags) < 0) return 0;
+    int out = 0;
+    if (ring.features & IORING_FEAT_RECVSEND_BUNDLE) out |= CLINUX_FEATURE_RECV_BUNDLE;
+    int err = 0;
+    struct io_uring_buf_ring *br = clinux_buf_ring_setup_flags(&ring, 8, 0, IOU_PBUF_RING_INC, &err);
+    if (br) {
+        out |= CLINUX_FEATURE_BUF_INCREMENTAL;
+        clinux_buf_ring_free(&ring, br, 8, 0);
+    }
+    if (io_uring_register_files_sparse(&ring, 8) == 0) {
+        out |= CLINUX_FEATURE_FIXED_FILES;
+        io_uring_unregister_files(&ring);
+    }
+    io_uring_queue_exit(&ring);
+    return out;
 }
 
 int clinux_probe(char *why, unsigned long why_len) {

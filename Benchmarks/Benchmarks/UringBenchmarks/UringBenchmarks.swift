@@ -1,7 +1,9 @@
 // io_uring micro-benchmarks: nop submit+reap per batch size, a 64-byte TCP round trip over
 // loopback through io_uring (one-shot send/recv, and multishot recv into a provided-buffer ring
 // as the server does it) against the same round trip through epoll + read/write, and the cost
-// of recycling provided buffers. The workloads live in UringBenchSupport (see there for why).
+// of recycling provided buffers; and each io_uring technique the server can switch on, alone
+// (TechniqueStream: fixed vs regular files, bundle vs single recv, incremental vs whole
+// buffers), so a user sees what each is worth on their kernel. The workloads live in UringBenchSupport (see there for why).
 //
 // Rings and sockets are created lazily inside the benchmark body, on the thread that then
 // submits (SINGLE_ISSUER), and dropped in teardown.
@@ -61,6 +63,33 @@ let benchmarks: @Sendable () -> Void = {
             e.run(iterations: benchmark.scaledIterations.count)
         } teardown: {
             echo.reset()
+        }
+    }
+
+    // One scaled iteration = one burst sent with IORING_OP_SEND and received by a multishot
+    // recv from a provided-buffer ring. Pairs differ in one technique; a technique this kernel
+    // lacks is reported and its benchmark skipped.
+    let techniques: [(String, TechniqueStream.Options)] = [
+        ("technique_64B_regular_fd", .init(bytes: 64)),
+        ("technique_64B_fixed_file", .init(bytes: 64, fixedFiles: true)),
+        ("technique_512B_whole_buffers", .init(bytes: 512)),
+        ("technique_512B_incremental_buffers", .init(bytes: 512, incremental: true)),
+        ("technique_64KiB_single_recv", .init(bytes: 65536)),
+        ("technique_64KiB_bundle_recv", .init(bytes: 65536, bundle: true)),
+        ("technique_64KiB_bundle+incremental", .init(bytes: 65536, bundle: true, incremental: true)),
+    ]
+    for (name, options) in techniques {
+        guard TechniqueStream(options) != nil else {
+            print("\(name): this kernel lacks the technique; skipped")
+            continue
+        }
+        let stream = Lazy { TechniqueStream(options)! }
+        Benchmark(name) { benchmark in
+            let t = stream.get
+            benchmark.startMeasurement()
+            blackHole(t.run(iterations: benchmark.scaledIterations.count))
+        } teardown: {
+            stream.reset()
         }
     }
 

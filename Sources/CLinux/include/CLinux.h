@@ -44,12 +44,50 @@ int clinux_queue_init(struct io_uring *ring, unsigned entries, unsigned *flags_u
 struct io_uring_buf_ring *clinux_buf_ring_setup(struct io_uring *ring, unsigned entries,
                                                 unsigned short bgid, int *err);
 
+/// clinux_buf_ring_setup with registration flags (IOU_PBUF_RING_INC, kernel 6.12+; older kernels
+/// refuse any flag with -EINVAL).
+struct io_uring_buf_ring *clinux_buf_ring_setup_flags(struct io_uring *ring, unsigned entries,
+                                                      unsigned short bgid, unsigned short flags,
+                                                      int *err);
+
 /// Unregister and unmap a ring created by clinux_buf_ring_setup.
 void clinux_buf_ring_free(struct io_uring *ring, struct io_uring_buf_ring *br,
                           unsigned entries, unsigned short bgid);
 
 /// Multishot recv that selects its buffer from provided-buffer group `bgid`.
 void clinux_prep_recv_multishot_select(struct io_uring_sqe *sqe, int fd, unsigned short bgid);
+
+/// The same, with IORING_RECVSEND_BUNDLE when `bundle` is set (kernel 6.10+): one completion
+/// may then cover several consecutive buffers of the group.
+void clinux_prep_recv_multishot_bundle(struct io_uring_sqe *sqe, int fd, unsigned short bgid, int bundle);
+
+// Not in liburing 2.3's headers; defined here so the code builds against 2.3 and probed at run
+// time (docs/architecture.md, "io_uring techniques").
+#ifndef IORING_RECVSEND_BUNDLE
+#define IORING_RECVSEND_BUNDLE (1U << 4)
+#endif
+#ifndef IORING_FEAT_RECVSEND_BUNDLE
+#define IORING_FEAT_RECVSEND_BUNDLE (1U << 14)
+#endif
+#ifndef IOU_PBUF_RING_INC
+#define IOU_PBUF_RING_INC 2
+#endif
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1U << 4)
+#endif
+
+/// What `clinux_uring_features` reports (bits).
+#define CLINUX_FEATURE_RECV_BUNDLE 1
+#define CLINUX_FEATURE_BUF_INCREMENTAL 2
+#define CLINUX_FEATURE_FIXED_FILES 4
+
+/// The optional io_uring techniques this kernel offers, probed on a scratch ring: recv bundles
+/// (IORING_FEAT_RECVSEND_BUNDLE), incremental provided buffers (a buffer ring registered with
+/// IOU_PBUF_RING_INC), a sparse fixed-file table. Returns CLINUX_FEATURE_* bits (0 when no ring).
+int clinux_uring_features(void);
+
+/// The ring's IORING_FEAT_* bits.
+unsigned clinux_ring_features(struct io_uring *ring);
 
 /// Checks that this kernel can run the io_uring reactor: ring creation with the flags above,
 /// and the opcodes ACCEPT, RECV, SEND, READ, MSG_RING, plus provided-buffer rings.

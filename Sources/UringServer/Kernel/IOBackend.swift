@@ -62,6 +62,7 @@ struct BackendSettings {
     var zeroCopyThreshold = 0
     var waitBatch = 0
     var waitBatchMicros = 0
+    var techniques = UringTechniques(recvBundle: false, bufIncremental: false)
 }
 
 enum IOBackends {
@@ -73,7 +74,8 @@ enum IOBackends {
         case .uring:
             let uring = try UringBackend(entries: s.ringEntries, recvBufferCount: s.recvBufferCount,
                                          recvBufferSize: s.recvBufferSize, zeroCopyThreshold: s.zeroCopyThreshold,
-                                         waitBatch: s.waitBatch, waitBatchMicros: s.waitBatchMicros, pool: pool, pipes: pipes)
+                                         waitBatch: s.waitBatch, waitBatchMicros: s.waitBatchMicros,
+                                         techniques: s.techniques, pool: pool, pipes: pipes)
             if s.zeroCopyThreshold > 0 && uring.zeroCopyThreshold == 0 {
                 warn("IORING_OP_SEND_ZC unsupported by this kernel: plain sends only")
             }

@@ -24,6 +24,7 @@ final class UringBackend: IOBackend {
     // kernel had to copy after all.
     static let sendZCReportUsage: UInt16 = 1 << 3
     static let notifUsageZCCopied: UInt32 = 1 << 31
+    static let fixedFileFlag = UInt8(1 << IOSQE_FIXED_FILE_BIT)
 
     var ring = io_uring()
     var bufRing: UnsafeMutablePointer<io_uring_buf_ring>
@@ -34,6 +35,20 @@ final class UringBackend: IOBackend {
     private static let bufGroup: UInt16 = 0
     /// Buffers handed back this batch; made visible to the kernel in one advance.
     var pendingRecycles: Int32 = 0
+    /// Buffers go back to the ring in bid order, so ring slot i always holds buffer i: then a
+    /// bundle's buffers (consecutive ring slots) are consecutive bids. A buffer handed back out
+    /// of turn waits here until those before it are back (`giveBack`).
+    let returnedEarly: UnsafeMutablePointer<Bool>
+    /// The buffer the ring expects back next.
+    var nextReturn = 0
+    /// Incremental consumption: where the kernel's next write into each buffer starts (the
+    /// bytes before it were delivered by earlier completions).
+    let consumed: UnsafeMutablePointer<Int32>
+    /// The techniques this ring uses (the config's, less what the kernel refused).
+    let techniques: UringTechniques
+    /// Fixed-file table: slot i holds the socket of the connection in reactor slot i when
+    /// `registered[i]` (see `UringTechniques.fixedFiles`).
+    let registered: UnsafeMutablePointer<Bool>
     /// A receive completed since the last `releaseIdleMemory`; the buffers' pages have been
     /// given back since the last receive.
     var receivedSinceIdleCheck = false
@@ -75,7 +90,8 @@ final class UringBackend: IOBackend {
     let pipes: SplicePipes?
 
     init(entries: Int, recvBufferCount: Int, recvBufferSize: Int, zeroCopyThreshold: Int,
-         waitBatch: Int = 0, waitBatchMicros: Int = 0, pool: BufferPool, pipes: SplicePipes? = nil) throws(SyscallError) {
+         waitBatch: Int = 0, waitBatchMicros: Int = 0, techniques: UringTechniques = UringTechniques(recvBundle: false, bufIncremental: false),
+         pool: BufferPool, pipes: SplicePipes? = nil) throws(SyscallError) {
         self.pool = pool
         self.pipes = pipes
         var flags: UInt32 = 0
@@ -91,10 +107,26 @@ final class UringBackend: IOBackend {
         self.zeroCopyThreshold = zeroCopyThreshold > 0 && clinux_opcode_supported(&ring, Int32(IORING_OP_SEND_ZC.rawValue)) != 0
             ? zeroCopyThreshold : 0
         var err: Int32 = 0
-        guard let br = clinux_buf_ring_setup(&ring, UInt32(recvBufferCount), Self.bufGroup, &err) else {
+        var used = techniques
+        var ringFlags: UInt16 = 0
+        if used.bufIncremental { ringFlags |= UInt16(IOU_PBUF_RING_INC) }
+        var br = clinux_buf_ring_setup_flags(&ring, UInt32(recvBufferCount), Self.bufGroup, ringFlags, &err)
+        if br == nil && ringFlags != 0 {
+            used.bufIncremental = false   // a kernel without IOU_PBUF_RING_INC: whole buffers
+            br = clinux_buf_ring_setup(&ring, UInt32(recvBufferCount), Self.bufGroup, &err)
+        }
+        guard let br else {
             io_uring_queue_exit(&ring)
+            registered = .allocate(capacity: 1)
             throw SyscallError(call: "io_uring_register_buf_ring", errno: -err)
         }
+        if clinux_ring_features(&ring) & UInt32(IORING_FEAT_RECVSEND_BUNDLE) == 0 { used.recvBundle = false }
+        if used.fixedFiles > 0 && io_uring_register_files_sparse(&ring, UInt32(used.fixedFiles)) != 0 {
+            used.fixedFiles = 0   // no sparse tables (or over RLIMIT_NOFILE): plain fds
+        }
+        registered = .allocate(capacity: max(1, used.fixedFiles))
+        registered.initialize(repeating: false, count: max(1, used.fixedFiles))
+        self.techniques = used
         bufRing = br
         bufCount = recvBufferCount
         bufSize = recvBufferSize
@@ -108,6 +140,10 @@ final class UringBackend: IOBackend {
             throw SyscallError(call: "mmap", errno: Errno.current.rawValue)
         }
         bufBase = mem
+        returnedEarly = .allocate(capacity: recvBufferCount)
+        returnedEarly.initialize(repeating: false, count: recvBufferCount)
+        consumed = .allocate(capacity: recvBufferCount)
+        consumed.initialize(repeating: 0, count: recvBufferCount)
         for i in 0..<recvBufferCount {
             io_uring_buf_ring_add(bufRing, bufBase + i * bufSize, UInt32(bufSize), UInt16(i), bufMask, Int32(i))
         }
@@ -133,6 +169,9 @@ final class UringBackend: IOBackend {
         cqeBatch.deallocate()
         clinux_buf_ring_free(&ring, bufRing, UInt32(bufCount), Self.bufGroup)
         munmap(bufBase, bufCount * bufSize)
+        returnedEarly.deallocate()
+        consumed.deallocate()
+        registered.deallocate()
         io_uring_queue_exit(&ring)
         wakeValue.deallocate()   // after the exit: the ring's pending read is gone with it
     }
@@ -232,12 +271,38 @@ final class UringBackend: IOBackend {
     /// completions resolve) from here until its release.
     func startReceiving(_ c: Connection) {
         slots.register(c)
+        let slot = Int(c.slot)
+        if slot < techniques.fixedFiles {
+            // Synchronous: the receive armed next names the slot. A failure leaves the plain fd.
+            var fd = c.fd
+            registered[slot] = io_uring_register_files_update(&ring, UInt32(slot), &fd, 1) == 1
+        }
         armRecv(c)
     }
 
+    /// What an SQE for `c` names: its fixed-file slot, or its fd.
+    @inline(__always)
+    func target(_ c: Connection) -> (fd: Int32, fixed: Bool) {
+        let slot = Int(c.slot)
+        return slot < techniques.fixedFiles && registered[slot] ? (c.slot, true) : (c.fd, false)
+    }
+
+    /// Drops `c`'s socket from the fixed-file table (the table's reference would keep the
+    /// socket open after close(2)). Synchronous, so the slot is free before it is reused.
+    func unregisterFixed(_ c: Connection) {
+        let slot = Int(c.slot)
+        guard slot < techniques.fixedFiles, registered[slot] else { return }
+        var none: Int32 = -1
+        _ = io_uring_register_files_update(&ring, UInt32(slot), &none, 1)
+        registered[slot] = false
+    }
+
     func armRecv(_ c: Connection) {
-        let fd = c.fd
-        submit(tag(c, .recv)) { clinux_prep_recv_multishot_select($0, fd, Self.bufGroup) }
+        let (fd, fixed) = target(c), bundle: Int32 = techniques.recvBundle ? 1 : 0
+        submit(tag(c, .recv)) {
+            clinux_prep_recv_multishot_bundle($0, fd, Self.bufGroup, bundle)
+            if fixed { $0.pointee.flags |= Self.fixedFileFlag }
+        }
         c.ops.recv = .inFlight
     }
 
@@ -266,19 +331,26 @@ final class UringBackend: IOBackend {
             c.output.startSending()
         }
         let r = c.output.sending.readable
-        let fd = c.fd
+        let (fd, fixed) = target(c)
         if let b = c.output.blocks, !b.pointee.sending.isEmpty {
             // Shared blocks: one sendmsg whose iovecs interleave our own bytes and the blocks
             // (the kernel reads each block once per socket; nothing is copied per recipient).
             let msg = b.pointee.message(b.pointee.sending, own: r)
-            submit(tag(c, .send)) { io_uring_prep_sendmsg($0, fd, msg, UInt32(MSG_NOSIGNAL)) }
+            submit(tag(c, .send)) {
+                io_uring_prep_sendmsg($0, fd, msg, UInt32(MSG_NOSIGNAL))
+                if fixed { $0.pointee.flags |= Self.fixedFileFlag }
+            }
         } else if zeroCopyThreshold > 0 && r.count >= zeroCopyThreshold && !c.ops.zeroCopyCopies {
             // The kernel sends from our pages; `sending` stays untouched until the notification.
             submit(tag(c, .sendZC)) {
                 io_uring_prep_send_zc($0, fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL), UInt32(Self.sendZCReportUsage))
+                if fixed { $0.pointee.flags |= Self.fixedFileFlag }
             }
         } else {
-            submit(tag(c, .send)) { io_uring_prep_send($0, fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL)) }
+            submit(tag(c, .send)) {
+                io_uring_prep_send($0, fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL))
+                if fixed { $0.pointee.flags |= Self.fixedFileFlag }
+            }
         }
         c.ops.send = .inFlight
         sendsSinceWait &+= 1
@@ -287,8 +359,11 @@ final class UringBackend: IOBackend {
     /// One-shot POLLOUT for a socket that did not take all its spliced bytes; the output stays
     /// the kernel's until it completes.
     func waitForRoom(_ c: Connection) {
-        let fd = c.fd
-        submit(tag(c, .spliceReady)) { io_uring_prep_poll_add($0, fd, UInt32(POLLOUT) | UInt32(POLLERR) | UInt32(POLLHUP)) }
+        let (fd, fixed) = target(c)
+        submit(tag(c, .spliceReady)) {
+            io_uring_prep_poll_add($0, fd, UInt32(POLLOUT) | UInt32(POLLERR) | UInt32(POLLHUP))
+            if fixed { $0.pointee.flags |= Self.fixedFileFlag }
+        }
         c.ops.poll = .inFlight
     }
 
@@ -318,6 +393,7 @@ final class UringBackend: IOBackend {
                 var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
                 _ = setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
             }
+            unregisterFixed(c)
             Glibc.close(c.fd)
             c.lifecycle = .fdClosed
         }

@@ -74,12 +74,7 @@ extension UringBackend {
             let c = slots.connection(data)
             if let c, !more { c.ops.recv = .idle }
             if flags & UInt32(IORING_CQE_F_BUFFER) != 0 {
-                let bid = Int(flags >> UInt32(IORING_CQE_BUFFER_SHIFT))
-                let buf = bufBase + bid * bufSize
-                if let c, res > 0 && !c.closeStarted {
-                    handler.connectionReceived(c, UnsafeRawBufferPointer(start: buf, count: Int(res)))
-                }
-                recycle(bid: bid, addr: buf)   // a stale completion's buffer goes back too
+                received(c, bid: Int(flags >> UInt32(IORING_CQE_BUFFER_SHIFT)), res: res, flags: flags, handler: handler)
             }
             guard let c else { return }
             if res == -ENOBUFS {
@@ -174,9 +169,51 @@ extension UringBackend {
         return AcceptedSocket(fd: fd, peerIPv4: Socket.peerIPv4(fd))
     }
 
+    /// A receive completion's bytes, buffer by buffer (a bundle covers consecutive buffers from
+    /// `bid`, all full but the last; with incremental consumption the first one continues where
+    /// the last completion naming it stopped). A stale completion's buffers go back too.
     @inline(__always)
-    func recycle(bid: Int, addr: UnsafeMutableRawPointer) {
-        io_uring_buf_ring_add(bufRing, addr, UInt32(bufSize), UInt16(bid), bufMask, pendingRecycles)
-        pendingRecycles += 1
+    private func received(_ c: Connection?, bid: Int, res: Int32, flags: UInt32, handler: IOEventHandler) {
+        guard res > 0 else {
+            // Without data the kernel kept the buffer in the ring when it consumes in pieces or
+            // in bundles (nothing committed); a plain receive used it up.
+            if !techniques.bufIncremental && !techniques.recvBundle { giveBack(bid) }
+            return
+        }
+        let mask = Int(bufMask)
+        var b = bid, left = Int(res)
+        while left > 0 {
+            let start = techniques.bufIncremental ? Int(consumed[b]) : 0
+            let n = min(left, bufSize - start)
+            if let c, !c.closeStarted {
+                handler.connectionReceived(c, UnsafeRawBufferPointer(start: bufBase + b * bufSize + start, count: n))
+            }
+            left -= n
+            if left == 0 && flags & UInt32(IORING_CQE_F_BUF_MORE) != 0 {
+                consumed[b] = Int32(start + n)   // the kernel goes on filling this buffer
+            } else {
+                consumed[b] = 0
+                giveBack(b)
+            }
+            b = (b + 1) & mask
+        }
+    }
+
+    /// Hands buffer `bid` back to the ring, in bid order (see `returnedEarly`).
+    @inline(__always)
+    func giveBack(_ bid: Int) {
+        guard bid == nextReturn else {
+            returnedEarly[bid] = true
+            return
+        }
+        let mask = Int(bufMask)
+        var b = bid
+        repeat {
+            returnedEarly[b] = false
+            io_uring_buf_ring_add(bufRing, bufBase + b * bufSize, UInt32(bufSize), UInt16(b), bufMask, pendingRecycles)
+            pendingRecycles += 1
+            b = (b + 1) & mask
+        } while returnedEarly[b]
+        nextReturn = b
     }
 }

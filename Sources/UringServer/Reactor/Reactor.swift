@@ -156,7 +156,8 @@ package final class Reactor: IOEventHandler {
         shared.logger.info("reactor started", ["reactor": "\(index)", "cpu": cpuNote, "memory": BufferPool.describeNUMA()])
         let settings = BackendSettings(ringEntries: config.ringEntries, recvBufferCount: config.recvBufferCount,
                                        recvBufferSize: config.recvBufferSize, zeroCopyThreshold: config.sendZCThreshold,
-                                       waitBatch: config.waitBatch, waitBatchMicros: config.waitBatchMicros)
+                                       waitBatch: config.waitBatch, waitBatchMicros: config.waitBatchMicros,
+                                       techniques: UringTechniques(config, reactors: shared.reactors.count))
         let index = index, logger = shared.logger
         backend = try IOBackends.make(shared.ioMode, settings, pool: pool, pipes: pipes) { note in
             logger.warning(note, ["reactor": "\(index)"])

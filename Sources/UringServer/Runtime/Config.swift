@@ -4,6 +4,13 @@ public enum IOModeSetting: String, Sendable, CaseIterable {
     case auto, uring, epoll
 }
 
+/// An optional io_uring technique: `auto` uses it where the kernel has it and the measurements
+/// kept it (docs/performance.md, "io_uring techniques"), `on` wherever the kernel has it,
+/// `off` never (for A/B runs and to rule it out).
+public enum UringFeatureSetting: String, Sendable, CaseIterable {
+    case auto, on, off
+}
+
 /// Everything the server can be told. Loaded from `.env` (or `--config FILE`), then environment
 /// variables (upper-case key, e.g. TCP_PORT), then command-line flags; later sources win.
 public struct ServerConfig: Sendable {
@@ -58,6 +65,16 @@ public struct ServerConfig: Sendable {
     /// request/response CPU (docs/performance.md, "Batched waiting"). false: whenever
     /// `waitBatch` > 1.
     public var waitBatchAuto = true
+    /// io_uring techniques (docs/architecture.md, "io_uring techniques"): multishot receives
+    /// that fill several provided buffers per completion (kernel 6.10+); provided buffers
+    /// consumed incrementally, so a small message uses only its bytes of a buffer (6.12+).
+    public var uringRecvBundle: UringFeatureSetting = .auto
+    public var uringBufIncremental: UringFeatureSetting = .auto
+    /// Each connection's socket also in the ring's fixed-file table, so its operations skip the
+    /// per-operation file lookup (IOSQE_FIXED_FILE); `uringFixedFiles` slots per reactor (0:
+    /// sized from RLIMIT_NOFILE and max_connections). A connection beyond the table uses its fd.
+    public var uringDirectDescriptors: UringFeatureSetting = .auto
+    public var uringFixedFiles = 0
 
     // WebSocket on /ws (docs/protocol.md, "WebSocket")
     /// Origins allowed to open /ws: empty means the page's own host only (Origin's authority
@@ -219,6 +236,14 @@ public struct ServerConfig: Sendable {
             c.waitBatchAuto = try parseBool(v, key: "wait_batch_auto") },
         Key(name: "wait_batch_us", help: "io_uring: longest a reactor holds a ready completion back while waiting for wait_batch (default 50)") { c, v throws(ConfigError) in
             c.waitBatchMicros = try parseInt(v, key: "wait_batch_us", range: 0...10_000) },
+        Key(name: "uring_recv_bundle", help: "io_uring (kernel 6.10+): one receive completion may fill several buffers; auto | on | off (default auto)") { c, v throws(ConfigError) in
+            c.uringRecvBundle = try parseFeature(v, key: "uring_recv_bundle") },
+        Key(name: "uring_buf_incremental", help: "io_uring (kernel 6.12+): receive buffers consumed incrementally, a small message uses only its bytes; auto | on | off (default auto)") { c, v throws(ConfigError) in
+            c.uringBufIncremental = try parseFeature(v, key: "uring_buf_incremental") },
+        Key(name: "uring_direct_descriptors", help: "io_uring: connections' sockets in the ring's fixed-file table, operations without a file lookup; auto | on | off (default auto)") { c, v throws(ConfigError) in
+            c.uringDirectDescriptors = try parseFeature(v, key: "uring_direct_descriptors") },
+        Key(name: "uring_fixed_files", help: "io_uring: fixed-file table slots per reactor, 0 = from RLIMIT_NOFILE and max_connections; connections beyond it use plain fds (default 0)") { c, v throws(ConfigError) in
+            c.uringFixedFiles = try parseInt(v, key: "uring_fixed_files", range: 0...1_048_576) },
         Key(name: "ws_allowed_origins", help: "origins allowed to open /ws: empty = the server's own host (Origin matches Host), * = any, else a comma-separated list like https://chat.example.com (default empty)") { c, v throws(ConfigError) in
             c.wsAllowedOrigins = v.split(separator: ",").map { String($0).trimmingSpaces() }.filter { !$0.isEmpty } },
         Key(name: "ws_echo", help: "test mode: echo every WebSocket text/binary message back instead of handling it (for Autobahn; default false)") { c, v throws(ConfigError) in
@@ -379,6 +404,13 @@ public struct ServerConfig: Sendable {
         case "false", "0", "no", "off": return false
         default: throw ConfigError("invalid value '\(v)' for \(key): expected true or false")
         }
+    }
+
+    static func parseFeature(_ v: String, key: String) throws(ConfigError) -> UringFeatureSetting {
+        guard let f = UringFeatureSetting(rawValue: v.lowercased()) else {
+            throw ConfigError("invalid value '\(v)' for \(key): expected auto, on or off")
+        }
+        return f
     }
 
     static func parseIPv4(_ v: String, key: String) throws(ConfigError) -> String {

@@ -229,6 +229,12 @@ public final class Server: @unchecked Sendable {
             "version": Self.version, "io": ioMode.rawValue, "threads": String(threadCount),
             "kernel": SystemInfo.kernelRelease, "address": "\(config.host):\(port)",
         ])
+        if ioMode == .uring {
+            let t = UringTechniques.describe(config)
+            logger.info("io_uring techniques", ["uring_recv_bundle": t.recvBundle, "uring_buf_incremental": t.bufIncremental,
+                                                "uring_direct_descriptors": t.directDescriptors,
+                                                "fixed_file_slots": String(UringTechniques(config, reactors: threadCount).fixedFiles)])
+        }
     }
 
     /// Graceful stop: stop accepting, send every client `{"type":"shutdown"}`, flush queued
