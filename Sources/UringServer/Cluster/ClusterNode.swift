@@ -136,6 +136,15 @@ final class ClusterNode: @unchecked Sendable {
         b.appendDecimal(s.publishFailures)
         b.append(",\"subscribed_rooms\":")
         b.appendDecimal(s.subscribedRooms)
+        b.append(",\"redis_mode\":")
+        b.appendJSONString(s.redisMode)
+        for (k, v) in [("masters", s.masters), ("failovers", s.failovers), ("moved", s.moved),
+                       ("asked", s.asked), ("resubscribes", s.resubscribes)] {
+            b.append(",\"")
+            b.append(contentsOf: k)
+            b.append("\":")
+            b.appendDecimal(v)
+        }
         // Cluster-wide member counts of the rooms this node has members in (at most 100).
         b.append(",\"room_members\":{")
         for (i, (room, n)) in link.clusterMemberCounts().sorted(by: { $0.value > $1.value }).prefix(100).enumerated() {

@@ -47,19 +47,38 @@ enum RESP {
         for a in args { appendBulk(&out, a) }
     }
 
-    /// `PUBLISH <channelPrefix><room> <origin><body>` where `origin` is `<nodeId>\n`.
-    static func appendPublish(_ out: inout [UInt8], channelPrefix: [UInt8], room: String,
-                              origin: [UInt8], body: UnsafeRawBufferPointer) {
-        out.append(contentsOf: "*3\r\n$7\r\nPUBLISH\r\n".utf8)
-        let r = room.utf8
-        appendBulkHeader(&out, length: channelPrefix.count + r.count)
+    /// `PUBLISH|SPUBLISH <channelPrefix><tag>} <origin><body>` where `channelPrefix` ends
+    /// with `{`, `<tag>` is the room's hash tag (ClusterSlots.tag) and `origin` is `<nodeId>\n`.
+    static func appendPublish(_ out: inout [UInt8], sharded: Bool, channelPrefix: [UInt8],
+                              room: UnsafeRawBufferPointer, origin: [UInt8], body: UnsafeRawBufferPointer) {
+        out.append(contentsOf: sharded ? "*3\r\n$8\r\nSPUBLISH\r\n".utf8 : "*3\r\n$7\r\nPUBLISH\r\n".utf8)
+        appendBulkHeader(&out, length: channelPrefix.count + ClusterSlots.tagLength(room) + 1)
         out.append(contentsOf: channelPrefix)
-        out.append(contentsOf: r)
+        ClusterSlots.forEachTagByte(room) { out.append($0) }
+        out.append(UInt8(ascii: "}"))
         appendCRLF(&out)
         appendBulkHeader(&out, length: origin.count + body.count)
         out.append(contentsOf: origin)
         out.append(contentsOf: body)
         appendCRLF(&out)
+    }
+
+    /// A length-prefixed record (native-endian u32 length, then the bytes): how publishes wait
+    /// in the link's inbox.
+    @inline(__always)
+    static func appendRecord<C: Collection>(_ out: inout [UInt8], _ bytes: C) where C.Element == UInt8 {
+        var n = UInt32(truncatingIfNeeded: bytes.count)
+        withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
+        out.append(contentsOf: bytes)
+    }
+
+    /// Reads the record at `offset` in `buf`, advancing `offset` past it.
+    @inline(__always)
+    static func readRecord(_ buf: UnsafeRawBufferPointer, _ offset: inout Int) -> UnsafeRawBufferPointer {
+        let n = Int(buf.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+        let r = UnsafeRawBufferPointer(rebasing: buf[(offset + 4)..<(offset + 4 + n)])
+        offset += 4 + n
+        return r
     }
 }
 

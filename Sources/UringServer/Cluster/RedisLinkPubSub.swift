@@ -1,50 +1,83 @@
 import Glibc
 import Synchronization
 
-// The pub/sub connection: room subscriptions, and room messages from other nodes handed to
-// `deliver` (own echoes dropped).
+// The pub/sub connections: room subscriptions (SUBSCRIBE on a plain Redis, SSUBSCRIBE on the
+// master serving the room's slot in a cluster), subscriptions the server drops when a slot
+// moves, and room messages from other nodes handed to `deliver` (own echoes dropped).
 
 extension RedisLink {
-    func sendSubscribe(_ verb: String, _ rooms: [String]) {
-        let p = settings.channelPrefix
-        var i = 0
-        while i < rooms.count {
-            let chunk = rooms[i..<min(rooms.count, i + 512)]
-            RESP.appendCommand(&sub.out, [verb] + chunk.map { "\(p):room:\($0)" })
-            i += chunk.count
-        }
+    func sendSubscribe(_ s: RedisShard, unsubscribe: Bool, _ room: String) {
+        let verb = mode == .cluster ? (unsubscribe ? "SUNSUBSCRIBE" : "SSUBSCRIBE") : (unsubscribe ? "UNSUBSCRIBE" : "SUBSCRIBE")
+        RESP.appendCommand(&s.sub.out, [verb, roomChannel(room)])
     }
 
-    func onPubSubReply(_ r: RedisReply) throws(RedisLinkError) {
-        subWaitingSince = Self.nowMillis()  // any traffic shows the connection is alive
+    func onPubSubReply(_ s: RedisShard, _ r: RedisReply) throws(RedisLinkError) {
+        s.subWaitingSince = Self.nowMillis()  // any traffic shows the connection is alive
         if r.isArray, let kind = r[0] {
-            if kind.is("message"), r.count == 3, let ch = r[1], let payload = r[2] {
-                onMessage(channel: ch.bytes, payload: payload.bytes)
-            } else if kind.is("subscribe") || kind.is("unsubscribe"), let c = r[2], c.isInteger {
-                subscribedRooms.store(c.integer, ordering: .relaxed)
+            if kind.is("message") || kind.is("smessage") {
+                if r.count == 3, let ch = r[1], let payload = r[2] { onMessage(channel: ch.bytes, payload: payload.bytes) }
+            } else if kind.is("subscribe") || kind.is("ssubscribe") {
+                if let c = r[2], c.isInteger { setSubCount(s, c.integer) }
+                if let ch = r[1], let room = room(ofChannel: ch.bytes), lostRooms.remove(room) != nil {
+                    resubscribes.wrappingAdd(1, ordering: .relaxed)
+                    onRoomResubscribed?(room)
+                }
+            } else if kind.is("unsubscribe") || kind.is("sunsubscribe") {
+                if let c = r[2], c.isInteger { setSubCount(s, c.integer) }
+                // Still wanted here: the server let go of the channel itself (its slot moved).
+                if let ch = r[1], let room = room(ofChannel: ch.bytes), roomShard[room] === s, activeRooms.contains(room) {
+                    logger.info("redis dropped a room subscription (slot moved)", ["redis": s.address, "room": room])
+                    roomMoved(room)
+                    if !needRefresh {
+                        needRefresh = true
+                        refreshAt = Self.nowMillis()
+                    }
+                }
             } else if kind.is("pong") {
-                pong()
+                pong(s)
             }
             return
         }
         if r.is("PONG") {
-            pong()
+            pong(s)
+            return
+        }
+        if let d = Redirect(r) {
+            // SSUBSCRIBE sent to a master that does not serve the slot (any more).
+            let target = redirectTarget(d, from: s)
+            for room in s.rooms where ClusterSlots.slot(ofRoom: room) == d.slot && target !== s {
+                s.rooms.remove(room)
+                roomShard[room] = nil
+                unplacedRooms.insert(room)
+                lostRooms.insert(room)
+                placeNeeded = true
+            }
             return
         }
         if r.isError {
-            logger.warning("redis pub/sub error", ["error": r.string])
+            logger.warning("redis pub/sub error", ["redis": s.address, "error": r.string])
         }
     }
 
-    private func pong() {
-        if subPings > 0 { subPings -= 1 }
+    private func setSubCount(_ s: RedisShard, _ n: Int) {
+        s.subCount = n
+        updateSubscribedCount()
+    }
+
+    private func pong(_ s: RedisShard) {
+        if s.subPings > 0 { s.subPings -= 1 }
+    }
+
+    /// `P:room:{<tag>}` → the room (nil for another channel).
+    private func room(ofChannel channel: UnsafeRawBufferPointer) -> String? {
+        guard channel.count > channelPrefix.count, channel[channel.count - 1] == UInt8(ascii: "}"),
+              channelPrefix.withUnsafeBytes({ memcmp($0.baseAddress!, channel.baseAddress!, $0.count) }) == 0
+        else { return nil }
+        return ClusterSlots.room(fromTag: UnsafeRawBufferPointer(rebasing: channel[channelPrefix.count..<(channel.count - 1)]))
     }
 
     private func onMessage(channel: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) {
-        guard channel.count > channelPrefix.count,
-              channelPrefix.withUnsafeBytes({ memcmp($0.baseAddress!, channel.baseAddress!, $0.count) }) == 0,
-              let nl = payload.firstIndex(of: 10)
-        else {
+        guard let room = room(ofChannel: channel), let nl = payload.firstIndex(of: 10) else {
             logger.debug("malformed cluster message dropped")
             return
         }
@@ -53,7 +86,6 @@ extension RedisLink {
            origin.withUnsafeBytes({ memcmp($0.baseAddress!, payload.baseAddress!, $0.count) }) == 0 {
             return
         }
-        let room = String(decoding: UnsafeRawBufferPointer(rebasing: channel[channelPrefix.count...]), as: UTF8.self)
         guard activeRooms.contains(room) else { return }
         let body = [UInt8](UnsafeRawBufferPointer(rebasing: payload[(nl + 1)...]))
         received.wrappingAdd(1, ordering: .relaxed)

@@ -14,8 +14,19 @@ public struct ClusterStats: Sendable {
     /// Cross-node messages that could not be published (Redis down, too slow, or the link went
     /// down before Redis acknowledged them).
     public var publishFailures: Int
-    /// Channels the pub/sub connection is subscribed to (as confirmed by Redis).
+    /// Channels the pub/sub connections are subscribed to (as confirmed by Redis).
     public var subscribedRooms: Int
+    /// "single" (one plain Redis), "cluster" (Redis Cluster) or "unknown" (never connected).
+    public var redisMode: String
+    /// Masters serving slots, as last seen (1 for a plain Redis).
+    public var masters: Int
+    /// Times a failed master's slots were found served by another (a replica took over).
+    public var failovers: Int
+    /// MOVED redirects followed, and ASK redirects followed.
+    public var moved: Int
+    public var asked: Int
+    /// Room subscriptions confirmed again after they were lost (onRoomResubscribed calls).
+    public var resubscribes: Int
 }
 
 extension RedisLink {
@@ -26,7 +37,13 @@ extension RedisLink {
             published: published.load(ordering: .relaxed),
             received: received.load(ordering: .relaxed),
             publishFailures: publishFailures.load(ordering: .relaxed),
-            subscribedRooms: subscribedRooms.load(ordering: .relaxed))
+            subscribedRooms: subscribedRooms.load(ordering: .relaxed),
+            redisMode: ["unknown", "single", "cluster"][modeCode.load(ordering: .relaxed)],
+            masters: masters.load(ordering: .relaxed),
+            failovers: failovers.load(ordering: .relaxed),
+            moved: moved.load(ordering: .relaxed),
+            asked: asked.load(ordering: .relaxed),
+            resubscribes: resubscribes.load(ordering: .relaxed))
     }
 
     /// Counts failed publishes and logs at most one line per 5 s (with the count since the last).
