@@ -139,7 +139,7 @@ final class ClusterNode: @unchecked Sendable {
         b.append(",\"redis_mode\":")
         b.appendJSONString(s.redisMode)
         for (k, v) in [("masters", s.masters), ("failovers", s.failovers), ("moved", s.moved),
-                       ("asked", s.asked), ("resubscribes", s.resubscribes)] {
+                       ("asked", s.asked), ("resubscribes", s.resubscribes), ("undelivered", s.undelivered)] {
             b.append(",\"")
             b.append(contentsOf: k)
             b.append("\":")

@@ -93,6 +93,7 @@ public final class RedisLink: @unchecked Sendable {
     let moved = Atomic<Int>(0)
     let asked = Atomic<Int>(0)
     let resubscribes = Atomic<Int>(0)
+    let undelivered = Atomic<Int>(0)
 
     // MARK: link thread only
 
@@ -117,6 +118,8 @@ public final class RedisLink: @unchecked Sendable {
     var lostRooms = Set<String>()
     var roomShard: [String: RedisShard] = [:]
     var localCounts: [String: Int] = [:]
+    /// Room (by roomHash) → nodes with members there, as last fetched with the count.
+    var roomNodes: [UInt64: Int] = [:]
     var users: [String: Int] = [:]
     var dirtyRooms = Set<String>()
     var spare: [UInt8] = []

@@ -11,6 +11,8 @@ extension RedisLink {
         }
         s.cmdWaitingSince = Self.nowMillis()
         let p = s.pending[s.head]
+        var expected = 0
+        if case .publishes = p.e { expected = s.popReceivers() }
         if let d = Redirect(r) {
             followRedirect(d, from: s, p)
         } else {
@@ -20,6 +22,12 @@ extension RedisLink {
                     countFailures(1, reason: "redis error: \(r.string)")
                 } else {
                     published.wrappingAdd(1, ordering: .relaxed)
+                    // Redis answers how many subscribers got it: fewer than the nodes with
+                    // members means some node's subscription was missing (being re-made after
+                    // a failover, say). Counted, so no loss goes unseen.
+                    if r.isInteger && r.integer < expected {
+                        undelivered.wrappingAdd(expected - r.integer, ordering: .relaxed)
+                    }
                 }
             case .ignore:
                 if r.isError { noteError(s, r, what: "command") }
@@ -30,9 +38,12 @@ extension RedisLink {
                     logger.warning("redis SCRIPT LOAD failed", ["redis": s.address, "reply": r.string])
                 }
             case .roomCount(let room, let mine):
-                if r.isInteger {
+                // The presence script answers [members, nodes with members].
+                let total = r.isArray && r.count == 2 ? r[0] : r
+                if let total, total.isInteger {
                     if activeRooms.contains(room) || localCounts[room] != nil {
-                        let n = r.integer
+                        let n = total.integer
+                        if r.isArray, let nodes = r[1], nodes.isInteger { roomNodes[Self.roomHash(room.utf8)] = nodes.integer }
                         clusterCounts.withLock { $0[room] = n }
                         remoteCounts.withLock { $0[room] = max(0, n - mine) }
                     }

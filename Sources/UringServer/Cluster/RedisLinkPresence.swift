@@ -54,7 +54,7 @@ extension RedisLink {
     /// 0: presence. KEYS[1] = P:members:{room}; ARGV = nodeId, this node's count, node TTL
     /// (ms), hash TTL (ms). Writes "<count>:<expiry ms>" (expiry = Redis TIME + node TTL; HDEL
     /// at 0), drops the fields whose expiry has passed (nodes that stopped refreshing: crashed),
-    /// and returns the sum of the others. Only the room's own key: one slot on a cluster.
+    /// and returns {sum of the others, how many they are}. Only the room's own key: one slot on a cluster.
     /// 1: user release. KEYS[1] = P:user:<user>; ARGV[1] = nodeId. Deletes the key only if it
     /// still points at this node (the user may have reconnected elsewhere).
     static let scripts = [
@@ -65,16 +65,16 @@ extension RedisLink {
         if (tonumber(ARGV[2]) or 0) > 0 then redis.call('HSET', key, ARGV[1], ARGV[2] .. ':' .. (now + tonumber(ARGV[3])))
         else redis.call('HDEL', key, ARGV[1]) end
         local h = redis.call('HGETALL', key)
-        local sum = 0
+        local sum, nodes = 0, 0
         for i = 1, #h, 2 do
           local v = h[i + 1]
           local c = string.find(v, ':', 1, true)
           local exp = c and tonumber(string.sub(v, c + 1)) or 0
-          if exp > now then sum = sum + (tonumber(string.sub(v, 1, c - 1)) or 0)
+          if exp > now then sum = sum + (tonumber(string.sub(v, 1, c - 1)) or 0); nodes = nodes + 1
           else redis.call('HDEL', key, h[i]) end
         end
         if #h > 0 then redis.call('PEXPIRE', key, ARGV[4]) end
-        return sum
+        return {sum, nodes}
         """,
         """
         if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

@@ -27,6 +27,9 @@ public struct ClusterStats: Sendable {
     public var asked: Int
     /// Room subscriptions confirmed again after they were lost (onRoomResubscribed calls).
     public var resubscribes: Int
+    /// Node deliveries Redis reported missing: a publish reached fewer subscribed nodes than
+    /// had members in the room (as last counted; a node leaving at that moment counts too).
+    public var undelivered: Int
 }
 
 extension RedisLink {
@@ -43,7 +46,8 @@ extension RedisLink {
             failovers: failovers.load(ordering: .relaxed),
             moved: moved.load(ordering: .relaxed),
             asked: asked.load(ordering: .relaxed),
-            resubscribes: resubscribes.load(ordering: .relaxed))
+            resubscribes: resubscribes.load(ordering: .relaxed),
+            undelivered: undelivered.load(ordering: .relaxed))
     }
 
     /// Counts failed publishes and logs at most one line per 5 s (with the count since the last).

@@ -149,6 +149,7 @@ extension RedisLink {
                 let body = RESP.readRecord(buf, &offset)
                 var crc: UInt16 = 0
                 ClusterSlots.forEachTagByte(room) { crc = ClusterSlots.crcStep(crc, $0) }
+                let expected = roomNodes[Self.roomHash(room)] ?? 0
                 guard let s = slotOwner[Int(crc) & (ClusterSlots.count - 1)], s.up else {
                     countFailures(1, reason: "no reachable redis master for the room's slot")
                     continue
@@ -156,6 +157,7 @@ extension RedisLink {
                 RESP.appendPublish(&s.cmd.out, sharded: sharded, channelPrefix: channelPrefix, room: room,
                                    origin: origin, body: body)
                 s.expect(.publishes(1), args: nil, now: now)
+                s.receivers.append(expected)
             }
         }
     }
@@ -179,6 +181,7 @@ extension RedisLink {
                 // The last local member left: this node's count is 0 (HDEL), whether or not
                 // setLocalMemberCount(0) was called too.
                 if localCounts.removeValue(forKey: room) != nil { dirtyRooms.insert(room) }
+                roomNodes[Self.roomHash(room.utf8)] = nil
                 _ = clusterCounts.withLock { $0.removeValue(forKey: room) }
                 _ = remoteCounts.withLock { $0.removeValue(forKey: room) }
             }
@@ -199,6 +202,13 @@ extension RedisLink {
                 if mode != .unknown { sendUserDelete(user) }
             }
         }
+    }
+
+    /// FNV-1a of a room's name: keys `roomNodes` without building a String per publish.
+    static func roomHash<C: Sequence>(_ room: C) -> UInt64 where C.Element == UInt8 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in room { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return h
     }
 
     private func flushAll() {

@@ -30,6 +30,10 @@ final class RedisShard {
     }
     var pending: [Pending] = []
     var head = 0
+    /// For each publish in flight, in order: how many nodes had members in its room when it
+    /// was sent (the subscribers Redis should report reaching).
+    var receivers: [Int] = []
+    var receiversHead = 0
     var cmdWaitingSince = 0
     var subPings = 0
     var subWaitingSince = 0
@@ -74,9 +78,22 @@ final class RedisShard {
         return n
     }
 
+    func popReceivers() -> Int {
+        guard receiversHead < receivers.count else { return 0 }
+        let n = receivers[receiversHead]
+        receiversHead += 1
+        if receiversHead == receivers.count {
+            receivers.removeAll(keepingCapacity: true)
+            receiversHead = 0
+        }
+        return n
+    }
+
     func resetPipeline() {
         pending.removeAll(keepingCapacity: true)
         head = 0
+        receivers.removeAll(keepingCapacity: true)
+        receiversHead = 0
         subPings = 0
     }
 }

@@ -1,0 +1,266 @@
+// Cluster mode on a real Redis Cluster (3 masters, 3 replicas; RedisClusterProcess, shared by
+// these tests and serialized): sharded pub/sub per master, cluster-wide counts, a master
+// killed mid-traffic, and a slot migrated under a link (ASK, MOVED, re-subscription).
+
+import Foundation
+import Testing
+import UringServer
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Cluster: nodes over a Redis Cluster", .serialized)
+struct RedisClusterTests {
+    static func node(_ rc: RedisClusterProcess, _ id: String, _ mode: IOModeSetting) throws -> Server {
+        var c = ServerConfig()
+        c.port = 0
+        c.io = mode
+        c.threads = 2
+        c.logFile = ""
+        c.presence = false
+        c.cluster = "redis"
+        c.redisPort = rc.livePort
+        c.nodeId = id
+        let s = Server(config: c)
+        try s.start()
+        return s
+    }
+
+    static func clusterStats(_ port: Int) throws -> [String: Any] {
+        let body = try httpRequest(port: port, "GET /stats HTTP/1.1\r\nHost: x\r\n\r\n").body
+        return try J.parse(Array(body.utf8))["cluster"] as? [String: Any] ?? [:]
+    }
+
+    static func statsText(_ port: Int) -> String { "\((try? clusterStats(port)) ?? [:])" }
+
+    static func stat(_ port: Int, _ key: String) -> Int {
+        ((try? clusterStats(port))?[key] as? Int) ?? -1
+    }
+
+    static func eventually(_ seconds: Double, _ cond: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try cond() { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return try cond()
+    }
+
+    @Test("rooms on each of the 3 masters: members on every node get every message; counts are cluster-wide",
+          arguments: [IOModeSetting.uring, .epoll])
+    func crossNodeOnEveryMaster(mode: IOModeSetting) throws {
+        let rc = try RedisClusterProcess.shared()
+        let rooms = rc.roomsOnEachMaster(prefix: "rc-\(mode)-")
+        try #require(rooms.count == 3, "rooms on 3 masters: \(rooms)")
+        let nodes = try (1...3).map { try Self.node(rc, "rc\($0)-\(mode)", mode) }
+        defer { for n in nodes { n.stop() } }
+        let members = try nodes.enumerated().map { i, n -> TestClient in
+            let c = try TestClient(port: n.port)
+            _ = try c.hello("m\(i)")
+            for r in rooms { _ = try c.join(r.room) }
+            return c
+        }
+        #expect(try Self.eventually(5) {
+            try nodes.allSatisfy {
+                let s = try Self.clusterStats($0.port)
+                return s["redis_mode"] as? String == "cluster" && s["masters"] as? Int == 3 && s["subscribed_rooms"] as? Int == 3
+            }
+        }, "every node in cluster mode with 3 masters and 3 sharded subscriptions: \(Self.statsText(nodes[0].port))")
+
+        let perRoom = 20
+        for k in 0..<perRoom {
+            for (s, m) in members.enumerated() {
+                for r in rooms { try m.send(["type": "send_chat", "room": r.room, "text": "s\(s)|\(r.room)|\(k)"]) }
+            }
+        }
+        for (me, m) in members.enumerated() {
+            var seen: [String: [Int]] = [:]
+            for _ in 0..<(2 * rooms.count * perRoom) {
+                let msg = try m.read(until: "chat", timeout: 10)
+                let parts = (msg["text"] as? String ?? "").split(separator: "|")
+                guard parts.count == 3 else { continue }
+                seen["\(parts[0])|\(parts[1])", default: []].append(Int(parts[2]) ?? -1)
+            }
+            for s in 0..<3 where s != me {
+                for r in rooms {
+                    #expect(seen["s\(s)|\(r.room)"] == Array(0..<perRoom), "node \(me) from node \(s) in \(r.room) (master \(r.master))")
+                }
+            }
+            #expect(seen.keys.allSatisfy { !$0.hasPrefix("s\(me)|") }, "no echo of a member's own messages")
+        }
+        // Each room has one member per node: 3 cluster-wide, whichever master holds its hash.
+        for n in nodes {
+            #expect(try Self.eventually(5) {
+                let counts = try Self.clusterStats(n.port)["room_members"] as? [String: Any] ?? [:]
+                return rooms.allSatisfy { counts[$0.room] as? Int == 3 }
+            }, "node \(n.port): \(Self.statsText(n.port))")
+        }
+        #expect(nodes.allSatisfy { Self.stat($0.port, "publish_failures") == 0 })
+    }
+
+    @Test("a master SIGKILLed mid-traffic: nodes survive, re-subscribe on the promoted replica, delivery resumes, every loss is counted")
+    func masterFailover() throws {
+        let rc = try RedisClusterProcess.shared()
+        let seed = rc.livePort
+        // A room on a master other than the seed the nodes were configured with.
+        let target = try #require(rc.roomsOnEachMaster(prefix: "fo-").first { $0.master != seed })
+        let slot = rc.slot(ofRoom: target.room)
+        let modes: [IOModeSetting] = [.uring, .epoll, .uring]
+        let nodes = try modes.enumerated().map { i, m in try Self.node(rc, "fo\(i + 1)", m) }
+        defer { for n in nodes { n.stop() } }
+        let publisher = try TestClient(port: nodes[0].port)
+        _ = try publisher.hello("pub")
+        _ = try publisher.join(target.room)
+        let members = try [nodes[1], nodes[2]].enumerated().map { i, n -> TestClient in
+            let c = try TestClient(port: n.port)
+            _ = try c.hello("member\(i)")
+            _ = try c.join(target.room)
+            return c
+        }
+        #expect(try Self.eventually(5) {
+            try publisher.send(["type": "send_chat", "room": target.room, "text": "warmup"])
+            return members.allSatisfy { (try? $0.read(until: "chat", timeout: 0.3)) != nil }
+        }, "warm-up delivery to both members")
+        Thread.sleep(forTimeInterval: 1.2)  // room counts (nodes per room) refreshed by the heartbeat
+        for m in members { while (try? m.read(timeout: 0.2)) != nil {} }
+        let before = (acked: Self.stat(nodes[0].port, "published"), failed: Self.stat(nodes[0].port, "publish_failures"),
+                      undelivered: Self.stat(nodes[0].port, "undelivered"))
+
+        // Readers collect the numbers each member gets.
+        let got = [ClusterBox(Set<Int>()), ClusterBox(Set<Int>())]
+        let stop = ClusterBox(false)
+        let readers = members.enumerated().map { i, m in
+            let t = Thread {
+                while !stop.value {
+                    guard let msg = try? m.read(until: "chat", timeout: 0.2),
+                          let text = msg["text"] as? String, text.hasPrefix("n") else { continue }
+                    if let k = Int(text.dropFirst()) { got[i].mutate { _ = $0.insert(k) } }
+                }
+            }
+            t.start()
+            return t
+        }
+        _ = readers
+
+        var sent = 0
+        func send(_ n: Int) throws {
+            for _ in 0..<n {
+                try publisher.send(["type": "send_chat", "room": target.room, "text": "n\(sent)"])
+                sent += 1
+                usleep(2000)
+            }
+        }
+        try send(100)
+        rc.kill(target.master)
+        let killedAt = Date()
+        let newMasterBox = ClusterBox<Int?>(nil)
+        let waiter = Thread { let m = rc.waitForFailover(slot: slot, from: target.master); newMasterBox.mutate { $0 = m } }
+        waiter.start()
+        // Keep publishing through the failover until both member nodes re-subscribed.
+        while Date().timeIntervalSince(killedAt) < 15
+            && !(Self.stat(nodes[1].port, "resubscribes") >= 1 && Self.stat(nodes[2].port, "resubscribes") >= 1) {
+            try send(10)
+        }
+        let resumedAt = sent
+        try send(150)
+        Thread.sleep(forTimeInterval: 1.0)
+        stop.mutate { $0 = true }
+        Thread.sleep(forTimeInterval: 0.3)
+
+        _ = Self.eventually(10) { newMasterBox.value != nil }
+        let newMaster = newMasterBox.value
+        let s0 = try Self.clusterStats(nodes[0].port)
+        let acked = (s0["published"] as? Int ?? 0) - before.acked
+        let failed = (s0["publish_failures"] as? Int ?? 0) - before.failed
+        let undelivered = (s0["undelivered"] as? Int ?? 0) - before.undelivered
+        let delivered = got.map { $0.value.count }
+        print("failover counts: published=\(sent) acked=\(acked) publish_failures=\(failed) undelivered=\(undelivered) "
+              + "delivered=\(delivered) lost=\(delivered.map { sent - $0 }) resumed_at=\(resumedAt) "
+              + "failover_seconds=\(String(format: "%.2f", Date().timeIntervalSince(killedAt))) "
+              + "stats=\(nodes.map { (try? Self.clusterStats($0.port)).map { "\($0["failovers"] ?? "?")/\($0["resubscribes"] ?? "?")" } ?? "dead" })")
+
+        #expect(newMaster != nil && newMaster != target.master, "a replica took over slot \(slot)")
+        for n in nodes {
+            let s = try Self.clusterStats(n.port)   // the node survived and answers
+            #expect(s["connected"] as? Bool == true && s["masters"] as? Int == 3, "node \(n.port): \(s)")
+            #expect(s["failovers"] as? Int ?? 0 >= 1, "node \(n.port) saw the failover: \(s)")
+        }
+        // Every publish is either acknowledged by Redis or counted as failed.
+        #expect(acked + failed == sent, "acked \(acked) + failed \(failed) == published \(sent)")
+        for (i, d) in delivered.enumerated() {
+            #expect(d <= sent)
+            // What a member missed is visible at the publisher: failed, or short of receivers.
+            #expect(sent - d <= failed + undelivered, "member \(i) lost \(sent - d), visible \(failed) + \(undelivered)")
+            let tail = Set(resumedAt..<sent)
+            #expect(tail.isSubset(of: got[i].value), "member \(i) got everything after re-subscription")
+        }
+        // The killed node comes back as a replica, so later tests keep 6 nodes.
+        try rc.start(target.master)
+        _ = rc.waitFor(10) { rc.info(target.master)?.contains("cluster_state:ok") == true }
+    }
+
+    @Test("a slot migrated under the links: ASK followed during the move, MOVED after it, the room re-subscribed where it lives")
+    func slotMigration() throws {
+        let rc = try RedisClusterProcess.shared()
+        let rooms = rc.roomsOnEachMaster(prefix: "mv-")
+        try #require(rooms.count == 3)
+        let (room, from) = rooms[0]
+        let to = rooms[1].master
+        let slot = rc.slot(ofRoom: room)
+        let seed = rc.livePort
+        let resubscribed = ClusterBox<[String]>([])
+        let a = RedisLink(settings: ClusterSettings(redisPort: seed, nodeId: "A", heartbeatMillis: 200, nodeTTLMillis: 600),
+                          logger: Logger(level: .warning)) { _, _ in }
+        let bGot = ClusterBox<[String]>([])
+        let b = RedisLink(settings: ClusterSettings(redisPort: seed, nodeId: "B", heartbeatMillis: 200, nodeTTLMillis: 600),
+                          logger: Logger(level: .warning)) { _, body in bGot.mutate { $0.append(String(decoding: body, as: UTF8.self)) } }
+        b.onRoomResubscribed = { r in resubscribed.mutate { $0.append(r) } }
+        a.start()
+        b.start()
+        defer { a.stop(); b.stop() }
+        // A only publishes (no subscription: it learns of the move from a MOVED reply); B has
+        // members and is subscribed.
+        b.roomActivated(room)
+        b.setLocalMemberCount(room: room, count: 3)
+        try #require(Self.eventually(5) { b.stats.subscribedRooms == 1 && b.clusterMemberCount(room: room) == 3 && a.stats.connected })
+        func publish(_ s: String) { var t = s; t.withUTF8 { a.publish(room: room, body: UnsafeRawBufferPointer($0)) } }
+        publish("before")
+        #expect(Self.eventually(3) { bGot.value.contains("before") })
+
+        let fromID = try #require(rc.query(from, ["CLUSTER", "MYID"])), toID = try #require(rc.query(to, ["CLUSTER", "MYID"]))
+        #expect(rc.query(to, ["CLUSTER", "SETSLOT", String(slot), "IMPORTING", fromID]) == "OK")
+        #expect(rc.query(from, ["CLUSTER", "SETSLOT", String(slot), "MIGRATING", toID]) == "OK")
+        #expect(rc.query(from, ["MIGRATE", "127.0.0.1", String(to), "", "0", "5000", "KEYS", "tcpserver:members:{\(room)}"]) == "OK")
+        // B's presence heartbeat (every 200 ms) now finds the key gone from the old master: ASK.
+        #expect(Self.eventually(3) { b.stats.asked >= 1 }, "B followed an ASK: \(b.stats)")
+        for p in [to, from] + rc.masterPorts().filter({ $0 != to && $0 != from }) {
+            #expect(rc.query(p, ["CLUSTER", "SETSLOT", String(slot), "NODE", toID]) == "OK")
+        }
+        // A still routes to the old master: its publishes come back MOVED (counted as failed),
+        // then go to the new one. B gets its subscription dropped and re-makes it.
+        var sent = 0
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline && !(a.stats.moved >= 1 && b.stats.resubscribes >= 1) {
+            publish("n\(sent)")
+            sent += 1
+            usleep(1000)
+        }
+        #expect(a.stats.moved >= 1, "A followed a MOVED: \(a.stats)")
+        #expect(b.stats.resubscribes >= 1 && resubscribed.value == [room], "B re-subscribed \(room): \(resubscribed.value)")
+        publish("after")
+        #expect(Self.eventually(3) { bGot.value.contains("after") }, "delivery on the new master")
+        #expect(Self.eventually(3) { a.stats.published + a.stats.publishFailures == sent + 2 },
+                "every publish acknowledged or counted: \(a.stats)")
+        b.setLocalMemberCount(room: room, count: 4)
+        #expect(Self.eventually(3) { b.clusterMemberCount(room: room) == 4 }, "presence on the new master")
+        print("migration counts: sent=\(sent + 2) a=\(a.stats) b=\(b.stats)")
+    }
+}
+
+final class ClusterBox<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var v: T
+    init(_ v: T) { self.v = v }
+    var value: T { lock.lock(); defer { lock.unlock() }; return v }
+    func mutate(_ f: (inout T) -> Void) { lock.lock(); f(&v); lock.unlock() }
+}
