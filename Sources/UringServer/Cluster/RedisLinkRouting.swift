@@ -9,9 +9,15 @@ extension RedisLink {
         "\(settings.channelPrefix):\(kind):{\(ClusterSlots.tag(room))}"
     }
 
-    /// The room's pub/sub channel. A script that publishes to it must name it in KEYS: on a
-    /// cluster, Redis checks that a script's shard channels (SPUBLISH) and keys share one slot.
+    /// The room's pub/sub channel. A script that publishes to it should name it in KEYS: on a
+    /// cluster Redis treats a shard channel like a key (a script that SPUBLISHes to a channel
+    /// of a slot its node does not serve fails with "non local key"), and roomScript sends
+    /// the script to the master of the room's slot, which is the channel's.
     func roomChannel(_ room: String) -> String { roomKey("room", room) }
+
+    /// How a script publishes to a room's channel in the current mode: sharded pub/sub on a
+    /// cluster (subscribers sit on the slot's master), plain pub/sub on a single Redis.
+    var publishVerb: String { mode == .cluster ? "SPUBLISH" : "PUBLISH" }
 
     /// The one routing point of every room-keyed command: sent to the master serving the
     /// room's slot (every key of the room, and its channel, live there). While that master is
