@@ -109,6 +109,14 @@ bench: deps
 	$(BENCH_BUILD)
 	ulimit -n $$(ulimit -Hn) 2>/dev/null; python3 scripts/bench.py --bin $(BENCH_SCRATCH)/release $(BENCH_ARGS)
 	python3 scripts/bench_history.py --bin $(BENCH_SCRATCH)/release --out bench/history.json
+	python3 scripts/bench_cluster.py --bin $(BENCH_SCRATCH)/release
+
+# Cluster mode, cross-node deliveries/s over a Redis Cluster vs a single Redis, alternating
+# rounds (scripts/bench_cluster.py; bench/cluster.json, docs/performance.md "Cluster mode").
+.PHONY: bench-cluster
+bench-cluster: deps
+	$(BENCH_BUILD)
+	python3 scripts/bench_cluster.py --bin $(BENCH_SCRATCH)/release $(BENCH_ARGS)
 
 # Room history rows (issue #15): fan-out with history on vs off per server CPU-s, replay of 100
 # missed lines, history memory per stored message (scripts/bench_history.py, bench/history.json;
