@@ -43,7 +43,7 @@ extension RedisLink {
                 if let total, total.isInteger {
                     if activeRooms.contains(room) || localCounts[room] != nil {
                         let n = total.integer
-                        if r.isArray, let nodes = r[1], nodes.isInteger { roomNodes[Self.roomHash(room.utf8)] = nodes.integer }
+                        if r.isArray, let nodes = r[1], nodes.isInteger { noteRoomNodes(room, nodes.integer, from: s) }
                         clusterCounts.withLock { $0[room] = n }
                         remoteCounts.withLock { $0[room] = max(0, n - mine) }
                     }
@@ -66,6 +66,17 @@ extension RedisLink {
             s.pending.removeAll(keepingCapacity: true)
             s.head = 0
         }
+    }
+
+    /// Right after a shard (re)connects (a promoted replica, say) the other nodes have not
+    /// rewritten their fields there yet, and theirs may have expired meanwhile: a lower figure
+    /// is not believed for a few heartbeats, or publishes in that window would expect too few
+    /// receivers and a missed node would go unseen.
+    private func noteRoomNodes(_ room: String, _ n: Int, from s: RedisShard) {
+        let key = Self.roomHash(room.utf8)
+        let settle = 2 * settings.heartbeatMillis + 2 * Self.refreshMillis
+        if let old = roomNodes[key], n < old, Self.nowMillis() - s.readyAt < settle { return }
+        roomNodes[key] = n
     }
 
     private func noteError(_ s: RedisShard, _ r: RedisReply, what: String) {

@@ -64,6 +64,7 @@ extension RedisLink {
     func shardReady(_ s: RedisShard, _ now: Int) {
         guard s.up, !s.ready else { return }
         s.ready = true
+        s.readyAt = now
         for (i, src) in Self.scripts.enumerated() { command(on: s, ["SCRIPT", "LOAD", src], .scriptLoad(i)) }
         nextHeartbeatAt = now
         placeNeeded = true

@@ -19,6 +19,7 @@ final class RedisShard {
     var loggedDown = false
     var backoffMillis = 100
     var upSince = 0
+    var readyAt = 0
     var nextAttemptAt = 0
     var connectDeadline = 0
 
