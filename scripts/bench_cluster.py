@@ -147,8 +147,8 @@ def hold_room(port, room):
     return s
 
 
-def run_one(args, backend_port, tag):
-    binary = os.path.join(args.bin, "tcpserver")
+def run_one(args, backend_port, tag, bin_dir):
+    binary = os.path.join(bin_dir, "tcpserver")
     a = Node(binary, backend_port, f"{tag}-pub", args.threads)
     b = Node(binary, backend_port, f"{tag}-sub", args.threads)
     try:
@@ -183,6 +183,8 @@ def main():
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--room", default="bench")
+    ap.add_argument("--ab-bin", metavar="DIR", help="a 'before' build's tcpserver: adds single-Redis rounds with it "
+                    "(single-before), the same load, for an A/B of the plain-Redis path")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "cluster.json"))
     ap.add_argument("--doc", default=os.path.join(ROOT, "docs", "performance.md"))
     args = ap.parse_args()
@@ -191,13 +193,16 @@ def main():
             sys.exit(f"{tool} not found (apt-get install redis-server)")
     backends = Backends()
     rounds = {"single": [], "cluster": []}
+    if args.ab_bin:
+        rounds["single-before"] = []
     try:
         for r in range(args.rounds):
-            order = [("single", backends.single), ("cluster", backends.cluster[0])]
-            if r % 2:
-                order.reverse()
-            for name, port in order:
-                res = run_one(args, port, f"r{r}-{name}")
+            order = [("single", backends.single, args.bin), ("cluster", backends.cluster[0], args.bin)]
+            if args.ab_bin:
+                order.append(("single-before", backends.single, args.ab_bin))
+            order = order[r % len(order):] + order[:r % len(order)]
+            for name, port, bin_dir in order:
+                res = run_one(args, port, f"r{r}-{name}", bin_dir)
                 rounds[name].append(res)
                 print(f"round {r + 1} {name:7}: {float(res['deliveries_per_sec']):>10.0f} deliveries/s "
                       f"missing={res['missing']} publish_failures={res['publish_failures']} "
@@ -213,7 +218,17 @@ def main():
                    "missing": sum(int(x["missing"]) for x in rounds[n]),
                    "publish_failures": sum(int(x["publish_failures"]) for x in rounds[n])} for n in rounds}
     ratio = summary["cluster"]["deliveries_per_sec"] / max(summary["single"]["deliveries_per_sec"], 1)
-    result = {"rounds": args.rounds, "duration": args.duration, "subs": args.subs, "size": args.size,
+
+    def paired(a, b):
+        """Median over rounds of a/b within the same round (robust to the box's drift)."""
+        return statistics.median(float(x["deliveries_per_sec"]) / max(float(y["deliveries_per_sec"]), 1)
+                                 for x, y in zip(rounds[a], rounds[b]))
+    ratio_rounds = paired("cluster", "single")
+    ab = (summary["single"]["deliveries_per_sec"] / max(summary["single-before"]["deliveries_per_sec"], 1)
+          if args.ab_bin else None)
+    ab_rounds = paired("single", "single-before") if args.ab_bin else None
+    result = {"rounds": args.rounds, "single_after_over_before": ab, "cluster_over_single_per_round_median": ratio_rounds,
+              "single_after_over_before_per_round_median": ab_rounds, "ab_bin": args.ab_bin, "duration": args.duration, "subs": args.subs, "size": args.size,
               "threads": args.threads, "summary": summary, "cluster_over_single": ratio, "runs": rounds}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
@@ -232,8 +247,11 @@ def main():
         f"{summary['single']['missing']} | {summary['single']['publish_failures']} |",
         f"| Redis Cluster (3 masters + 3 replicas) | {summary['cluster']['deliveries_per_sec']:,.0f} | "
         f"{lat(summary['cluster'])} | {summary['cluster']['missing']} | {summary['cluster']['publish_failures']} |",
-        f"| cluster / single | {ratio:.2f} | | | |",
-    ])
+        f"| cluster / single | {ratio:.2f} (per-round median {ratio_rounds:.2f}) | | | |",
+    ] + ([f"| single Redis, before build ({args.ab_bin}) | {summary['single-before']['deliveries_per_sec']:,.0f} | "
+          f"{lat(summary['single-before'])} | {summary['single-before']['missing']} | "
+          f"{summary['single-before']['publish_failures']} |",
+          f"| single: after / before | {ab:.2f} (per-round median {ab_rounds:.2f}) | | | |"] if args.ab_bin else []))
     print()
     print(table)
     if os.path.exists(args.doc):
