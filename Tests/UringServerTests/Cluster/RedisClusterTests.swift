@@ -257,6 +257,40 @@ struct RedisClusterTests {
     }
 }
 
+extension RedisClusterTests {
+    @Test("links seeded with a replica's address find the masters; a room on each master works both ways")
+    func seededByReplica() throws {
+        let rc = try RedisClusterProcess.shared()
+        let masters = rc.masterPorts()
+        let replica = try #require(rc.ports.first { !masters.contains($0) && rc.query($0, ["PING"]) == "PONG" })
+        let rooms = rc.roomsOnEachMaster(prefix: "rp-").map(\.room)
+        try #require(rooms.count == 3)
+        let got = [ClusterBox<[String]>([]), ClusterBox<[String]>([])]
+        let links = (0..<2).map { i in
+            RedisLink(settings: ClusterSettings(redisPort: replica, nodeId: "R\(i)", heartbeatMillis: 200, nodeTTLMillis: 600),
+                      logger: Logger(level: .warning)) { room, body in got[i].mutate { $0.append("\(room)=\(String(decoding: body, as: UTF8.self))") } }
+        }
+        for l in links { l.start() }
+        defer { for l in links { l.stop() } }
+        for (i, l) in links.enumerated() {
+            for r in rooms {
+                l.roomActivated(r)
+                l.setLocalMemberCount(room: r, count: i + 1)
+            }
+        }
+        try #require(Self.eventually(5) {
+            links.allSatisfy { l in l.stats.subscribedRooms == 3 && rooms.allSatisfy { l.clusterMemberCount(room: $0) == 3 } }
+        }, "both links subscribed on 3 masters, counts 1 + 2: \(links.map(\.stats))")
+        #expect(links.allSatisfy { $0.stats.redisMode == "cluster" && $0.stats.masters == 3 })
+        for (i, l) in links.enumerated() {
+            for r in rooms { var t = "from\(i)"; t.withUTF8 { l.publish(room: r, body: UnsafeRawBufferPointer($0)) } }
+        }
+        #expect(Self.eventually(3) { got[0].value.count == 3 && got[1].value.count == 3 })
+        #expect(Set(got[0].value) == Set(rooms.map { "\($0)=from1" }) && Set(got[1].value) == Set(rooms.map { "\($0)=from0" }))
+        #expect(links.allSatisfy { $0.stats.publishFailures == 0 && $0.stats.moved == 0 })
+    }
+}
+
 final class ClusterBox<T>: @unchecked Sendable {
     private let lock = NSLock()
     private var v: T
