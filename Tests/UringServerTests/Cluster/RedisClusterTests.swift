@@ -162,6 +162,7 @@ struct RedisClusterTests {
             try send(10)
         }
         let resumedAt = sent
+        let resubscribedAfter = Date().timeIntervalSince(killedAt)
         try send(150)
         Thread.sleep(forTimeInterval: 1.0)
         stop.mutate { $0 = true }
@@ -176,7 +177,7 @@ struct RedisClusterTests {
         let delivered = got.map { $0.value.count }
         print("failover counts: published=\(sent) acked=\(acked) publish_failures=\(failed) undelivered=\(undelivered) "
               + "delivered=\(delivered) lost=\(delivered.map { sent - $0 }) resumed_at=\(resumedAt) "
-              + "failover_seconds=\(String(format: "%.2f", Date().timeIntervalSince(killedAt))) "
+              + "resubscribed_after_s=\(String(format: "%.2f", resubscribedAfter)) "
               + "stats=\(nodes.map { (try? Self.clusterStats($0.port)).map { "\($0["failovers"] ?? "?")/\($0["resubscribes"] ?? "?")" } ?? "dead" })")
 
         #expect(newMaster != nil && newMaster != target.master, "a replica took over slot \(slot)")
