@@ -80,6 +80,14 @@ final class ClusterNode: @unchecked Sendable {
         }
     }
 
+    /// Called on the link thread each time a room's subscription is confirmed again after it
+    /// was lost (see RedisLink.onRoomResubscribed): what was published meanwhile was missed.
+    /// Set before start().
+    var onRoomResubscribed: (@Sendable (String) -> Void)? {
+        get { link.onRoomResubscribed }
+        set { link.onRoomResubscribed = newValue }
+    }
+
     func start() { link.start() }
     func stop() { link.stop() }
 
