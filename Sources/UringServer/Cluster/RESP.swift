@@ -47,20 +47,108 @@ enum RESP {
         for a in args { appendBulk(&out, a) }
     }
 
-    /// `PUBLISH <channelPrefix><room> <origin><body>` where `origin` is `<nodeId>\n`.
+    /// `PUBLISH <channelPrefix><room>} <origin><body>` where `origin` is `<nodeId>\n` (the
+    /// prefix ends in `{`: the room is the channel's hash tag).
     static func appendPublish(_ out: inout [UInt8], channelPrefix: [UInt8], room: String,
                               origin: [UInt8], body: UnsafeRawBufferPointer) {
         out.append(contentsOf: "*3\r\n$7\r\nPUBLISH\r\n".utf8)
-        let r = room.utf8
-        appendBulkHeader(&out, length: channelPrefix.count + r.count)
-        out.append(contentsOf: channelPrefix)
-        out.append(contentsOf: r)
-        appendCRLF(&out)
+        appendRoomKey(&out, channelPrefix, room)
         appendBulkHeader(&out, length: origin.count + body.count)
         out.append(contentsOf: origin)
         out.append(contentsOf: body)
         appendCRLF(&out)
     }
+
+    /// `<prefix><room>}` as one bulk string (`prefix` ends in `{`).
+    @inline(__always)
+    static func appendRoomKey(_ out: inout [UInt8], _ prefix: [UInt8], _ room: String) {
+        let r = room.utf8
+        appendBulkHeader(&out, length: prefix.count + r.count + 1)
+        out.append(contentsOf: prefix)
+        out.append(contentsOf: r)
+        out.append(UInt8(ascii: "}"))
+        appendCRLF(&out)
+    }
+
+    @inline(__always)
+    static func appendBulk(_ out: inout [UInt8], bytes: UnsafeRawBufferPointer) {
+        appendBulkHeader(&out, length: bytes.count)
+        out.append(contentsOf: bytes)
+        appendCRLF(&out)
+    }
+
+    @inline(__always)
+    static func appendBulk(_ out: inout [UInt8], bytes: [UInt8]) {
+        appendBulkHeader(&out, length: bytes.count)
+        out.append(contentsOf: bytes)
+        appendCRLF(&out)
+    }
+
+    @inline(__always)
+    static func appendBulkDecimal(_ out: inout [UInt8], _ n: Int) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        let count = withUnsafeMutableBytes(of: &digits) { d -> Int in
+            var v = UInt64(bitPattern: Int64(n)), k = 0
+            var tmp: (UInt64, UInt64, UInt64) = (0, 0, 0)
+            withUnsafeMutableBytes(of: &tmp) { t in
+                repeat { t[k] = UInt8(48 + v % 10); v /= 10; k += 1 } while v > 0
+                for i in 0..<k { d[i] = t[k - 1 - i] }
+            }
+            return k
+        }
+        appendBulkHeader(&out, length: count)
+        withUnsafeBytes(of: &digits) { out.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+        appendCRLF(&out)
+    }
+
+    /// The chat publish script's invocation (RedisLinkChat.swift `chatScript`): `EVALSHA <sha>`
+    /// (or `EVAL <body>` when the SHA could not be computed) `3 meta log channel` then the
+    /// ARGV, written straight into the pipeline buffer.
+    static func appendChatScript(_ out: inout [UInt8], script: [UInt8], isSHA: Bool, keyPrefixes: ChatKeyPrefixes,
+                                 room: String, nodeId: [UInt8], epoch: String, floor: Int, maxLength: Int,
+                                 ttlMillis: Int, sender: UInt64, line: UnsafeRawBufferPointer, candidate: UInt64) {
+        out.append(contentsOf: isSHA ? "*15\r\n$7\r\nEVALSHA\r\n".utf8 : "*15\r\n$4\r\nEVAL\r\n".utf8)
+        appendBulk(&out, bytes: script)
+        out.append(contentsOf: "$1\r\n3\r\n".utf8)
+        appendRoomKey(&out, keyPrefixes.meta, room)
+        appendRoomKey(&out, keyPrefixes.log, room)
+        appendRoomKey(&out, keyPrefixes.channel, room)
+        appendBulk(&out, bytes: keyPrefixes.verb)
+        appendBulk(&out, bytes: nodeId)
+        var e = epoch
+        e.withUTF8 { appendBulk(&out, bytes: UnsafeRawBufferPointer($0)) }
+        appendBulkDecimal(&out, floor)
+        appendBulkDecimal(&out, maxLength)
+        appendBulkDecimal(&out, ttlMillis)
+        appendBulkDecimal(&out, Int(bitPattern: UInt(sender)))
+        appendBulk(&out, bytes: line)
+        appendBulkHex12(&out, candidate)
+    }
+
+    /// The low 48 bits of `v` as 12 lowercase hex digits (an epoch).
+    static func appendBulkHex12(_ out: inout [UInt8], _ v: UInt64) {
+        out.append(contentsOf: "$12\r\n".utf8)
+        for i in stride(from: 44, through: 0, by: -4) {
+            let d = UInt8((v >> UInt64(i)) & 0xF)
+            out.append(d < 10 ? 48 + d : 87 + d)
+        }
+        appendCRLF(&out)
+    }
+
+    static func hex12(_ v: UInt64) -> String {
+        var out: [UInt8] = []
+        appendBulkHex12(&out, v)
+        return String(decoding: out[5..<17], as: UTF8.self)
+    }
+}
+
+/// `P:meta:{`, `P:log:{`, `P:room:{` and the publish verb, as bytes (RESP.appendChatScript).
+struct ChatKeyPrefixes {
+    let meta: [UInt8]
+    let log: [UInt8]
+    let channel: [UInt8]
+    /// PUBLISH (a Redis Cluster link makes it SPUBLISH).
+    let verb: [UInt8]
 }
 
 /// One reply (or an element of one) from hiredis' reader. Valid only until the top-level reply

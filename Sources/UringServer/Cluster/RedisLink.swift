@@ -11,7 +11,11 @@ import Synchronization
 /// non-empty); they never block on the network. `deliver` is called on the link thread.
 ///
 /// Redis layout (`P` = channelPrefix):
-/// - channel `P:room:<room>`, message `<nodeId>\n<body>`; own echoes are dropped.
+/// - channel `P:room:{<room>}`, message `<nodeId>\n<body>`; own echoes are dropped. Chat
+///   lines come from the chat script as `<nodeId>\n<epoch>\n<offset>\n<sender>\n<line>` and
+///   are delivered on every node, the origin included (RedisLinkChat.swift).
+/// - hash `P:meta:{<room>}` (epoch, seq) and stream `P:log:{<room>}`: the room's cluster-wide
+///   offsets and history (RedisLinkChat.swift).
 /// - hash `P:members:<room>`: field nodeId → this node's member count (HDEL at 0).
 /// - key `P:node:<nodeId>` with PX nodeTTLMillis, refreshed every heartbeat.
 /// - key `P:user:<user>` = nodeId with PX nodeTTLMillis, refreshed every heartbeat.
@@ -32,6 +36,15 @@ public final class RedisLink: @unchecked Sendable {
         /// RESP-formatted PUBLISH commands, ready to write.
         var publishes: [UInt8] = []
         var publishCount = 0
+        /// One per publish, in order: who gets the reply (see PublishTicket).
+        var tickets: [PublishTicket] = []
+        var ticketIDs: [UInt8] = []
+        /// The chat script's SHA as loaded on the current command connection (nil: not yet,
+        /// publishes use EVAL with the body).
+        var chatSHA: [UInt8]?
+        /// The next new-epoch candidate for the chat script (random start, +1 per publish, so
+        /// every publish offers a different one at the cost of an add).
+        var epochCandidate: UInt64 = { var g = SystemRandomNumberGenerator(); return g.next() }()
         var ops: [Op] = []
         /// Set by stop(): whether to remove this node's keys first.
         var stop: Bool?
@@ -64,7 +77,19 @@ public final class RedisLink: @unchecked Sendable {
     let remoteCounts = Locked<[String: Int]>([:])
     private let thread = Locked<(started: Bool, tid: pthread_t?)>((false, nil))
 
-    let channelPrefix: [UInt8]  // "P:room:"
+    let channelPrefix: [UInt8]  // "P:room:{"
+    let chatKeys: ChatKeyPrefixes
+    let chatScriptBody = Array(RedisLink.chatScriptSource.utf8)
+    let nodeIdBytes: [UInt8]
+    /// Cluster chat (set before start): the room logs the link appends to.
+    weak var chatSink: (any ClusterChatSink)?
+    /// Chat lines this node could not place: offsets no node could fetch any more (stream
+    /// trimmed, or lost in a failover), counted when the log skipped them.
+    let lostMessages = Atomic<Int>(0)
+    /// Ranges fetched from the streams to fill gaps (and rooms primed on first join).
+    let streamFetches = Atomic<Int>(0)
+    /// Rooms whose log follows the cluster's (primed from Redis): joins wait for it.
+    let syncedRooms = Locked<Set<String>>([])
     let origin: [UInt8]  // "<nodeId>\n"
     let nodeKey: String
     let nodeKeyPrefix: String  // "P:node:"
@@ -87,7 +112,15 @@ public final class RedisLink: @unchecked Sendable {
     var cmdWaitingSince = 0
     var subPings = 0
     var subWaitingSince = 0
-    var scriptSHA: [String?] = [nil, nil]
+    var scriptSHA: [String?] = Array(repeating: nil, count: RedisLink.scripts.count)
+    /// Replies still owed to the senders of publishes written to `cmd` (see PublishTicket).
+    var tickets: [PublishTicket] = []
+    var ticketIDs: [UInt8] = []
+    var ticketHead = 0
+    var spareTickets: [PublishTicket] = []
+    var spareTicketIDs: [UInt8] = []
+    /// Per active room: fetching from the stream and the chat lines held meanwhile.
+    var roomSync: [String: RoomSync] = [:]
     var scriptsLoading = false
     var activeRooms = Set<String>()
     var localCounts: [String: Int] = [:]
@@ -101,6 +134,8 @@ public final class RedisLink: @unchecked Sendable {
         case scriptLoad(Int)
         /// The room, and the count this node wrote in the same script run.
         case roomCount(String, Int)
+        /// The room's meta and stream entries (RedisLinkChat.swift `sync`).
+        case roomSync(String)
     }
 
     public init(settings: ClusterSettings, logger: Logger,
@@ -110,7 +145,12 @@ public final class RedisLink: @unchecked Sendable {
         self.settings = settings
         self.logger = logger
         self.deliver = deliver
-        channelPrefix = Array("\(settings.channelPrefix):room:".utf8)
+        channelPrefix = Array("\(settings.channelPrefix):room:{".utf8)
+        chatKeys = ChatKeyPrefixes(meta: Array("\(settings.channelPrefix):meta:{".utf8),
+                                   log: Array("\(settings.channelPrefix):log:{".utf8),
+                                   channel: channelPrefix, verb: Array("PUBLISH".utf8))
+        nodeIdBytes = Array(settings.nodeId.utf8)
+
         origin = Array(settings.nodeId.utf8) + [10]
         nodeKeyPrefix = "\(settings.channelPrefix):node:"
         nodeKey = nodeKeyPrefix + settings.nodeId
@@ -154,6 +194,7 @@ public final class RedisLink: @unchecked Sendable {
             let wasEmpty = box.isEmpty
             RESP.appendPublish(&box.publishes, channelPrefix: channelPrefix, room: room, origin: origin, body: body)
             box.publishCount += 1
+            box.tickets.append(PublishTicket.plain)
             return (true, wasEmpty)
         }
         if !accepted {
@@ -195,7 +236,7 @@ public final class RedisLink: @unchecked Sendable {
         if wasEmpty { wake() }
     }
 
-    private func wake() { wakeEvent?.signal() }
+    func wake() { wakeEvent?.signal() }
 
     static func nowMillis() -> Int { Int(Clock.monoNanos() / 1_000_000) }
 }

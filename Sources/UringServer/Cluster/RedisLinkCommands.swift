@@ -20,6 +20,12 @@ extension RedisLink {
         expectReply(e)
     }
 
+    /// The scripts must be loaded again (a new connection, or Redis lost them).
+    func forgetScripts() {
+        scriptSHA = Array(repeating: nil, count: Self.scripts.count)
+        inbox.withLock { $0.chatSHA = nil }
+    }
+
     func loadScripts() {
         guard !scriptsLoading else { return }
         scriptsLoading = true
@@ -34,6 +40,17 @@ extension RedisLink {
         }
     }
 
+    /// Every room-keyed script goes through here (a Redis Cluster link routes it by the room's
+    /// slot; this single-instance link just evaluates it on `cmd`).
+    func roomScript(_ i: Int, room: String, keys: [String], args: [String], _ e: Expect) {
+        evalScript(i, keys: keys, args: args, e)
+    }
+
+    /// Every room-keyed command goes through here (see roomScript).
+    func roomCommand(_ room: String, _ args: [String], _ e: Expect) {
+        command(args, e)
+    }
+
     func onCommandReply(_ r: RedisReply) throws(RedisLinkError) {
         guard expectHead < expect.count else {
             throw RedisLinkError("unexpected reply from redis (\(r.string))")
@@ -44,9 +61,11 @@ extension RedisLink {
         case .publishes(let n):
             if r.isError {
                 countFailures(1, reason: "redis error: \(r.string)")
+                if r.hasPrefix("NOSCRIPT") { forgetScripts(); loadScripts() }
             } else {
                 published.wrappingAdd(1, ordering: .relaxed)
             }
+            answerTicket(r)
             if n > 1 {
                 expect[expectHead] = .publishes(n - 1)
                 return
@@ -56,6 +75,10 @@ extension RedisLink {
         case .scriptLoad(let i):
             if r.isString && r.bytes.count == 40 {
                 scriptSHA[i] = r.string
+                if i == Self.chatScript {
+                    let sha = [UInt8](r.bytes)
+                    inbox.withLock { $0.chatSHA = sha }
+                }
             } else {
                 logger.warning("redis SCRIPT LOAD failed", ["reply": r.string])
             }
@@ -71,6 +94,8 @@ extension RedisLink {
                 noteError(r, what: "presence")
                 if r.isError { dirtyRooms.insert(room) }
             }
+        case .roomSync(let room):
+            onSyncReply(room, r)
         }
         expectHead += 1
         if expectHead == expect.count {
@@ -81,7 +106,7 @@ extension RedisLink {
 
     private func noteError(_ r: RedisReply, what: String) {
         if r.isError && r.hasPrefix("NOSCRIPT") {
-            scriptSHA = [nil, nil]
+            forgetScripts()
             loadScripts()
             return
         }

@@ -53,12 +53,14 @@ extension RedisLink {
         expect.removeAll(keepingCapacity: true)
         expectHead = 0
         subPings = 0
-        scriptSHA = [nil, nil]
+        forgetScripts()
         scriptsLoading = false
         loadScripts()
         heartbeat(now)  // node key first, then user keys and every tracked room's presence
         dirtyRooms.removeAll()
         if !activeRooms.isEmpty { sendSubscribe("SUBSCRIBE", Array(activeRooms)) }
+        // What the rooms missed while the link was down comes from their streams.
+        for room in activeRooms { roomResubscribed(room) }
         connected.store(true, ordering: .releasing)
         logger.info("redis link up", [
             "redis": "\(settings.redisHost):\(settings.redisPort)", "node": settings.nodeId,
@@ -68,6 +70,7 @@ extension RedisLink {
 
     func linkDown(_ why: String) {
         connected.store(false, ordering: .releasing)
+        forgetScripts()
         let wasUp = up
         up = false
         // Publishes written but not acknowledged, and those still queued, are lost.
@@ -77,8 +80,10 @@ extension RedisLink {
             let n = box.publishCount
             box.publishCount = 0
             box.publishes.removeAll(keepingCapacity: box.publishes.capacity <= 4 << 20)
+            takeTickets(&box)
             return n
         }
+        failTickets()
         countFailures(lost, reason: "redis connection lost")
         expect.removeAll(keepingCapacity: true)
         expectHead = 0
@@ -128,8 +133,10 @@ extension RedisLink {
             let n = box.publishCount
             box.publishCount = 0
             box.publishes = []
+            takeTickets(&box)
             return n
         }
+        failTickets()
         countFailures(lost, reason: "redis link stopped")
         expect.removeAll()
         expectHead = 0

@@ -52,7 +52,7 @@ extension RedisLink {
     /// heartbeat key is gone, and returns the sum over live nodes.
     /// 1: user release. KEYS[1] = P:user:<user>; ARGV[1] = nodeId. Deletes the key only if it
     /// still points at this node (the user may have reconnected elsewhere).
-    static let scripts = [
+    static let presenceScripts = [
         """
         local key = KEYS[1]
         if (tonumber(ARGV[3]) or 0) > 0 then redis.call('HSET', key, ARGV[2], ARGV[3]) else redis.call('HDEL', key, ARGV[2]) end

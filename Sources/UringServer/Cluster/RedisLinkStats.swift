@@ -16,6 +16,11 @@ public struct ClusterStats: Sendable {
     public var publishFailures: Int
     /// Channels the pub/sub connection is subscribed to (as confirmed by Redis).
     public var subscribedRooms: Int
+    /// Chat lines whose offsets this node's logs skipped: neither delivered live nor still in
+    /// the room's stream when the gap was fetched (trimmed, or lost in a failover).
+    public var lostMessages = 0
+    /// Sync scripts sent: rooms primed for their first local member, gaps and resubscribes.
+    public var streamFetches = 0
 }
 
 extension RedisLink {
@@ -26,7 +31,9 @@ extension RedisLink {
             published: published.load(ordering: .relaxed),
             received: received.load(ordering: .relaxed),
             publishFailures: publishFailures.load(ordering: .relaxed),
-            subscribedRooms: subscribedRooms.load(ordering: .relaxed))
+            subscribedRooms: subscribedRooms.load(ordering: .relaxed),
+            lostMessages: lostMessages.load(ordering: .relaxed),
+            streamFetches: streamFetches.load(ordering: .relaxed))
     }
 
     /// Counts failed publishes and logs at most one line per 5 s (with the count since the last).

@@ -109,6 +109,7 @@ extension RedisLink {
                 pubCount = box.publishCount
                 box.publishCount = 0
                 swap(&box.publishes, &spare)
+                takeTickets(&box)
             }
         }
         if pubCount > 0 {
@@ -121,6 +122,7 @@ extension RedisLink {
                 expectReply(.publishes(pubCount))
             } else {
                 countFailures(pubCount, reason: "redis unavailable")
+                failTickets()
             }
             spare.removeAll(keepingCapacity: spare.capacity <= 4 << 20)
         }
@@ -132,11 +134,17 @@ extension RedisLink {
         switch op {
         case .activate(let room):
             if activeRooms.insert(room).inserted {
-                if up { sendSubscribe("SUBSCRIBE", [room]) }
+                roomSync[room] = RoomSync()
+                if up {
+                    sendSubscribe("SUBSCRIBE", [room])
+                    roomResubscribed(room)
+                }
                 dirtyRooms.insert(room)
             }
         case .deactivate(let room):
             if activeRooms.remove(room) != nil {
+                roomSync[room] = nil
+                _ = syncedRooms.withLock { $0.remove(room) }
                 if up { sendSubscribe("UNSUBSCRIBE", [room]) }
                 // The last local member left: this node's count is 0 (HDEL), whether or not
                 // setLocalMemberCount(0) was called too.

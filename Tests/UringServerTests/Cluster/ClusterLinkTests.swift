@@ -301,7 +301,7 @@ private final class GarbageServer: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     static let replies = [
         "*3\r\n$7\r\nmessage\r\n$5\r\nbogus\r\n:1\r\n",  // message on a foreign channel, integer payload
-        "*3\r\n$7\r\nmessage\r\n$16\r\ntcpserver:room:r\r\n$5\r\nno-nl\r\n",  // no origin line
+        "*3\r\n$7\r\nmessage\r\n$18\r\ntcpserver:room:{r}\r\n$5\r\nno-nl\r\n",  // no origin line
         "*1\r\n:5\r\n$-1\r\n-ERR nope\r\n+PONG\r\n:7\r\n*-1\r\n",  // wrong types for every expectation
         "$5\r\nab",  // truncated, then
         "?bogus\r\n",  // an unknown type byte: protocol error
