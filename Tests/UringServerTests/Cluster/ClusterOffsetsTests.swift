@@ -150,6 +150,16 @@ struct ClusterOffsetsTests {
         try Self.warmUp(sa, [rb], room: "d")
         let epoch = try #require(joined["epoch"] as? String)
 
+        // The room's counter goes backwards (a replica that missed the last writes took over):
+        // the node's floor keeps the next offset past every offset its members saw.
+        try sa.send(["type": "send_chat", "room": "d", "text": "f0", "id": "f0"])
+        let before = try #require(try sa.read(until: "ack", timeout: 5)["offset"] as? Int)
+        #expect(try Self.chats(rb, 1).map(\.offset) == [before])
+        _ = redis.query(["HSET", "tcpserver:meta:{d}", "seq", "0"])
+        try sa.send(["type": "send_chat", "room": "d", "text": "f1", "id": "f1"])
+        #expect(try sa.read(until: "ack", timeout: 5)["offset"] as? Int == before + 1, "no offset issued twice")
+        #expect(try Self.chats(rb, 1).map(\.offset) == [before + 1])
+
         redis.kill()
         let failures = try Self.clusterStats(a)["publish_failures"] as? Int ?? 0
         try sa.send(["type": "send_chat", "room": "d", "text": "lost?", "id": "q1"])
