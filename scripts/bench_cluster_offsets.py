@@ -106,7 +106,7 @@ def main():
             for name in (names if r % 2 == 0 else names[::-1]):
                 res = one_round(tool, builds[name], args.io, redis_port, args)
                 bench.log(f"round {r + 1} {name}: p50 {res.get('p50_us')} us, p99 {res.get('p99_us')} us, "
-                          f"delivered {res.get('delivered', res.get('deliveries'))}, exit {res.get('exit')}"
+                          f"delivered {res.get('delivered')}, missing {res.get('missing')}, exit {res.get('exit')}"
                           + (f", error {res['error']}" if "error" in res else ""))
                 rows[name].append(res)
     finally:
@@ -118,11 +118,13 @@ def main():
         return statistics.median(vals) if vals else None
 
     summary = {name: {k: med(name, k) for k in ("p50_us", "p99_us", "p999_us")} for name in rows}
-    print(f"| build | p50 µs | p99 µs | p99.9 µs |   ({args.io}, 2 nodes, 1 pub → {args.subs} subs on the other "
+    for name in rows:
+        summary[name]["missing_total"] = sum(x.get("missing", 0) or 0 for x in rows[name])
+    print(f"| build | p50 µs | p99 µs | p99.9 µs | missing |   ({args.io}, 2 nodes, 1 pub → {args.subs} subs on the other "
           f"node, {args.rate} msg/s, 64 B, {args.duration:g} s × {args.rounds} alternating rounds, medians)")
-    print("|---|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|")
     for name, s in summary.items():
-        print(f"| {name} | {s['p50_us']} | {s['p99_us']} | {s['p999_us']} |")
+        print(f"| {name} | {s['p50_us']} | {s['p99_us']} | {s['p999_us']} | {s['missing_total']} |")
     if "before" in summary and summary["before"]["p99_us"]:
         a, b = summary["after"], summary["before"]
         print(f"after ÷ before: p50 {a['p50_us'] / b['p50_us']:.2f}, p99 {a['p99_us'] / b['p99_us']:.2f}")
