@@ -93,6 +93,7 @@ extension RedisLink {
         if let sink = chatSink, let log = sink.chatLog(room), r.isArray, r.count >= 2,
            let e = r[0], e.isString, let s = r[1], s.isInteger {
             let epoch = e.string, seq = s.integer
+            let firstHeld = roomSync[room]!.held.first(where: { $0.epoch == epoch })?.offset
             let limits = sink.chatHistory
             let now = Clock.monoNanos()
             let second = UInt32(truncatingIfNeeded: now / 1_000_000_000)
@@ -120,6 +121,10 @@ extension RedisLink {
                     if counting { lost += seq - log.last }
                     log.restartLocked(epoch: epoch, after: seq)
                 }
+                // Primed (the node did not follow the room): what the stream held is history,
+                // not news, for members already attached here.
+                // Lines that came over pub/sub meanwhile (held) are news all the same.
+                if !wasSynced { log.markDeliveredLocked(through: (firstHeld ?? Int.max) - 1) }
                 _ = log.evictLocked(limits, nowSecond: second, overBudget: false)
                 return (lost, log.accountedBytes - before)
             }

@@ -112,6 +112,9 @@ final class RoomLog: @unchecked Sendable {
     /// Bumped when the log restarts its offsets (an epoch change in cluster mode): a reactor
     /// whose LocalRoom saw another value delivers from `first` (its cursor is from before).
     private(set) var generation = 0
+    /// After a restart: the offset a reactor of an older generation resumes after (the
+    /// restart point, or `last` when the entries were history for the node, not news).
+    private(set) var resumeAfter = 0
     /// Cluster mode only (nil otherwise, so a single node pays nothing): per entry, the
     /// ClusterSender tag of the connection that sent it, so its reactor can leave it out of
     /// the delivery when it did not ask for echo. Indexed like `headers`.
@@ -237,10 +240,19 @@ final class RoomLog: @unchecked Sendable {
             epoch = e
             generation &+= 1
         }
+        resumeAfter = after
         first = after + 1
         last = after
         byteHead = byteTail
         for r in 0..<reactorCount where cursors[r] >= 0 { cursors[r] = after }
+    }
+
+    /// The entries stored are history the room's attached reactors must not deliver as news
+    /// (a room primed from Redis while members were already attached, e.g. they joined while
+    /// Redis was down): they resume after offset `n` (at most `last`).
+    func markDeliveredLocked(through n: Int) {
+        resumeAfter = max(first - 1, min(n, last))
+        for r in 0..<reactorCount where cursors[r] >= 0 { cursors[r] = resumeAfter }
     }
 
     /// `,"offset":N}` into `out` (32 bytes); returns its length.

@@ -67,8 +67,8 @@ extension Reactor {
         let upTo = log.withLock { () -> Int in
             if log.generation != local.logGeneration {   // the log restarted (cluster epoch change)
                 local.logGeneration = log.generation
-                local.cursor = log.first - 1
-                from = log.first
+                local.cursor = max(log.first - 1, min(log.resumeAfter, log.last))
+                from = local.cursor + 1
                 log.setCursorLocked(me, local.cursor)
             }
             let last = log.last

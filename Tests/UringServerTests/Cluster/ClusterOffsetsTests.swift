@@ -232,4 +232,38 @@ struct ClusterOffsetsTests {
         let j = try probe.read(until: "joined")
         #expect(j["recovered"] as? Bool == false && j["missed"] as? Int == 46, "\(j)")
     }
+
+    @Test("members who joined while the node could not reach Redis get the room's history as history, not as new lines",
+          arguments: [IOModeSetting.uring, .epoll])
+    func primeAfterLocalJoin(mode: IOModeSetting) throws {
+        let redis = try RedisProcess()
+        defer { redis.kill() }
+        let epoch = "abcdef000001"
+        func publish(_ text: String) {
+            let line = "{\"type\":\"chat\",\"room\":\"w\",\"from\":\"x\",\"text\":\"\(text)\",\"ts\":1"
+            _ = redis.query(["EVAL", RedisLink.chatScriptSource, "3", "tcpserver:meta:{w}", "tcpserver:log:{w}", "tcpserver:room:{w}",
+                             "PUBLISH", "other", epoch, "0", "100", "300000", "0", line, epoch])
+        }
+        for i in 1...5 { publish("old\(i)") }
+        // Redis takes no commands for 2 s: the node's join cannot wait for the room's figures
+        // (500 ms) and answers with its own epoch.
+        _ = redis.query(["CLIENT", "PAUSE", "2000", "ALL"])
+        let pauseEnds = Date().addingTimeInterval(2)
+        let b = try Self.node(redis, "pb-\(mode)", mode)
+        defer { b.stop() }
+        let (m, joined) = try Self.member(b.port, "m", "w")
+        #expect(joined["epoch"] as? String != epoch, "\(joined)")
+        // Once Redis answers, the room's log takes the cluster's epoch and its 5 lines as history.
+        #expect(Date() < pauseEnds, "the join was answered while Redis was paused")
+        Thread.sleep(forTimeInterval: pauseEnds.timeIntervalSinceNow + 0.5)
+        publish("new")
+        let got = try Self.chats(m, 1)
+        #expect(got.map(\.text) == ["new"] && got.map(\.offset) == [6], "\(got)")
+        let probe = try TestClient(port: b.port)
+        _ = try probe.hello("probe")
+        try probe.send(["type": "join_room", "room": "w", "epoch": epoch, "since": 2])
+        let j = try probe.read(until: "joined")
+        #expect(j["recovered"] as? Bool == true && j["missed"] as? Int == 4 && j["offset"] as? Int == 6, "\(j)")
+        #expect(try Self.chats(probe, 4).map(\.text) == ["old3", "old4", "old5", "new"])
+    }
 }
