@@ -26,17 +26,16 @@ struct LogEntry {
 final class LogCopy {
     private(set) var count = 0
     private var capacity = 64
-    private var items = UnsafeMutablePointer<LogEntry>.allocate(capacity: 64)
+    /// Each entry with its sender tag (cluster mode, see RoomLog.senders; 0: nobody to
+    /// exclude), in one buffer so growing it is one allocation.
+    private var items = UnsafeMutablePointer<(entry: LogEntry, sender: UInt64)>.allocate(capacity: 64)
     private(set) var byteCount = 0
     private var byteCapacity = 4096
     private(set) var bytes = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)
-    /// Per entry: who sent it (cluster mode, see RoomLog.senders; 0: nobody to exclude).
-    private var senders = UnsafeMutablePointer<UInt64>.allocate(capacity: 64)
 
     deinit {
         items.deallocate()
         bytes.deallocate()
-        senders.deallocate()
     }
 
     var isEmpty: Bool { count == 0 }
@@ -45,25 +44,20 @@ final class LogCopy {
     /// Starts entry `e` (its bytes follow through `appendBytes`).
     func append(_ e: LogEntry, sender: UInt64 = 0) {
         if count == capacity {
-            let bigger = UnsafeMutablePointer<LogEntry>.allocate(capacity: capacity * 2)
+            let bigger = UnsafeMutablePointer<(entry: LogEntry, sender: UInt64)>.allocate(capacity: capacity * 2)
             bigger.update(from: items, count: count)
             items.deallocate()
             items = bigger
-            let s = UnsafeMutablePointer<UInt64>.allocate(capacity: capacity * 2)
-            s.update(from: senders, count: count)
-            senders.deallocate()
-            senders = s
             capacity *= 2
         }
         var e = e
         e.start = byteCount
-        items[count] = e
-        senders[count] = sender
+        items[count] = (e, sender)
         count += 1
     }
 
     /// Entry `i`'s sender tag (ClusterSender), 0 when none.
-    func sender(_ i: Int) -> UInt64 { senders[i] }
+    func sender(_ i: Int) -> UInt64 { items[i].sender }
 
     func appendBytes(_ p: UnsafeRawPointer, _ n: Int) {
         if byteCount + n > byteCapacity {
@@ -79,11 +73,11 @@ final class LogCopy {
         byteCount += n
     }
 
-    subscript(i: Int) -> LogEntry { items[i] }
+    subscript(i: Int) -> LogEntry { items[i].entry }
 
     /// Entry `i`'s line.
     func line(_ i: Int) -> UnsafeRawBufferPointer {
-        let e = items[i]
+        let e = items[i].entry
         return UnsafeRawBufferPointer(start: bytes + e.start, count: Int(e.length))
     }
 }
