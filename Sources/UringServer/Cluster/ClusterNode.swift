@@ -3,14 +3,16 @@ import Primitives
 import Synchronization
 
 /// Cluster mode (`cluster=redis`): ties this node's rooms to the other nodes through the Redis
-/// link. Reactors call it without blocking (every call only queues for the link thread); room
-/// messages from other nodes come back on the link thread and are posted to the inboxes of
-/// the reactors that have members in that room, in the order Redis delivered them.
+/// link. Reactors call it without blocking (every call only queues for the link thread). Chat
+/// lines come back on the link thread with their cluster-wide offsets and go into the room's
+/// log (ClusterChatSink below: the reactors are poked and deliver them in offset order); other
+/// room messages are posted to the inboxes of the reactors that have members in that room, in
+/// the order Redis delivered them.
 final class ClusterNode: @unchecked Sendable {
     let link: RedisLink
     let nodeId: String
-    /// History bytes of the chat lines from other nodes this node's rooms stored (appended
-    /// minus evicted on the link thread; /stats adds it to the reactors' figure).
+    /// History bytes of the chat lines the link thread stored in this node's room logs
+    /// (appended minus evicted there; /stats adds it to the reactors' figure).
     let historyBytes = SharedCounter()
     /// "Room X has new entries" for the reactors (an empty body; see Reactor.wakeup).
     private static let poke = RenderedMessage(originNanos: 0)
