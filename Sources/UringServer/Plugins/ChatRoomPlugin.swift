@@ -99,6 +99,21 @@ public final class ChatRoomPlugin: MessageProcessor {
         let c = m.connection
         let roomName = try m.requireName("room", maxBytes: config.maxNameBytes)
         let since = try RecoveryRequest.parse(m)
+        if let cluster, let since, cluster.isConnected, let (epoch, latest) = ctx.roomLatest(roomName),
+           epoch == since.epoch, since.offset > latest {
+            // Cluster: the client may have seen that offset on another node, and this one has
+            // not caught up yet (it lags, or is refetching after a reconnect). Hold the join
+            // until it has (turnEnded), at most 500 ms; past that it is bad_since.
+            ctx.holdInput(c)
+            laggingJoins.append(LaggingJoin(connection: c, room: roomName, since: since,
+                                            deadline: Clock.monoNanos() + 500_000_000))
+            return
+        }
+        try joinChecked(c, roomName, since: since, ctx)
+    }
+
+    private func joinChecked(_ c: Connection, _ roomName: String, since: (epoch: String, offset: Int)?,
+                             _ ctx: PluginContext) throws(ProtocolError) {
         try RecoveryRequest.check(since, room: roomName, ctx)
         if let local = c.rooms.first(where: { $0.name == roomName }) {
             // Joining twice is harmless: answer with the current count, announce nothing
@@ -159,8 +174,18 @@ public final class ChatRoomPlugin: MessageProcessor {
     }
     private var pendingJoins: [PendingJoin] = []
 
+    /// A join whose `since` is past this node's latest offset (cluster mode: the node lags).
+    private struct LaggingJoin {
+        let connection: Connection
+        let room: String
+        let since: (epoch: String, offset: Int)
+        let deadline: UInt64
+    }
+    private var laggingJoins: [LaggingJoin] = []
+
     public func turnEnded(_ ctx: PluginContext) {
         if !diffs.isEmpty { sendDiffs(ctx) }
+        if !laggingJoins.isEmpty { resumeLaggingJoins(ctx) }
         guard !pendingJoins.isEmpty, let cluster else { return }
         let now = Clock.monoNanos()
         var i = 0
@@ -173,6 +198,40 @@ public final class ChatRoomPlugin: MessageProcessor {
             // node's own epoch is not the cluster's).
             completeJoin(p.connection, p.shared, p.room, since: p.since, members: clusterCount(p.room, local: ctx.memberCount(p.room)), ctx)
             ctx.releaseInput(p.connection)
+        }
+    }
+
+    /// Lagging joins whose node caught up (or whose wait ran out) go on as ordinary joins.
+    private func resumeLaggingJoins(_ ctx: PluginContext) {
+        let now = Clock.monoNanos()
+        var i = 0
+        while i < laggingJoins.count {
+            let j = laggingJoins[i]
+            if let (epoch, latest) = ctx.roomLatest(j.room), epoch == j.since.epoch, j.since.offset > latest,
+               now < j.deadline {
+                i += 1
+                continue
+            }
+            laggingJoins.remove(at: i)
+            let c = j.connection
+            do throws(ProtocolError) {
+                try joinChecked(c, j.room, since: j.since, ctx)
+            } catch {
+                let id = c.extras.heldAckID
+                ctx.reply(to: c) { b in
+                    b.append("{\"type\":\"error\",\"code\":\"")
+                    b.append(contentsOf: error.code.rawValue)
+                    b.append("\",\"message\":")
+                    b.appendJSONString(error.message)
+                    if let id {
+                        b.append(",\"id\":")
+                        id.withUnsafeBytes { b.append($0) }
+                    }
+                    b.append("}")
+                }
+            }
+            // A join that itself waits for the cluster's figures keeps the input held.
+            if !pendingJoins.contains(where: { $0.connection === c }) { ctx.releaseInput(c) }
         }
     }
 
@@ -217,6 +276,7 @@ public final class ChatRoomPlugin: MessageProcessor {
     }
 
     public func connectionClosed(_ c: Connection, _ ctx: PluginContext) {
+        laggingJoins.removeAll { $0.connection === c }
         if let i = pendingJoins.firstIndex(where: { $0.connection === c }) {
             // Joined the directory but never answered: undo the membership count.
             let p = pendingJoins.remove(at: i)

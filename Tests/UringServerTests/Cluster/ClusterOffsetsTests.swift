@@ -266,4 +266,42 @@ struct ClusterOffsetsTests {
         #expect(j["recovered"] as? Bool == true && j["missed"] as? Int == 4 && j["offset"] as? Int == 6, "\(j)")
         #expect(try Self.chats(probe, 4).map(\.text) == ["old3", "old4", "old5", "new"])
     }
+
+    @Test("a since past a lagging node's latest offset waits for the node to catch up (then bad_since)",
+          arguments: [IOModeSetting.uring, .epoll])
+    func laggingNodeJoin(mode: IOModeSetting) throws {
+        let redis = try RedisProcess()
+        defer { redis.kill() }
+        let b = try Self.node(redis, "lb-\(mode)", mode)
+        defer { b.stop() }
+        let (rb, joined) = try Self.member(b.port, "rb", "l")
+        let epoch = try #require(joined["epoch"] as? String)
+        func publish(_ text: String) {
+            let line = "{\"type\":\"chat\",\"room\":\"l\",\"from\":\"x\",\"text\":\"\(text)\",\"ts\":1"
+            _ = redis.query(["EVAL", RedisLink.chatScriptSource, "3", "tcpserver:meta:{l}", "tcpserver:log:{l}", "tcpserver:room:{l}",
+                             "PUBLISH", "other", epoch, "0", "100", "300000", "0", line, "abcdef012345"])
+        }
+        publish("l1")
+        publish("l2")
+        _ = try Self.chats(rb, 2)
+        // Seen up to 4 on another node; this one has 2 so far.
+        let p = try TestClient(port: b.port)
+        _ = try p.hello("p")
+        try p.send(["type": "join_room", "room": "l", "epoch": epoch, "since": 4, "id": "j1"])
+        Thread.sleep(forTimeInterval: 0.1)
+        for i in 3...5 { publish("l\(i)") }
+        var skipped: [JSONObject] = []
+        let j = try p.read(until: "joined", timeout: 5, skipped: &skipped)
+        #expect(skipped.isEmpty && j["recovered"] as? Bool == true, "\(skipped) \(j)")
+        let next = try Self.chats(p, 1)
+        #expect(next.map(\.text) == ["l5"] && next.map(\.offset) == [5], "exactly what follows 4: \(next)")
+        // Far ahead: after the wait, bad_since with the id, then the ack.
+        let q = try TestClient(port: b.port)
+        _ = try q.hello("q")
+        try q.send(["type": "join_room", "room": "l", "epoch": epoch, "since": 100, "id": "j2"])
+        let err = try q.read(timeout: 5)
+        #expect(err["code"] as? String == "bad_since" && err["id"] as? String == "j2", "\(err)")
+        let ack = try q.read(timeout: 5)
+        #expect(ack.type == "ack" && ack["id"] as? String == "j2", "\(ack)")
+    }
 }
