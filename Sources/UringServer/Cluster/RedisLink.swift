@@ -20,7 +20,11 @@ import Synchronization
 /// Redis layout (`P` = channelPrefix; `{T}` is the room's hash tag: its name with `%` and `}`
 /// percent-encoded, so every key and the channel of one room live in one cluster slot):
 /// - channel `P:room:{T}`, message `<nodeId>\n<body>`; own echoes are dropped. PUBLISH and
-///   SUBSCRIBE on a plain Redis, SPUBLISH and SSUBSCRIBE (sharded pub/sub) on a cluster.
+///   SUBSCRIBE on a plain Redis, SPUBLISH and SSUBSCRIBE (sharded pub/sub) on a cluster. Chat
+///   lines come from the chat script as `<nodeId>\n<epoch>\n<offset>\n<sender>\n<line>` and
+///   are delivered on every node, the origin included (RedisLinkChat.swift).
+/// - hash `P:meta:{T}` (epoch, seq) and stream `P:log:{T}`: the room's cluster-wide offsets
+///   and history (RedisLinkChat.swift, RedisLinkRoomSync.swift).
 /// - hash `P:members:{T}`: field nodeId → "<count>:<expiry ms>" (HDEL at 0). The presence
 ///   script drops fields whose expiry (Redis TIME) has passed: a node that stops refreshing
 ///   leaves the count without the script touching keys of other slots.
@@ -41,10 +45,15 @@ public final class RedisLink: @unchecked Sendable {
     // MARK: shared between callers and the link thread
 
     struct Inbox {
-        /// Room messages to publish, as records `<u32 room length><room><u32 body length><body>`
-        /// (the link thread splits them by shard and formats the command for the mode).
+        /// Publishes as records: a kind byte, then for a plain message `<room><body>`, for a
+        /// chat line `<room><line><epoch><id>` and three words (floor, sender tag, epoch
+        /// candidate); each field a u32-length record (RESP.appendRecord). The link thread
+        /// splits them by shard and formats the command for the mode (routePublishes).
         var publishes: [UInt8] = []
         var publishCount = 0
+        /// The next new-epoch candidate for the chat script (random start, +1 per publish, so
+        /// every publish offers a different one at the cost of an add).
+        var epochCandidate: UInt64 = { var g = SystemRandomNumberGenerator(); return g.next() }()
         var ops: [Op] = []
         /// Set by stop(): whether to remove this node's keys first.
         var stop: Bool?
@@ -78,6 +87,18 @@ public final class RedisLink: @unchecked Sendable {
     private let thread = Locked<(started: Bool, tid: pthread_t?)>((false, nil))
 
     let channelPrefix: [UInt8]  // "P:room:{"
+    let chatKeys: ChatKeyPrefixes
+    let chatScriptBody = Array(RedisLink.chatScriptSource.utf8)
+    let nodeIdBytes: [UInt8]
+    /// Cluster chat (set before start): the room logs the link appends to.
+    weak var chatSink: (any ClusterChatSink)?
+    /// Chat lines this node could not place: offsets no node could fetch any more (stream
+    /// trimmed, or lost in a failover), counted when the log skipped them.
+    let lostMessages = Atomic<Int>(0)
+    /// Ranges fetched from the streams to fill gaps (and rooms primed on first join).
+    let streamFetches = Atomic<Int>(0)
+    /// Rooms whose log follows the cluster's (primed from Redis): joins wait for it.
+    let syncedRooms = Locked<Set<String>>([])
     let origin: [UInt8]  // "<nodeId>\n"
     let nodeKey: String
     let nodeKeyPrefix: String  // "P:node:"
@@ -110,6 +131,8 @@ public final class RedisLink: @unchecked Sendable {
     var topologyAsked: RedisShard?
     var nextHeartbeatAt = 0
     var scriptSHA = [String?](repeating: nil, count: RedisLink.scripts.count)
+    /// The chat script's SHA as bytes (RESP.appendChatScript), once a server answered it.
+    var chatSHA: [UInt8]?
     var activeRooms = Set<String>()
     /// Active rooms not subscribed anywhere yet (their shard is down or not known).
     var unplacedRooms = Set<String>()
@@ -123,6 +146,8 @@ public final class RedisLink: @unchecked Sendable {
     var users: [String: Int] = [:]
     var dirtyRooms = Set<String>()
     var spare: [UInt8] = []
+    /// Per active room: fetching from the stream and the chat lines held meanwhile.
+    var roomSync: [String: RoomSync] = [:]
 
     enum Expect {
         case publishes(Int)
@@ -132,6 +157,8 @@ public final class RedisLink: @unchecked Sendable {
         case roomCount(String, Int)
         /// CLUSTER SLOTS: the mode (an error on a plain Redis) and the slot map.
         case topology
+        /// The room's meta and stream entries (RedisLinkRoomSync.swift `sendSync`).
+        case roomSync(String)
     }
 
     public init(settings: ClusterSettings, logger: Logger,
@@ -142,6 +169,9 @@ public final class RedisLink: @unchecked Sendable {
         self.logger = logger
         self.deliver = deliver
         channelPrefix = Array("\(settings.channelPrefix):room:{".utf8)
+        chatKeys = ChatKeyPrefixes(meta: Array("\(settings.channelPrefix):meta:{".utf8),
+                                   log: Array("\(settings.channelPrefix):log:{".utf8), channel: channelPrefix)
+        nodeIdBytes = Array(settings.nodeId.utf8)
         origin = Array(settings.nodeId.utf8) + [10]
         nodeKeyPrefix = "\(settings.channelPrefix):node:"
         nodeKey = nodeKeyPrefix + settings.nodeId
@@ -183,6 +213,7 @@ public final class RedisLink: @unchecked Sendable {
         let (accepted, wasEmpty) = inbox.withLock { box -> (Bool, Bool) in
             if box.publishes.count >= max { return (false, false) }
             let wasEmpty = box.isEmpty
+            box.publishes.append(Self.plainRecord)
             RESP.appendRecord(&box.publishes, room.utf8)
             RESP.appendRecord(&box.publishes, body)
             box.publishCount += 1
@@ -227,7 +258,7 @@ public final class RedisLink: @unchecked Sendable {
         if wasEmpty { wake() }
     }
 
-    private func wake() { wakeEvent?.signal() }
+    func wake() { wakeEvent?.signal() }
 
     static func nowMillis() -> Int { Int(Clock.monoNanos() / 1_000_000) }
 }

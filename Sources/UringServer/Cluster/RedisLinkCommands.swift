@@ -11,29 +11,28 @@ extension RedisLink {
         }
         s.cmdWaitingSince = Self.nowMillis()
         let p = s.pending[s.head]
-        var expected = 0
-        if case .publishes = p.e { expected = s.popReceivers() }
         if let d = Redirect(r) {
+            // A publish is not kept for resending: followRedirect counts it failed and its
+            // sender gets cluster_unavailable here.
+            if case .publishes = p.e { answerTicket(s, r, failed: true) }
             followRedirect(d, from: s, p)
         } else {
             switch p.e {
             case .publishes:
                 if r.isError {
                     countFailures(1, reason: "redis error: \(r.string)")
+                    if r.hasPrefix("NOSCRIPT") { noteError(s, r, what: "chat script") }
                 } else {
                     published.wrappingAdd(1, ordering: .relaxed)
-                    // Redis answers how many subscribers got it: fewer than the nodes with
-                    // members means some node's subscription was missing (being re-made after
-                    // a failover, say). Counted, so no loss goes unseen.
-                    if r.isInteger && r.integer < expected {
-                        undelivered.wrappingAdd(expected - r.integer, ordering: .relaxed)
-                    }
                 }
+                answerTicket(s, r, failed: r.isError)
             case .ignore:
                 if r.isError { noteError(s, r, what: "command") }
             case .scriptLoad(let i):
+                s.scriptsReloading = false
                 if r.isString && r.bytes.count == 40 {
                     scriptSHA[i] = r.string
+                    if i == Self.chatScript { chatSHA = [UInt8](r.bytes) }
                 } else {
                     logger.warning("redis SCRIPT LOAD failed", ["redis": s.address, "reply": r.string])
                 }
@@ -53,6 +52,8 @@ extension RedisLink {
                 }
             case .topology:
                 onTopology(s, r)
+            case .roomSync(let room):
+                onSyncReply(s, room, r)
             }
         }
         // onTopology may have taken the shard down (a cluster with no slots).
@@ -79,9 +80,12 @@ extension RedisLink {
         roomNodes[key] = n
     }
 
-    private func noteError(_ s: RedisShard, _ r: RedisReply, what: String) {
+    func noteError(_ s: RedisShard, _ r: RedisReply, what: String) {
         if r.isError && r.hasPrefix("NOSCRIPT") {
-            // This server lost its script cache (a restart or a promoted replica).
+            // This server lost its script cache (a restart or a promoted replica); a burst of
+            // NOSCRIPT replies reloads once.
+            guard !s.scriptsReloading else { return }
+            s.scriptsReloading = true
             for (i, src) in Self.scripts.enumerated() { command(on: s, ["SCRIPT", "LOAD", src], .scriptLoad(i)) }
             return
         }

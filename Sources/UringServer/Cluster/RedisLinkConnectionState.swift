@@ -81,9 +81,9 @@ extension RedisLink {
         let wasUp = s.up
         s.up = false
         s.ready = false
-        // Publishes written but not acknowledged are lost.
-        var lost = s.unacknowledgedPublishes
-        s.resetPipeline()
+        // Publishes written but not acknowledged are lost (counted; chat senders answered).
+        let lost = s.unacknowledgedPublishes
+        failPipeline(s, reason: "redis connection lost")
         if topologyAsked === s { topologyAsked = nil }
         s.cmd.close()
         s.sub.close()
@@ -91,12 +91,14 @@ extension RedisLink {
         if mode == .single || !shards.contains(where: { $0.up }) {
             // The only server is gone: queued publishes fail now rather than wait for it.
             connected.store(false, ordering: .releasing)
-            lost += inbox.withLock { box in
+            var queued: [UInt8] = []
+            let n = inbox.withLock { box in
                 let n = box.publishCount
                 box.publishCount = 0
-                box.publishes.removeAll(keepingCapacity: box.publishes.capacity <= 4 << 20)
+                swap(&queued, &box.publishes)
                 return n
             }
+            failRecords(queued, count: n, reason: "redis unavailable")
             clusterCounts.withLock { $0.removeAll() }
             remoteCounts.withLock { $0.removeAll() }
             if mode == .single {
@@ -110,7 +112,6 @@ extension RedisLink {
             refreshAt = Self.nowMillis()
             if !shards.contains(where: { $0.up }) { ensureSeedProbe() }
         }
-        countFailures(lost, reason: "redis connection lost")
         // The backoff starts over only after a link that held for a while, so a server that
         // accepts and then drops every connection is retried at most every 2 s.
         if wasUp && Self.nowMillis() - s.upSince >= 2000 { s.backoffMillis = 100 }
@@ -173,21 +174,20 @@ extension RedisLink {
             }
         }
         connected.store(false, ordering: .releasing)
-        var lost = 0
         for s in shards {
-            if s.up { lost += s.unacknowledgedPublishes }
+            if s.up { failPipeline(s, reason: "redis link stopped") } else { s.resetPipeline() }
             s.up = false
-            s.resetPipeline()
             s.cmd.close()
             s.sub.close()
         }
-        lost += inbox.withLock { box in
+        var queued: [UInt8] = []
+        let n = inbox.withLock { box in
             let n = box.publishCount
             box.publishCount = 0
-            box.publishes = []
+            swap(&queued, &box.publishes)
             return n
         }
-        countFailures(lost, reason: "redis link stopped")
+        failRecords(queued, count: n, reason: "redis link stopped")
         subscribedRooms.store(0, ordering: .relaxed)
         clusterCounts.withLock { $0.removeAll() }
         remoteCounts.withLock { $0.removeAll() }

@@ -57,7 +57,7 @@ extension RedisLink {
     /// and returns {sum of the others, how many they are}. Only the room's own key: one slot on a cluster.
     /// 1: user release. KEYS[1] = P:user:<user>; ARGV[1] = nodeId. Deletes the key only if it
     /// still points at this node (the user may have reconnected elsewhere).
-    static let scripts = [
+    static let presenceScripts = [
         """
         local key = KEYS[1]
         local t = redis.call('TIME')

@@ -3,7 +3,9 @@ import Synchronization
 
 // The pub/sub connections: room subscriptions (SUBSCRIBE on a plain Redis, SSUBSCRIBE on the
 // master serving the room's slot in a cluster), subscriptions the server drops when a slot
-// moves, and room messages from other nodes handed to `deliver` (own echoes dropped).
+// moves, chat lines from the chat script (RedisLinkRoomSync: appended to the room's log at
+// their offsets, on every node) and other room messages from other nodes handed to `deliver`
+// (own echoes dropped).
 
 extension RedisLink {
     func sendSubscribe(_ s: RedisShard, unsubscribe: Bool, _ room: String) {
@@ -18,9 +20,14 @@ extension RedisLink {
                 if r.count == 3, let ch = r[1], let payload = r[2] { onMessage(channel: ch.bytes, payload: payload.bytes) }
             } else if kind.is("subscribe") || kind.is("ssubscribe") {
                 if let c = r[2], c.isInteger { setSubCount(s, c.integer) }
-                if let ch = r[1], let room = room(ofChannel: ch.bytes), lostRooms.remove(room) != nil {
-                    resubscribes.wrappingAdd(1, ordering: .relaxed)
-                    onRoomResubscribed?(room)
+                if let ch = r[1], let room = room(ofChannel: ch.bytes), activeRooms.contains(room) {
+                    // New here or lost meanwhile: the room's log catches up from its stream
+                    // (what it missed, or the tail when new) before later chat lines.
+                    roomResubscribed(room)
+                    if lostRooms.remove(room) != nil {
+                        resubscribes.wrappingAdd(1, ordering: .relaxed)
+                        onRoomResubscribed?(room)
+                    }
                 }
             } else if kind.is("unsubscribe") || kind.is("sunsubscribe") {
                 if let c = r[2], c.isInteger { setSubCount(s, c.integer) }
@@ -59,6 +66,17 @@ extension RedisLink {
         }
     }
 
+    /// Whether the payload after the origin line starts with an epoch line (12 hex digits and
+    /// a newline): a chat line from the chat script; anything else is a plain message.
+    static func isChatPayload(_ p: UnsafeRawBufferPointer, afterOrigin i: Int) -> Bool {
+        guard p.count > i + 12, p[i + 12] == 10 else { return false }
+        for k in i..<(i + 12) {
+            let c = p[k]
+            if !((c >= 48 && c <= 57) || (c >= 97 && c <= 102)) { return false }
+        }
+        return true
+    }
+
     private func setSubCount(_ s: RedisShard, _ n: Int) {
         s.subCount = n
         updateSubscribedCount()
@@ -81,11 +99,18 @@ extension RedisLink {
             logger.debug("malformed cluster message dropped")
             return
         }
-        // Own echo: the origin line equals "<nodeId>\n".
-        if nl + 1 == origin.count,
-           origin.withUnsafeBytes({ memcmp($0.baseAddress!, payload.baseAddress!, $0.count) }) == 0 {
+        let own = nl + 1 == origin.count
+            && origin.withUnsafeBytes({ memcmp($0.baseAddress!, payload.baseAddress!, $0.count) }) == 0
+        if Self.isChatPayload(payload, afterOrigin: nl + 1) {
+            // A chat line from the chat script (every node delivers it, the origin too; the
+            // sender tag names a connection of the origin node only).
+            guard activeRooms.contains(room) else { return }
+            received.wrappingAdd(1, ordering: .relaxed)
+            onChatMessage(room: room, UnsafeRawBufferPointer(rebasing: payload[(nl + 1)...]), own: own)
             return
         }
+        // Own echo: the origin line equals "<nodeId>\n".
+        if own { return }
         guard activeRooms.contains(room) else { return }
         let body = [UInt8](UnsafeRawBufferPointer(rebasing: payload[(nl + 1)...]))
         received.wrappingAdd(1, ordering: .relaxed)

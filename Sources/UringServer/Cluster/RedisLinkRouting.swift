@@ -100,7 +100,8 @@ extension RedisLink {
 
     /// A command came back MOVED/ASK: send it again where the redirect points (with ASKING
     /// first for ASK). A publish cannot be sent again (its bytes are gone): it is counted as a
-    /// failed publish, never dropped silently.
+    /// failed publish, never dropped silently (a chat line's sender gets cluster_unavailable,
+    /// see onCommandReply).
     func followRedirect(_ d: Redirect, from s: RedisShard, _ p: RedisShard.Pending) {
         let target = redirectTarget(d, from: s)
         guard let args = p.args else {
@@ -112,6 +113,9 @@ extension RedisLink {
             command(on: target, args, p.e)
         } else if case .roomCount(let room, _) = p.e {
             dirtyRooms.insert(room)  // sent again once the target is up (or by the heartbeat)
+        } else if case .roomSync(let room) = p.e, roomSync[room] != nil {
+            roomSync[room]!.fetching = false  // fetched again once the room is re-subscribed there
+            lostRooms.insert(room)
         }
     }
 }

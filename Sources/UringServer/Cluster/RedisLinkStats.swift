@@ -29,7 +29,14 @@ public struct ClusterStats: Sendable {
     public var resubscribes: Int
     /// Node deliveries Redis reported missing: a publish reached fewer subscribed nodes than
     /// had members in the room (as last counted; a node leaving at that moment counts too).
+    /// An upper bound of pub/sub misses: a node that missed a chat line fills it from the
+    /// room's stream when it sees the offset gap, or counts it in lostMessages.
     public var undelivered: Int
+    /// Chat lines whose offsets this node's logs skipped: neither delivered live nor still in
+    /// the room's stream when the gap was fetched (trimmed, or lost in a failover).
+    public var lostMessages = 0
+    /// Sync scripts sent: rooms primed for their first local member, gaps and resubscribes.
+    public var streamFetches = 0
 }
 
 extension RedisLink {
@@ -47,7 +54,9 @@ extension RedisLink {
             moved: moved.load(ordering: .relaxed),
             asked: asked.load(ordering: .relaxed),
             resubscribes: resubscribes.load(ordering: .relaxed),
-            undelivered: undelivered.load(ordering: .relaxed))
+            undelivered: undelivered.load(ordering: .relaxed),
+            lostMessages: lostMessages.load(ordering: .relaxed),
+            streamFetches: streamFetches.load(ordering: .relaxed))
     }
 
     /// Counts failed publishes and logs at most one line per 5 s (with the count since the last).

@@ -130,7 +130,7 @@ extension RedisLink {
             if mode != .unknown {
                 routePublishes()
             } else {
-                countFailures(pubCount, reason: "redis unavailable")
+                failRecords(spare, count: pubCount, reason: "redis unavailable")
             }
             spare.removeAll(keepingCapacity: spare.capacity <= 4 << 20)
         }
@@ -145,19 +145,26 @@ extension RedisLink {
         spare.withUnsafeBytes { buf in
             var offset = 0
             while offset < buf.count {
+                let kind = buf[offset]
+                offset += 1
                 let room = RESP.readRecord(buf, &offset)
-                let body = RESP.readRecord(buf, &offset)
                 var crc: UInt16 = 0
                 ClusterSlots.forEachTagByte(room) { crc = ClusterSlots.crcStep(crc, $0) }
                 let expected = roomNodes[Self.roomHash(room)] ?? 0
-                guard let s = slotOwner[Int(crc) & (ClusterSlots.count - 1)], s.up else {
+                let owner = slotOwner[Int(crc) & (ClusterSlots.count - 1)]
+                if kind == Self.chatRecord {
+                    writeChat(buf, &offset, room: room, to: owner, receivers: expected)
+                    continue
+                }
+                let body = RESP.readRecord(buf, &offset)
+                guard let s = owner, s.up else {
                     countFailures(1, reason: "no reachable redis master for the room's slot")
                     continue
                 }
                 RESP.appendPublish(&s.cmd.out, sharded: sharded, channelPrefix: channelPrefix, room: room,
                                    origin: origin, body: body)
                 s.expect(.publishes(1), args: nil, now: now)
-                s.receivers.append(expected)
+                s.addTicket(sender: 0, receivers: expected, id: UnsafeRawBufferPointer(start: nil, count: 0))
             }
         }
     }
@@ -166,6 +173,8 @@ extension RedisLink {
         switch op {
         case .activate(let room):
             if activeRooms.insert(room).inserted {
+                // Primed from the room's stream once its subscription is confirmed (PubSub).
+                roomSync[room] = RoomSync()
                 unplacedRooms.insert(room)
                 placeNeeded = true
                 dirtyRooms.insert(room)
@@ -174,6 +183,8 @@ extension RedisLink {
             if activeRooms.remove(room) != nil {
                 unplacedRooms.remove(room)
                 lostRooms.remove(room)
+                roomSync[room] = nil
+                _ = syncedRooms.withLock { $0.remove(room) }
                 if let s = roomShard.removeValue(forKey: room) {
                     s.rooms.remove(room)
                     if s.up { sendSubscribe(s, unsubscribe: true, room) }

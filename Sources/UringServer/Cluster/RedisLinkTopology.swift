@@ -153,10 +153,9 @@ extension RedisLink {
                 keep.append(s)
                 continue
             }
-            if s.up { countFailures(s.unacknowledgedPublishes, reason: "redis master no longer serves the slot") }
+            if s.up { failPipeline(s, reason: "redis master no longer serves the slot") } else { s.resetPipeline() }
             s.up = false
             s.ready = false
-            s.resetPipeline()
             s.cmd.close()
             s.sub.close()
             for room in s.rooms { roomShard[room] = nil; unplacedRooms.insert(room); lostRooms.insert(room) }

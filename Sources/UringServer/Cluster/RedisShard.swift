@@ -17,6 +17,8 @@ final class RedisShard {
     /// Scripts loaded and this node's keys sent (after the link knows whether it is a cluster).
     var ready = false
     var loggedDown = false
+    /// SCRIPT LOAD re-sent after a NOSCRIPT, not answered yet.
+    var scriptsReloading = false
     var backoffMillis = 100
     var upSince = 0
     var readyAt = 0
@@ -31,10 +33,12 @@ final class RedisShard {
     }
     var pending: [Pending] = []
     var head = 0
-    /// For each publish in flight, in order: how many nodes had members in its room when it
-    /// was sent (the subscribers Redis should report reaching).
-    var receivers: [Int] = []
-    var receiversHead = 0
+    /// For each publish in flight, in order: who waits for its reply and how many nodes had
+    /// members in its room when it was sent (PublishTicket); the client message ids of chat
+    /// lines in `ticketIDs`. Kept with their capacity: no allocation per publish.
+    var tickets: [PublishTicket] = []
+    var ticketHead = 0
+    var ticketIDs: [UInt8] = []
     var cmdWaitingSince = 0
     var subPings = 0
     var subWaitingSince = 0
@@ -79,22 +83,32 @@ final class RedisShard {
         return n
     }
 
-    func popReceivers() -> Int {
-        guard receiversHead < receivers.count else { return 0 }
-        let n = receivers[receiversHead]
-        receiversHead += 1
-        if receiversHead == receivers.count {
-            receivers.removeAll(keepingCapacity: true)
-            receiversHead = 0
+    func addTicket(sender: UInt64, receivers: Int, id: UnsafeRawBufferPointer) {
+        if ticketHead == tickets.count && ticketHead > 0 {
+            tickets.removeAll(keepingCapacity: true)
+            ticketIDs.removeAll(keepingCapacity: true)
+            ticketHead = 0
         }
-        return n
+        tickets.append(PublishTicket(sender: sender, receivers: Int32(clamping: receivers),
+                                     idStart: Int32(ticketIDs.count), idCount: Int32(id.count)))
+        ticketIDs.append(contentsOf: id)
+    }
+
+    /// The oldest outstanding ticket (its id bytes stay valid until the next addTicket).
+    func popTicket() -> PublishTicket? {
+        guard ticketHead < tickets.count else { return nil }
+        let t = tickets[ticketHead]
+        ticketHead += 1
+        return t
     }
 
     func resetPipeline() {
         pending.removeAll(keepingCapacity: true)
         head = 0
-        receivers.removeAll(keepingCapacity: true)
-        receiversHead = 0
+        tickets.removeAll(keepingCapacity: true)
+        ticketIDs.removeAll(keepingCapacity: true)
+        ticketHead = 0
         subPings = 0
+        scriptsReloading = false
     }
 }
