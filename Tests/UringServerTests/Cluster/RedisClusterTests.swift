@@ -11,7 +11,7 @@ import Glibc
 
 @Suite("Cluster: nodes over a Redis Cluster", .serialized)
 struct RedisClusterTests {
-    static func node(_ rc: RedisClusterProcess, _ id: String, _ mode: IOModeSetting) throws -> Server {
+    static func node(_ rc: RedisClusterProcess, _ id: String, _ mode: IOModeSetting, historySize: Int = 100) throws -> Server {
         var c = ServerConfig()
         c.port = 0
         c.io = mode
@@ -21,6 +21,7 @@ struct RedisClusterTests {
         c.cluster = "redis"
         c.redisPort = rc.livePort
         c.nodeId = id
+        c.historySize = historySize
         let s = Server(config: c)
         try s.start()
         return s
@@ -98,7 +99,7 @@ struct RedisClusterTests {
         #expect(nodes.allSatisfy { Self.stat($0.port, "publish_failures") == 0 })
     }
 
-    @Test("a master SIGKILLed mid-traffic: nodes survive, re-subscribe on the promoted replica, delivery resumes, every loss is counted")
+    @Test("a master SIGKILLed mid-traffic: nodes survive, re-subscribe on the promoted replica, delivery resumes, every offset gap is accounted for")
     func masterFailover() throws {
         let rc = try RedisClusterProcess.shared()
         let seed = rc.livePort
@@ -106,15 +107,17 @@ struct RedisClusterTests {
         let target = try #require(rc.roomsOnEachMaster(prefix: "fo-").first { $0.master != seed })
         let slot = rc.slot(ofRoom: target.room)
         let modes: [IOModeSetting] = [.uring, .epoll, .uring]
-        let nodes = try modes.enumerated().map { i, m in try Self.node(rc, "fo\(i + 1)", m) }
+        // History big enough for a rejoin with since to reach back over the whole run.
+        let nodes = try modes.enumerated().map { i, m in try Self.node(rc, "fo\(i + 1)", m, historySize: 2000) }
         defer { for n in nodes { n.stop() } }
         let publisher = try TestClient(port: nodes[0].port)
         _ = try publisher.hello("pub")
         _ = try publisher.join(target.room)
+        var epoch = ""
         let members = try [nodes[1], nodes[2]].enumerated().map { i, n -> TestClient in
             let c = try TestClient(port: n.port)
             _ = try c.hello("member\(i)")
-            _ = try c.join(target.room)
+            epoch = try c.join(target.room)["epoch"] as? String ?? ""
             return c
         }
         #expect(try Self.eventually(5) {
@@ -125,27 +128,39 @@ struct RedisClusterTests {
         for m in members { while (try? m.read(timeout: 0.2)) != nil {} }
         let before = (acked: Self.stat(nodes[0].port, "published"), failed: Self.stat(nodes[0].port, "publish_failures"),
                       undelivered: Self.stat(nodes[0].port, "undelivered"))
+        let lostBefore = [nodes[1], nodes[2]].map { Self.stat($0.port, "lost_messages") }
 
-        // Readers collect the numbers each member gets.
-        let got = [ClusterBox(Set<Int>()), ClusterBox(Set<Int>())]
+        // Readers collect the numbers (and offsets) each member gets, and the publisher's acks
+        // (number → offset) and cluster_unavailable errors.
+        let got = [ClusterBox([Int: Int]()), ClusterBox([Int: Int]())]
+        let acks = ClusterBox([Int: Int]()), refused = ClusterBox(Set<Int>())
         let stop = ClusterBox(false)
         let readers = members.enumerated().map { i, m in
             let t = Thread {
                 while !stop.value {
                     guard let msg = try? m.read(until: "chat", timeout: 0.2),
                           let text = msg["text"] as? String, text.hasPrefix("n") else { continue }
-                    if let k = Int(text.dropFirst()) { got[i].mutate { _ = $0.insert(k) } }
+                    if let k = Int(text.dropFirst()) { got[i].mutate { $0[k] = msg["offset"] as? Int ?? -1 } }
                 }
             }
             t.start()
             return t
         }
         _ = readers
+        let ackReader = Thread {
+            while !stop.value {
+                guard let msg = try? publisher.read(timeout: 0.2), let id = msg["id"] as? Int else { continue }
+                // A refused line gets its error, then an ack without an offset (protocol.md).
+                if msg.type == "ack", let offset = msg["offset"] as? Int { acks.mutate { $0[id] = offset } }
+                if msg.type == "error" && msg["code"] as? String == "cluster_unavailable" { refused.mutate { _ = $0.insert(id) } }
+            }
+        }
+        ackReader.start()
 
         var sent = 0
         func send(_ n: Int) throws {
             for _ in 0..<n {
-                try publisher.send(["type": "send_chat", "room": target.room, "text": "n\(sent)"])
+                try publisher.send(["type": "send_chat", "room": target.room, "text": "n\(sent)", "id": sent])
                 sent += 1
                 usleep(2000)
             }
@@ -164,7 +179,8 @@ struct RedisClusterTests {
         let resumedAt = sent
         let resubscribedAfter = Date().timeIntervalSince(killedAt)
         try send(150)
-        Thread.sleep(forTimeInterval: 1.0)
+        _ = Self.eventually(5) { acks.value.count + refused.value.count >= sent }
+        Thread.sleep(forTimeInterval: 0.5)
         stop.mutate { $0 = true }
         Thread.sleep(forTimeInterval: 0.3)
 
@@ -175,8 +191,45 @@ struct RedisClusterTests {
         let failed = (s0["publish_failures"] as? Int ?? 0) - before.failed
         let undelivered = (s0["undelivered"] as? Int ?? 0) - before.undelivered
         let delivered = got.map { $0.value.count }
-        print("failover counts: published=\(sent) acked=\(acked) publish_failures=\(failed) undelivered=\(undelivered) "
-              + "delivered=\(delivered) lost=\(delivered.map { sent - $0 }) resumed_at=\(resumedAt) "
+
+        // Each member comes back (a new connection on its node) with since = just before the
+        // first line of the run: what the node's log holds fills the member's gaps.
+        var recovered = [0, 0], unrecovered = [0, 0], lost = [0, 0], holes = [0, 0]
+        for (i, n) in [nodes[1], nodes[2]].enumerated() {
+            let live = got[i].value
+            let offsets = Set(live.values)
+            lost[i] = Self.stat(n.port, "lost_messages") - lostBefore[i]
+            guard let first = offsets.min(), let last = offsets.max() else { continue }
+            holes[i] = (first...last).count - offsets.count
+            let again = try TestClient(port: n.port)
+            _ = try again.hello("again\(i)")
+            try again.send(["type": "join_room", "room": target.room, "epoch": epoch, "since": first - 1])
+            let joined = try again.read(until: "joined")
+            var replay: [Int: Int] = [:]
+            while let m = try? again.read(until: "chat", timeout: 1) {
+                if let text = m["text"] as? String, text.hasPrefix("n"), let k = Int(text.dropFirst()) { replay[k] = m["offset"] as? Int ?? -1 }
+            }
+            // Every line number the member never got live: refused to the sender, recovered by
+            // the rejoin, or behind an offset the node counted lost.
+            for k in 0..<sent where live[k] == nil && !refused.value.contains(k) {
+                if replay[k] != nil { recovered[i] += 1 } else { unrecovered[i] += 1 }
+            }
+            #expect(unrecovered[i] <= lost[i], "member \(i): \(unrecovered[i]) acked lines neither delivered nor recovered, \(lost[i]) counted lost (joined \(joined))")
+            // A hole in the offsets the member saw is a hole in its node's log: counted lost,
+            // or (filled later) in the replay.
+            let replayed = Set(replay.values)
+            let unfilled = (first...last).filter { !offsets.contains($0) && !replayed.contains($0) }.count
+            #expect(unfilled <= lost[i], "member \(i): \(unfilled) offsets missing from its node's log, \(lost[i]) counted lost")
+            // What the member saw live came in offset order.
+            let inOrder = live.sorted { $0.key < $1.key }.map(\.value)
+            #expect(inOrder == inOrder.sorted(), "member \(i) saw offsets in publish order")
+        }
+        let ackedOffsets = acks.value.values.filter { $0 > 0 }
+        #expect(Set(ackedOffsets).count == ackedOffsets.count, "no offset acked twice")
+        #expect(acks.value.count + refused.value.count == sent, "every line acked or refused: \(acks.value.count) + \(refused.value.count) of \(sent)")
+        print("failover counts: published=\(sent) acked=\(acked) refused=\(refused.value.count) publish_failures=\(failed) "
+              + "undelivered=\(undelivered) delivered=\(delivered) recovered=\(recovered) lost_messages=\(lost) "
+              + "offset_holes_seen=\(holes) resumed_at=\(resumedAt) "
               + "resubscribed_after_s=\(String(format: "%.2f", resubscribedAfter)) "
               + "stats=\(nodes.map { (try? Self.clusterStats($0.port)).map { "\($0["failovers"] ?? "?")/\($0["resubscribes"] ?? "?")" } ?? "dead" })")
 
@@ -190,10 +243,10 @@ struct RedisClusterTests {
         #expect(acked + failed == sent, "acked \(acked) + failed \(failed) == published \(sent)")
         for (i, d) in delivered.enumerated() {
             #expect(d <= sent)
-            // What a member missed is visible at the publisher: failed, or short of receivers.
-            #expect(sent - d <= failed + undelivered, "member \(i) lost \(sent - d), visible \(failed) + \(undelivered)")
+            // What a member missed is visible: refused to the sender, or counted lost.
+            #expect(sent - d <= failed + lost[i], "member \(i) lost \(sent - d), visible \(failed) + \(lost[i])")
             let tail = Set(resumedAt..<sent)
-            #expect(tail.isSubset(of: got[i].value), "member \(i) got everything after re-subscription")
+            #expect(tail.isSubset(of: Set(got[i].value.keys)), "member \(i) got everything after re-subscription")
         }
         // The killed node comes back as a replica, so later tests keep 6 nodes.
         try rc.start(target.master)
