@@ -20,6 +20,14 @@ extension RedisClusterTests {
         // History deep enough for everything published while the member is away.
         let nodes = try (1...3).map { try Self.node(rc, "rj\($0)-\(mode)", mode, historySize: 1000) }
         defer { for n in nodes { n.stop() } }
+        // Links up on all 3 masters first: a join answered before its node follows the room's
+        // stream carries a provisional epoch (the join waits only so long for Redis).
+        try #require(try Self.eventually(10) {
+            try nodes.allSatisfy {
+                let s = try Self.clusterStats($0.port)
+                return s["connected"] as? Bool == true && s["masters"] as? Int == 3
+            }
+        }, "links up: \(Self.statsText(nodes[0].port))")
         let publisher = try TestClient(port: nodes[1].port)
         _ = try publisher.hello("pub")
         _ = try publisher.join(room)
