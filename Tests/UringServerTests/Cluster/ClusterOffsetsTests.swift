@@ -6,7 +6,8 @@ import UringServer
 /// delivers the room's lines in that order, and a member recovers on any node.
 @Suite("Cluster: cluster-wide offsets", .serialized)
 struct ClusterOffsetsTests {
-    static func node(_ redis: RedisProcess, _ id: String, _ mode: IOModeSetting, historySize: Int = 100) throws -> Server {
+    static func node(_ redis: RedisProcess, _ id: String, _ mode: IOModeSetting, historySize: Int = 100,
+                     waitForLink: Bool = true) throws -> Server {
         var c = ServerConfig()
         c.port = 0
         c.io = mode
@@ -19,6 +20,9 @@ struct ClusterOffsetsTests {
         c.historySize = historySize
         let s = Server(config: c)
         try s.start()
+        // A join before the link is up is answered at once with a provisional epoch: give the
+        // link a moment (not a requirement: some tests start with Redis unreachable).
+        if waitForLink { _ = try? ClusterIntegrationTests.eventually(3) { try clusterStats(s)["connected"] as? Bool == true } }
         return s
     }
 
@@ -249,7 +253,7 @@ struct ClusterOffsetsTests {
         // (500 ms) and answers with its own epoch.
         _ = redis.query(["CLIENT", "PAUSE", "2000", "ALL"])
         let pauseEnds = Date().addingTimeInterval(2)
-        let b = try Self.node(redis, "pb-\(mode)", mode)
+        let b = try Self.node(redis, "pb-\(mode)", mode, waitForLink: false)
         defer { b.stop() }
         let (m, joined) = try Self.member(b.port, "m", "w")
         #expect(joined["epoch"] as? String != epoch, "\(joined)")
