@@ -227,9 +227,11 @@ extension RedisLink {
         }
         // Sync replies owed by this server are gone too: those rooms fetch again once
         // re-subscribed.
-        for (room, st) in roomSync where st.fetching && slotOwner[ClusterSlots.slot(ofRoom: room)] === s {
-            roomSync[room]!.fetching = false
-            lostRooms.insert(room)
+        for p in s.pending[s.head...] {
+            if case .roomSync(let room) = p.e, roomSync[room] != nil {
+                roomSync[room]!.fetching = false
+                lostRooms.insert(room)
+            }
         }
         s.resetPipeline()
     }
