@@ -50,8 +50,8 @@ final class ClusterNode: @unchecked Sendable {
     }
 
     /// Called on the link thread each time a room's subscription is confirmed again after it
-    /// was lost (see RedisLink.onRoomResubscribed): what was published meanwhile was missed.
-    /// Set before start().
+    /// was lost (see RedisLink.onRoomResubscribed). The link has already started fetching what
+    /// the room missed from its stream; this only observes it. Set before start().
     var onRoomResubscribed: (@Sendable (String) -> Void)? {
         get { link.onRoomResubscribed }
         set { link.onRoomResubscribed = newValue }
@@ -81,8 +81,6 @@ final class ClusterNode: @unchecked Sendable {
 
     /// Whether this node's log of the room follows the cluster's yet (see RedisLink.roomSynced).
     func roomSynced(_ room: String) -> Bool { link.roomSynced(room) }
-    /// See RedisLink.roomResubscribed (the Redis Cluster link's `onRoomResubscribed` hook).
-    func roomResubscribed(_ room: String) { link.roomResubscribed(room) }
 
     /// Members on the other live nodes as last fetched; nil while unknown (see RedisLink).
     func remoteMemberCount(room: String) -> Int? { link.remoteMemberCount(room: room) }

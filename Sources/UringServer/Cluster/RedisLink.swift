@@ -105,7 +105,8 @@ public final class RedisLink: @unchecked Sendable {
 
     /// Called on the link thread each time a room's subscription is confirmed again after it
     /// had been lost (a shard or the link went down, or its slot moved): messages published in
-    /// between were not received. Set before start().
+    /// between were not received live (chat lines are fetched from the room's stream right
+    /// before this call, roomResubscribed). Set before start().
     public var onRoomResubscribed: (@Sendable (String) -> Void)?
 
     let modeCode = Atomic<Int>(0)  // RedisMode.rawValue, the last one detected
