@@ -3,43 +3,39 @@ import Primitives
 import Synchronization
 
 /// Cluster mode (`cluster=redis`): ties this node's rooms to the other nodes through the Redis
-/// link. Reactors call it without blocking (every call only queues for the link thread); room
-/// messages from other nodes come back on the link thread and are posted to the inboxes of
-/// the reactors that have members in that room, in the order Redis delivered them.
+/// link. Reactors call it without blocking (every call only queues for the link thread). Chat
+/// lines come back on the link thread with their cluster-wide offsets and go into the room's
+/// log (ClusterChatSink below: the reactors are poked and deliver them in offset order); other
+/// room messages are posted to the inboxes of the reactors that have members in that room, in
+/// the order Redis delivered them.
 final class ClusterNode: @unchecked Sendable {
     let link: RedisLink
     let nodeId: String
-    /// History bytes of the chat lines from other nodes this node's rooms stored (appended
-    /// minus evicted on the link thread; /stats adds it to the reactors' figure).
+    /// History bytes of the chat lines the link thread stored in this node's room logs
+    /// (appended minus evicted there; /stats adds it to the reactors' figure).
     let historyBytes = SharedCounter()
     /// "Room X has new entries" for the reactors (an empty body; see Reactor.wakeup).
     private static let poke = RenderedMessage(originNanos: 0)
 
+    private let rooms: RoomDirectory
+    private let reactors: @Sendable () -> [Reactor]
+    let chatHistory: HistoryLimits
+
     init(config: ServerConfig, logger: Logger, rooms: RoomDirectory, reactors: @escaping @Sendable () -> [Reactor]) {
         nodeId = config.nodeId.isEmpty ? Self.defaultNodeId() : config.nodeId
-        let settings = ClusterSettings(redisHost: config.redisHost, redisPort: config.redisPort, nodeId: nodeId)
-        let limits = HistoryLimits(size: config.historySize, ttlSeconds: config.historyTTLSeconds,
-                                   maxBytesPerRoom: config.historyMaxBytesPerRoom)
-        let bytes = historyBytes
+        var settings = ClusterSettings(redisHost: config.redisHost, redisPort: config.redisPort, nodeId: nodeId)
+        settings.historySize = config.historySize
+        settings.historyTTLMillis = max(1, config.historyTTLSeconds) * 1000
+        chatHistory = HistoryLimits(size: config.historySize, ttlSeconds: config.historyTTLSeconds,
+                                    maxBytesPerRoom: config.historyMaxBytesPerRoom)
+        self.rooms = rooms
+        self.reactors = reactors
         link = RedisLink(settings: settings, logger: logger) { room, body in
-            // Link thread: find the reactors with local members and hand each the message.
+            // Link thread: a non-chat message (presence) from another node; chat lines take
+            // the log path (ClusterChatSink below).
             guard let shared = rooms.lookup(room) else { return }
             let mask = shared.reactorMask.load(ordering: .acquiring)
             if mask == 0 { return }
-            if let prefix = Self.chatPrefix(body) {
-                // A chat line from another node takes this node's next offset in the room's
-                // log (node-local offsets: every member here sees one order), then the
-                // reactors are poked and deliver it from the log like a local line.
-                bytes.value.add(Self.append(body, prefix: prefix, to: shared.log, limits), ordering: .relaxed)
-                let all = reactors()
-                var m = mask
-                while m != 0 {
-                    let r = m.trailingZeroBitCount
-                    m &= m - 1
-                    if r < all.count { all[r].inbox.post(RoomDelivery(room: shared, message: Self.poke)) }
-                }
-                return
-            }
             let msg = RenderedMessage(originNanos: Clock.monoNanos())
             body.withUnsafeBytes { msg.body.append($0) }
             let all = reactors()
@@ -50,34 +46,15 @@ final class ClusterNode: @unchecked Sendable {
                 if r < all.count { all[r].inbox.post(RoomDelivery(room: shared, message: msg)) }
             }
         }
+        link.chatSink = self
     }
 
-    /// The length of a chat line's bytes before its `,"offset":N}` (or before its closing brace
-    /// when it has none); nil when `body` is not a chat line.
-    static func chatPrefix(_ body: [UInt8]) -> Int? {
-        guard body.count > chatHead.count + 1, body.last == UInt8(ascii: "}"), body.starts(with: chatHead) else { return nil }
-        var i = body.count - 2
-        while i > 0 && body[i] >= UInt8(ascii: "0") && body[i] <= UInt8(ascii: "9") { i -= 1 }
-        let start = i - offsetKey.count + 1
-        if start > 0 && i < body.count - 2 && body[start...i].elementsEqual(offsetKey) { return start }
-        return body.count - 1
-    }
-    private static let chatHead: [UInt8] = Array("{\"type\":\"chat\"".utf8)
-    private static let offsetKey: [UInt8] = Array(",\"offset\":".utf8)
-
-    /// Appends a remote chat line to `log` with this node's next offset; returns the change in
-    /// history bytes.
-    static func append(_ body: [UInt8], prefix: Int, to log: RoomLog, _ limits: HistoryLimits) -> Int {
-        let now = Clock.monoNanos()
-        return body.withUnsafeBytes { b in
-            log.withLock { () -> Int in
-                let before = log.accountedBytes
-                _ = log.appendLocked(UnsafeRawBufferPointer(rebasing: b[0..<prefix]), origin: now,
-                                     second: UInt32(truncatingIfNeeded: now / 1_000_000_000))
-                _ = log.evictLocked(limits, nowSecond: UInt32(truncatingIfNeeded: now / 1_000_000_000), overBudget: false)
-                return log.accountedBytes - before
-            }
-        }
+    /// Called on the link thread each time a room's subscription is confirmed again after it
+    /// was lost (see RedisLink.onRoomResubscribed). The link has already started fetching what
+    /// the room missed from its stream; this only observes it. Set before start().
+    var onRoomResubscribed: (@Sendable (String) -> Void)? {
+        get { link.onRoomResubscribed }
+        set { link.onRoomResubscribed = newValue }
     }
 
     func start() { link.start() }
@@ -89,6 +66,21 @@ final class ClusterNode: @unchecked Sendable {
     /// the indirection costs nothing.
     @inline(__always)
     func publish(room: String, body: UnsafeRawBufferPointer) { link.publish(room: room, body: body) }
+
+    /// A chat line (without its closing brace) for the chat script: Redis gives it the
+    /// cluster-wide offset and every node, this one included, delivers it from pub/sub. The
+    /// sender's reactor gets the ack (or the error) when Redis answers. False: not queued.
+    @inline(__always)
+    func publishChat(_ room: SharedRoom, line: UnsafeRawBufferPointer, reactor: Int, slot: Int32, generation: UInt32,
+                     id: UnsafeRawBufferPointer?) -> Bool {
+        let log = room.log
+        let (epoch, floor) = log.withLock { (log.epoch, log.last) }
+        return link.publishChat(room: room.name, line: line, epoch: epoch, floor: floor, reactor: reactor,
+                                slot: slot, generation: generation, id: id)
+    }
+
+    /// Whether this node's log of the room follows the cluster's yet (see RedisLink.roomSynced).
+    func roomSynced(_ room: String) -> Bool { link.roomSynced(room) }
 
     /// Members on the other live nodes as last fetched; nil while unknown (see RedisLink).
     func remoteMemberCount(room: String) -> Int? { link.remoteMemberCount(room: room) }
@@ -136,6 +128,19 @@ final class ClusterNode: @unchecked Sendable {
         b.appendDecimal(s.publishFailures)
         b.append(",\"subscribed_rooms\":")
         b.appendDecimal(s.subscribedRooms)
+        b.append(",\"redis_mode\":")
+        b.appendJSONString(s.redisMode)
+        for (k, v) in [("masters", s.masters), ("failovers", s.failovers), ("moved", s.moved),
+                       ("asked", s.asked), ("resubscribes", s.resubscribes), ("undelivered", s.undelivered)] {
+            b.append(",\"")
+            b.append(contentsOf: k)
+            b.append("\":")
+            b.appendDecimal(v)
+        }
+        b.append(",\"lost_messages\":")
+        b.appendDecimal(s.lostMessages)
+        b.append(",\"stream_fetches\":")
+        b.appendDecimal(s.streamFetches)
         // Cluster-wide member counts of the rooms this node has members in (at most 100).
         b.append(",\"room_members\":{")
         for (i, (room, n)) in link.clusterMemberCounts().sorted(by: { $0.value > $1.value }).prefix(100).enumerated() {
@@ -145,6 +150,29 @@ final class ClusterNode: @unchecked Sendable {
             b.appendDecimal(n)
         }
         b.append("}}")
+    }
+}
+
+extension ClusterNode: ClusterChatSink {
+    func chatLog(_ room: String) -> RoomLog? { rooms.lookup(room)?.log }
+
+    /// Link thread: the room's log has new entries; its reactors deliver them (a poke each).
+    func chatAppended(_ room: String, bytesDelta: Int) {
+        historyBytes.value.add(bytesDelta, ordering: .relaxed)
+        guard let shared = rooms.lookup(room) else { return }
+        var m = shared.reactorMask.load(ordering: .acquiring)
+        let all = reactors()
+        while m != 0 {
+            let r = m.trailingZeroBitCount
+            m &= m - 1
+            if r < all.count { all[r].inbox.post(RoomDelivery(room: shared, message: Self.poke)) }
+        }
+    }
+
+    func chatAnswered(reactor: Int, slot: Int32, generation: UInt32, offset: Int, id: UnsafeRawBufferPointer) {
+        let all = reactors()
+        guard reactor >= 0 && reactor < all.count else { return }
+        all[reactor].inbox.postClusterReply(slot: slot, generation: generation, offset: offset, id: id)
     }
 }
 

@@ -15,6 +15,10 @@ public struct ClusterSettings: Sendable {
     public var maxPendingBytes = 8 << 20
     /// A connection whose commands get no reply for this long is considered dead.
     public var replyTimeoutMillis = 5000
+    /// Chat history in Redis: the room stream's MAXLEN (~) and the TTL of its keys (the
+    /// server's history_size and history_ttl_s).
+    public var historySize = 100
+    public var historyTTLMillis = 300_000
     /// A connect attempt that does not complete within this is a failure.
     public var connectTimeoutMillis = 2000
 

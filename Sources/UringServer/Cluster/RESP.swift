@@ -47,20 +47,142 @@ enum RESP {
         for a in args { appendBulk(&out, a) }
     }
 
-    /// `PUBLISH <channelPrefix><room> <origin><body>` where `origin` is `<nodeId>\n`.
-    static func appendPublish(_ out: inout [UInt8], channelPrefix: [UInt8], room: String,
-                              origin: [UInt8], body: UnsafeRawBufferPointer) {
-        out.append(contentsOf: "*3\r\n$7\r\nPUBLISH\r\n".utf8)
-        let r = room.utf8
-        appendBulkHeader(&out, length: channelPrefix.count + r.count)
+    /// `PUBLISH|SPUBLISH <channelPrefix><tag>} <origin><body>` where `channelPrefix` ends
+    /// with `{`, `<tag>` is the room's hash tag (ClusterSlots.tag) and `origin` is `<nodeId>\n`.
+    static func appendPublish(_ out: inout [UInt8], sharded: Bool, channelPrefix: [UInt8],
+                              room: UnsafeRawBufferPointer, origin: [UInt8], body: UnsafeRawBufferPointer) {
+        out.append(contentsOf: sharded ? "*3\r\n$8\r\nSPUBLISH\r\n".utf8 : "*3\r\n$7\r\nPUBLISH\r\n".utf8)
+        appendBulkHeader(&out, length: channelPrefix.count + ClusterSlots.tagLength(room) + 1)
         out.append(contentsOf: channelPrefix)
-        out.append(contentsOf: r)
+        ClusterSlots.forEachTagByte(room) { out.append($0) }
+        out.append(UInt8(ascii: "}"))
         appendCRLF(&out)
         appendBulkHeader(&out, length: origin.count + body.count)
         out.append(contentsOf: origin)
         out.append(contentsOf: body)
         appendCRLF(&out)
     }
+
+    /// `<prefix><tag>}` as one bulk string (`prefix` ends in `{`; the tag is the room's hash tag).
+    @inline(__always)
+    static func appendRoomKey(_ out: inout [UInt8], _ prefix: [UInt8], _ room: UnsafeRawBufferPointer) {
+        appendBulkHeader(&out, length: prefix.count + ClusterSlots.tagLength(room) + 1)
+        out.append(contentsOf: prefix)
+        ClusterSlots.forEachTagByte(room) { out.append($0) }
+        out.append(UInt8(ascii: "}"))
+        appendCRLF(&out)
+    }
+
+    @inline(__always)
+    static func appendBulk(_ out: inout [UInt8], bytes: UnsafeRawBufferPointer) {
+        appendBulkHeader(&out, length: bytes.count)
+        out.append(contentsOf: bytes)
+        appendCRLF(&out)
+    }
+
+    @inline(__always)
+    static func appendBulk(_ out: inout [UInt8], bytes: [UInt8]) {
+        appendBulkHeader(&out, length: bytes.count)
+        out.append(contentsOf: bytes)
+        appendCRLF(&out)
+    }
+
+    @inline(__always)
+    static func appendBulkDecimal(_ out: inout [UInt8], _ n: Int) {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        let count = withUnsafeMutableBytes(of: &digits) { d -> Int in
+            var v = UInt64(bitPattern: Int64(n)), k = 0
+            var tmp: (UInt64, UInt64, UInt64) = (0, 0, 0)
+            withUnsafeMutableBytes(of: &tmp) { t in
+                repeat { t[k] = UInt8(48 + v % 10); v /= 10; k += 1 } while v > 0
+                for i in 0..<k { d[i] = t[k - 1 - i] }
+            }
+            return k
+        }
+        appendBulkHeader(&out, length: count)
+        withUnsafeBytes(of: &digits) { out.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+        appendCRLF(&out)
+    }
+
+    /// The chat publish script's invocation (RedisLinkChat.swift `chatScriptSource`):
+    /// `EVALSHA <sha>` (or `EVAL <body>` until the script is loaded on this server)
+    /// `3 meta log channel` then the ARGV, written straight into the shard's pipeline. The
+    /// channel is a KEY so a cluster routes and checks it like the room's other keys.
+    static func appendChatScript(_ out: inout [UInt8], script: [UInt8], isSHA: Bool, keyPrefixes: ChatKeyPrefixes,
+                                 sharded: Bool, room: UnsafeRawBufferPointer, nodeId: [UInt8],
+                                 epoch: UnsafeRawBufferPointer, floor: Int, maxLength: Int, ttlMillis: Int,
+                                 sender: UInt64, line: UnsafeRawBufferPointer, candidate: UInt64) {
+        out.append(contentsOf: isSHA ? "*15\r\n$7\r\nEVALSHA\r\n".utf8 : "*15\r\n$4\r\nEVAL\r\n".utf8)
+        appendBulk(&out, bytes: script)
+        out.append(contentsOf: "$1\r\n3\r\n".utf8)
+        appendRoomKey(&out, keyPrefixes.meta, room)
+        appendRoomKey(&out, keyPrefixes.log, room)
+        appendRoomKey(&out, keyPrefixes.channel, room)
+        out.append(contentsOf: sharded ? "$8\r\nSPUBLISH\r\n".utf8 : "$7\r\nPUBLISH\r\n".utf8)
+        appendBulk(&out, bytes: nodeId)
+        appendBulk(&out, bytes: epoch)
+        appendBulkDecimal(&out, floor)
+        appendBulkDecimal(&out, maxLength)
+        appendBulkDecimal(&out, ttlMillis)
+        appendBulkDecimal(&out, Int(bitPattern: UInt(sender)))
+        appendBulk(&out, bytes: line)
+        appendBulkHex12(&out, candidate)
+    }
+
+    /// The low 48 bits of `v` as 12 lowercase hex digits (an epoch).
+    static func appendBulkHex12(_ out: inout [UInt8], _ v: UInt64) {
+        out.append(contentsOf: "$12\r\n".utf8)
+        for i in stride(from: 44, through: 0, by: -4) {
+            let d = UInt8((v >> UInt64(i)) & 0xF)
+            out.append(d < 10 ? 48 + d : 87 + d)
+        }
+        appendCRLF(&out)
+    }
+
+    static func hex12(_ v: UInt64) -> String {
+        var out: [UInt8] = []
+        appendBulkHex12(&out, v)
+        return String(decoding: out[5..<17], as: UTF8.self)
+    }
+
+    /// A fixed-width integer in a record stream (native-endian, 8 bytes).
+    @inline(__always)
+    static func appendWord(_ out: inout [UInt8], _ v: UInt64) {
+        var v = v
+        withUnsafeBytes(of: &v) { out.append(contentsOf: $0) }
+    }
+
+    @inline(__always)
+    static func readWord(_ buf: UnsafeRawBufferPointer, _ offset: inout Int) -> UInt64 {
+        let v = buf.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+        offset += 8
+        return v
+    }
+
+    /// A length-prefixed record (native-endian u32 length, then the bytes): how publishes wait
+    /// in the link's inbox.
+    @inline(__always)
+    static func appendRecord<C: Collection>(_ out: inout [UInt8], _ bytes: C) where C.Element == UInt8 {
+        var n = UInt32(truncatingIfNeeded: bytes.count)
+        withUnsafeBytes(of: &n) { out.append(contentsOf: $0) }
+        out.append(contentsOf: bytes)
+    }
+
+    /// Reads the record at `offset` in `buf`, advancing `offset` past it.
+    @inline(__always)
+    static func readRecord(_ buf: UnsafeRawBufferPointer, _ offset: inout Int) -> UnsafeRawBufferPointer {
+        let n = Int(buf.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+        let r = UnsafeRawBufferPointer(rebasing: buf[(offset + 4)..<(offset + 4 + n)])
+        offset += 4 + n
+        return r
+    }
+}
+
+/// `P:meta:{`, `P:log:{`, `P:room:{` as bytes (RESP.appendChatScript).
+struct ChatKeyPrefixes {
+    let meta: [UInt8]
+    let log: [UInt8]
+    let channel: [UInt8]
 }
 
 /// One reply (or an element of one) from hiredis' reader. Valid only until the top-level reply

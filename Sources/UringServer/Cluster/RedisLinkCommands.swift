@@ -1,90 +1,94 @@
 import Synchronization
 
-// The command connection's pipeline: every command records what its reply is for, in order,
-// and replies are matched against that queue (publish acknowledgements, script SHAs, counts).
+// Each shard's command pipeline: every command records what its reply is for, in order, and
+// replies are matched against that queue (publish acknowledgements, script SHAs, counts, the
+// slot map); MOVED/ASK replies are followed (RedisLinkRouting).
 
 extension RedisLink {
-    func expectReply(_ e: Expect) {
-        if expectHead == expect.count {
-            cmdWaitingSince = Self.nowMillis()
-            if expectHead > 0 {
-                expect.removeAll(keepingCapacity: true)
-                expectHead = 0
-            }
-        }
-        expect.append(e)
-    }
-
-    func command(_ args: [String], _ e: Expect = .ignore) {
-        RESP.appendCommand(&cmd.out, args)
-        expectReply(e)
-    }
-
-    func loadScripts() {
-        guard !scriptsLoading else { return }
-        scriptsLoading = true
-        for (i, src) in Self.scripts.enumerated() { command(["SCRIPT", "LOAD", src], .scriptLoad(i)) }
-    }
-
-    func evalScript(_ i: Int, keys: [String], args: [String], _ e: Expect) {
-        if let sha = scriptSHA[i] {
-            command(["EVALSHA", sha, String(keys.count)] + keys + args, e)
-        } else {
-            command(["EVAL", Self.scripts[i], String(keys.count)] + keys + args, e)
-        }
-    }
-
-    func onCommandReply(_ r: RedisReply) throws(RedisLinkError) {
-        guard expectHead < expect.count else {
+    func onCommandReply(_ s: RedisShard, _ r: RedisReply) throws(RedisLinkError) {
+        guard s.head < s.pending.count else {
             throw RedisLinkError("unexpected reply from redis (\(r.string))")
         }
-        cmdWaitingSince = Self.nowMillis()
-        let e = expect[expectHead]
-        switch e {
-        case .publishes(let n):
-            if r.isError {
-                countFailures(1, reason: "redis error: \(r.string)")
-            } else {
-                published.wrappingAdd(1, ordering: .relaxed)
-            }
-            if n > 1 {
-                expect[expectHead] = .publishes(n - 1)
-                return
-            }
-        case .ignore:
-            if r.isError { noteError(r, what: "command") }
-        case .scriptLoad(let i):
-            if r.isString && r.bytes.count == 40 {
-                scriptSHA[i] = r.string
-            } else {
-                logger.warning("redis SCRIPT LOAD failed", ["reply": r.string])
-            }
-            if i == Self.scripts.count - 1 { scriptsLoading = false }
-        case .roomCount(let room, let mine):
-            if r.isInteger {
-                if activeRooms.contains(room) || localCounts[room] != nil {
-                    let n = r.integer
-                    clusterCounts.withLock { $0[room] = n }
-                    remoteCounts.withLock { $0[room] = max(0, n - mine) }
+        s.cmdWaitingSince = Self.nowMillis()
+        let p = s.pending[s.head]
+        if let d = Redirect(r) {
+            // A publish is not kept for resending: followRedirect counts it failed and its
+            // sender gets cluster_unavailable here.
+            if case .publishes = p.e { answerTicket(s, r, failed: true) }
+            followRedirect(d, from: s, p)
+        } else {
+            switch p.e {
+            case .publishes:
+                if r.isError {
+                    countFailures(1, reason: "redis error: \(r.string)")
+                    if r.hasPrefix("NOSCRIPT") { noteError(s, r, what: "chat script") }
+                } else {
+                    published.wrappingAdd(1, ordering: .relaxed)
                 }
-            } else {
-                noteError(r, what: "presence")
-                if r.isError { dirtyRooms.insert(room) }
+                answerTicket(s, r, failed: r.isError)
+            case .ignore:
+                if r.isError { noteError(s, r, what: "command") }
+            case .scriptLoad(let i):
+                s.scriptsReloading = false
+                if r.isString && r.bytes.count == 40 {
+                    scriptSHA[i] = r.string
+                    if i == Self.chatScript { chatSHA = [UInt8](r.bytes) }
+                } else {
+                    logger.warning("redis SCRIPT LOAD failed", ["redis": s.address, "reply": r.string])
+                }
+            case .roomCount(let room, let mine):
+                // The presence script answers [members, nodes with members].
+                let total = r.isArray && r.count == 2 ? r[0] : r
+                if let total, total.isInteger {
+                    if activeRooms.contains(room) || localCounts[room] != nil {
+                        let n = total.integer
+                        if r.isArray, let nodes = r[1], nodes.isInteger { noteRoomNodes(room, nodes.integer, from: s) }
+                        clusterCounts.withLock { $0[room] = n }
+                        remoteCounts.withLock { $0[room] = max(0, n - mine) }
+                    }
+                } else {
+                    noteError(s, r, what: "presence")
+                    if r.isError { dirtyRooms.insert(room) }
+                }
+            case .topology:
+                onTopology(s, r)
+            case .roomSync(let room):
+                onSyncReply(s, room, r)
             }
         }
-        expectHead += 1
-        if expectHead == expect.count {
-            expect.removeAll(keepingCapacity: true)
-            expectHead = 0
+        // onTopology may have taken the shard down (a cluster with no slots).
+        guard s.head < s.pending.count else { return }
+        if case .publishes(let n) = s.pending[s.head].e, n > 1 {
+            s.pending[s.head].e = .publishes(n - 1)
+            return
+        }
+        s.head += 1
+        if s.head == s.pending.count {
+            s.pending.removeAll(keepingCapacity: true)
+            s.head = 0
         }
     }
 
-    private func noteError(_ r: RedisReply, what: String) {
+    /// Right after a shard (re)connects (a promoted replica, say) the other nodes have not
+    /// rewritten their fields there yet, and theirs may have expired meanwhile: a lower figure
+    /// is not believed for a few heartbeats, or publishes in that window would expect too few
+    /// receivers and a missed node would go unseen.
+    private func noteRoomNodes(_ room: String, _ n: Int, from s: RedisShard) {
+        let key = Self.roomHash(room.utf8)
+        let settle = 2 * settings.heartbeatMillis + 2 * Self.refreshMillis
+        if let old = roomNodes[key], n < old, Self.nowMillis() - s.readyAt < settle { return }
+        roomNodes[key] = n
+    }
+
+    func noteError(_ s: RedisShard, _ r: RedisReply, what: String) {
         if r.isError && r.hasPrefix("NOSCRIPT") {
-            scriptSHA = [nil, nil]
-            loadScripts()
+            // This server lost its script cache (a restart or a promoted replica); a burst of
+            // NOSCRIPT replies reloads once.
+            guard !s.scriptsReloading else { return }
+            s.scriptsReloading = true
+            for (i, src) in Self.scripts.enumerated() { command(on: s, ["SCRIPT", "LOAD", src], .scriptLoad(i)) }
             return
         }
-        logger.debug("unexpected redis reply", ["for": what, "reply": r.string])
+        logger.debug("unexpected redis reply", ["redis": s.address, "for": what, "reply": r.string])
     }
 }

@@ -14,8 +14,29 @@ public struct ClusterStats: Sendable {
     /// Cross-node messages that could not be published (Redis down, too slow, or the link went
     /// down before Redis acknowledged them).
     public var publishFailures: Int
-    /// Channels the pub/sub connection is subscribed to (as confirmed by Redis).
+    /// Channels the pub/sub connections are subscribed to (as confirmed by Redis).
     public var subscribedRooms: Int
+    /// "single" (one plain Redis), "cluster" (Redis Cluster) or "unknown" (never connected).
+    public var redisMode: String
+    /// Masters serving slots, as last seen (1 for a plain Redis).
+    public var masters: Int
+    /// Times a failed master's slots were found served by another (a replica took over).
+    public var failovers: Int
+    /// MOVED redirects followed, and ASK redirects followed.
+    public var moved: Int
+    public var asked: Int
+    /// Room subscriptions confirmed again after they were lost (onRoomResubscribed calls).
+    public var resubscribes: Int
+    /// Node deliveries Redis reported missing: a publish reached fewer subscribed nodes than
+    /// had members in the room (as last counted; a node leaving at that moment counts too).
+    /// An upper bound of pub/sub misses: a node that missed a chat line fills it from the
+    /// room's stream when it sees the offset gap, or counts it in lostMessages.
+    public var undelivered: Int
+    /// Chat lines whose offsets this node's logs skipped: neither delivered live nor still in
+    /// the room's stream when the gap was fetched (trimmed, or lost in a failover).
+    public var lostMessages = 0
+    /// Sync scripts sent: rooms primed for their first local member, gaps and resubscribes.
+    public var streamFetches = 0
 }
 
 extension RedisLink {
@@ -26,7 +47,16 @@ extension RedisLink {
             published: published.load(ordering: .relaxed),
             received: received.load(ordering: .relaxed),
             publishFailures: publishFailures.load(ordering: .relaxed),
-            subscribedRooms: subscribedRooms.load(ordering: .relaxed))
+            subscribedRooms: subscribedRooms.load(ordering: .relaxed),
+            redisMode: ["unknown", "single", "cluster"][modeCode.load(ordering: .relaxed)],
+            masters: masters.load(ordering: .relaxed),
+            failovers: failovers.load(ordering: .relaxed),
+            moved: moved.load(ordering: .relaxed),
+            asked: asked.load(ordering: .relaxed),
+            resubscribes: resubscribes.load(ordering: .relaxed),
+            undelivered: undelivered.load(ordering: .relaxed),
+            lostMessages: lostMessages.load(ordering: .relaxed),
+            streamFetches: streamFetches.load(ordering: .relaxed))
     }
 
     /// Counts failed publishes and logs at most one line per 5 s (with the count since the last).

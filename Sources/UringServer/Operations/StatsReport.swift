@@ -153,6 +153,8 @@ enum StatsReport {
             ("history_early_evictions", sum { $0.historyEarlyEvictions }),
             ("drops_slow_consumer_cut", sum { $0.slowConsumerCuts }),
             ("drops_cluster_publish_failure", shared.cluster?.stats.publishFailures ?? 0),
+            // Offsets a node's log had to skip: no longer in the room's stream when fetched.
+            ("cluster_lost_messages", shared.cluster?.stats.lostMessages ?? 0),
         ]
     }
 

@@ -60,9 +60,8 @@ public final class ChatRoomPlugin: MessageProcessor {
             throw ProtocolError(.notInRoom, "join room '\(roomName)' before sending to it")
         }
         let user = c.user ?? ""
-        // Through the room's log: the line gets its offset (the ack carries it) and every
-        // member, on any reactor, receives the room's lines in offset order.
-        _ = ctx.publish(room, excluding: c.echo ? nil : c) { b in
+        let ts = ctx.wallMillis()
+        func render(_ b: inout ByteBuffer) {
             b.append("{\"type\":\"chat\",\"room\":")
             b.appendJSONString(roomName)
             b.append(",\"from\":")
@@ -70,15 +69,51 @@ public final class ChatRoomPlugin: MessageProcessor {
             b.append(",\"text\":")
             b.appendJSONStringRaw(escapedContents: text)
             b.append(",\"ts\":")
-            b.appendDecimal(ctx.wallMillis())
+            b.appendDecimal(ts)
         }
-        if let cluster { cluster.publish(room: roomName, body: ctx.lastRendered) }
+        if let cluster {
+            // Cluster: Redis gives the line its cluster-wide offset (one script), and every
+            // node, this one included, delivers it from pub/sub in offset order. The ack
+            // (with the offset) follows Redis' answer.
+            let line = ctx.renderOnly(render)
+            guard cluster.publishChat(room.shared, line: line, reactor: ctx.reactorIndex, slot: c.slot,
+                                      generation: c.generation, id: Self.idBytes(m)) else {
+                throw ProtocolError(.clusterUnavailable, "the cluster is unavailable (Redis down or too slow); the message was not delivered")
+            }
+            ctx.deferAck()
+            return
+        }
+        // Through the room's log: the line gets its offset (the ack carries it) and every
+        // member, on any reactor, receives the room's lines in offset order.
+        _ = ctx.publish(room, excluding: c.echo ? nil : c, render)
+    }
+
+    /// The message's `id` as sent (a string keeps its quotes), for the deferred ack.
+    private static func idBytes(_ m: IncomingMessage) -> UnsafeRawBufferPointer? {
+        guard let f = m.field("id") else { return nil }
+        let quoted = f.kind == .string
+        return UnsafeRawBufferPointer(rebasing: m.bytes[(quoted ? f.valueStart - 1 : f.valueStart)..<(quoted ? f.valueEnd + 1 : f.valueEnd)])
     }
 
     private func join(_ m: IncomingMessage, _ ctx: PluginContext) throws(ProtocolError) {
         let c = m.connection
         let roomName = try m.requireName("room", maxBytes: config.maxNameBytes)
         let since = try RecoveryRequest.parse(m)
+        if let cluster, let since, cluster.isConnected, let (epoch, latest) = ctx.roomLatest(roomName),
+           epoch == since.epoch, since.offset > latest {
+            // Cluster: the client may have seen that offset on another node, and this one has
+            // not caught up yet (it lags, or is refetching after a reconnect). Hold the join
+            // until it has (turnEnded), at most 500 ms; past that it is bad_since.
+            ctx.holdInput(c)
+            laggingJoins.append(LaggingJoin(connection: c, room: roomName, since: since,
+                                            deadline: Clock.monoNanos() + 500_000_000))
+            return
+        }
+        try joinChecked(c, roomName, since: since, ctx)
+    }
+
+    private func joinChecked(_ c: Connection, _ roomName: String, since: (epoch: String, offset: Int)?,
+                             _ ctx: PluginContext) throws(ProtocolError) {
         try RecoveryRequest.check(since, room: roomName, ctx)
         if let local = c.rooms.first(where: { $0.name == roomName }) {
             // Joining twice is harmless: answer with the current count, announce nothing
@@ -97,10 +132,12 @@ public final class ChatRoomPlugin: MessageProcessor {
         }
         var members = count
         if let cluster {
-            if cluster.remoteMemberCount(room: roomName) == nil && cluster.isConnected {
-                // The first member here: the other nodes' count is not known yet. The link
-                // fetches it now; hold this connection's input and answer when it arrives
-                // (turnEnded), so `joined` carries the cluster-wide count and stays in order.
+            if (cluster.remoteMemberCount(room: roomName) == nil || !cluster.roomSynced(roomName)) && cluster.isConnected {
+                // The first member here: the other nodes' count is not known yet, nor the
+                // room's cluster-wide epoch, offset and history. The link fetches them now;
+                // hold this connection's input and answer when they arrive (turnEnded), so
+                // `joined` carries the cluster-wide figures and `since` replays from the
+                // room's stream.
                 ctx.holdInput(c)
                 pendingJoins.append(PendingJoin(connection: c, shared: shared, room: roomName, since: since,
                                                 deadline: Clock.monoNanos() + 500_000_000))
@@ -137,19 +174,64 @@ public final class ChatRoomPlugin: MessageProcessor {
     }
     private var pendingJoins: [PendingJoin] = []
 
+    /// A join whose `since` is past this node's latest offset (cluster mode: the node lags).
+    private struct LaggingJoin {
+        let connection: Connection
+        let room: String
+        let since: (epoch: String, offset: Int)
+        let deadline: UInt64
+    }
+    private var laggingJoins: [LaggingJoin] = []
+
     public func turnEnded(_ ctx: PluginContext) {
         if !diffs.isEmpty { sendDiffs(ctx) }
+        if !laggingJoins.isEmpty { resumeLaggingJoins(ctx) }
         guard !pendingJoins.isEmpty, let cluster else { return }
         let now = Clock.monoNanos()
         var i = 0
         while i < pendingJoins.count {
             let p = pendingJoins[i]
-            if cluster.remoteMemberCount(room: p.room) == nil && now < p.deadline { i += 1; continue }
+            if (cluster.remoteMemberCount(room: p.room) == nil || !cluster.roomSynced(p.room)) && now < p.deadline { i += 1; continue }
             pendingJoins.remove(at: i)
-            // Without the other nodes' count by the deadline (Redis slow or gone), the local
-            // count is the best there is.
+            // Without the other nodes' figures by the deadline (Redis slow or gone), the local
+            // ones are the best there are (a `since` then cannot be recovered here: the
+            // node's own epoch is not the cluster's).
             completeJoin(p.connection, p.shared, p.room, since: p.since, members: clusterCount(p.room, local: ctx.memberCount(p.room)), ctx)
             ctx.releaseInput(p.connection)
+        }
+    }
+
+    /// Lagging joins whose node caught up (or whose wait ran out) go on as ordinary joins.
+    private func resumeLaggingJoins(_ ctx: PluginContext) {
+        let now = Clock.monoNanos()
+        var i = 0
+        while i < laggingJoins.count {
+            let j = laggingJoins[i]
+            if let (epoch, latest) = ctx.roomLatest(j.room), epoch == j.since.epoch, j.since.offset > latest,
+               now < j.deadline {
+                i += 1
+                continue
+            }
+            laggingJoins.remove(at: i)
+            let c = j.connection
+            do throws(ProtocolError) {
+                try joinChecked(c, j.room, since: j.since, ctx)
+            } catch {
+                let id = c.extras.heldAckID
+                ctx.reply(to: c) { b in
+                    b.append("{\"type\":\"error\",\"code\":\"")
+                    b.append(contentsOf: error.code.rawValue)
+                    b.append("\",\"message\":")
+                    b.appendJSONString(error.message)
+                    if let id {
+                        b.append(",\"id\":")
+                        id.withUnsafeBytes { b.append($0) }
+                    }
+                    b.append("}")
+                }
+            }
+            // A join that itself waits for the cluster's figures keeps the input held.
+            if !pendingJoins.contains(where: { $0.connection === c }) { ctx.releaseInput(c) }
         }
     }
 
@@ -194,6 +276,7 @@ public final class ChatRoomPlugin: MessageProcessor {
     }
 
     public func connectionClosed(_ c: Connection, _ ctx: PluginContext) {
+        laggingJoins.removeAll { $0.connection === c }
         if let i = pendingJoins.firstIndex(where: { $0.connection === c }) {
             // Joined the directory but never answered: undo the membership count.
             let p = pendingJoins.remove(at: i)

@@ -22,6 +22,12 @@ public protocol PluginContext: AnyObject {
     func publish(_ room: LocalRoom, excluding excluded: Connection?, _ body: (inout ByteBuffer) -> Void) -> Int
     /// The bytes of the message `broadcast`, `publish` or `reply` rendered last (valid until the next one).
     var lastRendered: UnsafeRawBufferPointer { get }
+    /// Renders `body` without delivering it (cluster chat: Redis gives the line its offset
+    /// first); the bytes are valid until the next render.
+    func renderOnly(_ body: (inout ByteBuffer) -> Void) -> UnsafeRawBufferPointer
+    /// The message being handled is acknowledged later, by the cluster link's answer (its ack
+    /// then carries the cluster-wide offset).
+    func deferAck()
     /// Replies `joined` (rendered by `body` with the room's epoch and offset, and the outcome
     /// of `since`), then queues the missed lines `since` asks for (docs/protocol.md, "Recovery").
     func replyJoined(_ c: Connection, _ local: LocalRoom, since: (epoch: String, offset: Int)?,

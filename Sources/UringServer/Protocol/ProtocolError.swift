@@ -20,6 +20,8 @@ public enum ErrorCode: String, Sendable {
     case roomFull = "room_full"
     case unsupportedCodec = "unsupported_codec"
     case badSince = "bad_since"
+    /// Cluster mode: Redis could not give a chat line its offset (down, or failed the script).
+    case clusterUnavailable = "cluster_unavailable"
     // Voice (docs/protocol.md, "Voice").
     case noRelay = "no_relay"
     case voiceAlreadyRunning = "voice_already_running"

@@ -7,6 +7,7 @@ extension Reactor {
     func handleMessage(_ c: Connection, _ payload: UnsafeRawBufferPointer) {
         counters.messagesIn &+= 1
         ackOffset = 0
+        ackDeferred = false
         do {
             try JSONReader.parse(payload, into: &fields.pointee)
         } catch {
@@ -39,7 +40,9 @@ extension Reactor {
         }
         // Every message with an id is acknowledged once handled, after its reply or error —
         // for a message a plugin finishes later, when it releases the input.
-        if let id, c.inputHeld {
+        if ackDeferred {
+            ackDeferred = false   // the cluster link answers it (IOEvents answerClusterPublishes)
+        } else if let id, c.inputHeld {
             c.extras.heldAckID = Array(id)
         } else if let id {
             ack(c, id)

@@ -36,6 +36,14 @@ extension Reactor {
     /// The bytes of the message `broadcast` or `reply` rendered last (valid until the next one).
     public var lastRendered: UnsafeRawBufferPointer { render.readable }
 
+    public func renderOnly(_ body: (inout ByteBuffer) -> Void) -> UnsafeRawBufferPointer {
+        render.removeAll()
+        body(&render)
+        return render.readable
+    }
+
+    public func deferAck() { ackDeferred = true }
+
     public func broadcast(_ room: LocalRoom, excluding excluded: Connection?, _ body: (inout ByteBuffer) -> Void) {
         renderGeneration &+= 1
         render.removeAll()

@@ -87,5 +87,29 @@ extension Reactor {
             deliverLocal(local, d.message.body.readable, excluding: nil)
         }
         deliveries.removeAll(keepingCapacity: true)
+        if shared.cluster != nil { answerClusterPublishes() }
+    }
+
+    /// Cluster mode: the acks (with the cluster-wide offset) or errors of chat lines this
+    /// reactor's connections sent, as Redis answered them.
+    private func answerClusterPublishes() {
+        inbox.drainClusterReplies(into: &clusterReplies)
+        guard !clusterReplies.items.isEmpty else { return }
+        for r in clusterReplies.items {
+            guard let c = connection(slot: Int(r.slot), generation: r.generation) else { continue }
+            clusterReplies.ids.withUnsafeBytes { all in
+                let id = UnsafeRawBufferPointer(rebasing: all[r.idStart..<(r.idStart + r.idCount)])
+                if r.offset == 0 {
+                    sendError(c, .clusterUnavailable, "the cluster could not take this message (Redis unavailable); it was not delivered",
+                              id: r.idCount > 0 ? id : nil)
+                }
+                if r.idCount > 0 {
+                    ackOffset = r.offset
+                    ack(c, id)
+                    ackOffset = 0
+                }
+            }
+        }
+        clusterReplies.removeAll()
     }
 }

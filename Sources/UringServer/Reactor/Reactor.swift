@@ -61,6 +61,10 @@ package final class Reactor: IOEventHandler {
     /// Messages are rendered here once, then framed into each recipient's output.
     var render = ByteBuffer()
     var deliveries: [RoomDelivery] = []
+    var clusterReplies = ClusterReplies()
+    /// Set by a plugin whose message is acknowledged later (cluster chat: when Redis gave the
+    /// line its offset); handleMessage then sends no ack.
+    var ackDeferred = false
     /// Room log entries copied out under the room's lock, delivered after it (RoomOrder.swift).
     let logEntries = LogCopy()
     /// Rooms this turn appended to with members on other reactors: poked at the turn's end.

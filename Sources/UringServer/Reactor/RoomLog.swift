@@ -26,7 +26,9 @@ struct LogEntry {
 final class LogCopy {
     private(set) var count = 0
     private var capacity = 64
-    private var items = UnsafeMutablePointer<LogEntry>.allocate(capacity: 64)
+    /// Each entry with its sender tag (cluster mode, see RoomLog.senders; 0: nobody to
+    /// exclude), in one buffer so growing it is one allocation.
+    private var items = UnsafeMutablePointer<(entry: LogEntry, sender: UInt64)>.allocate(capacity: 64)
     private(set) var byteCount = 0
     private var byteCapacity = 4096
     private(set) var bytes = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 16)
@@ -40,9 +42,9 @@ final class LogCopy {
     func removeAll() { count = 0; byteCount = 0 }
 
     /// Starts entry `e` (its bytes follow through `appendBytes`).
-    func append(_ e: LogEntry) {
+    func append(_ e: LogEntry, sender: UInt64 = 0) {
         if count == capacity {
-            let bigger = UnsafeMutablePointer<LogEntry>.allocate(capacity: capacity * 2)
+            let bigger = UnsafeMutablePointer<(entry: LogEntry, sender: UInt64)>.allocate(capacity: capacity * 2)
             bigger.update(from: items, count: count)
             items.deallocate()
             items = bigger
@@ -50,9 +52,12 @@ final class LogCopy {
         }
         var e = e
         e.start = byteCount
-        items[count] = e
+        items[count] = (e, sender)
         count += 1
     }
+
+    /// Entry `i`'s sender tag (ClusterSender), 0 when none.
+    func sender(_ i: Int) -> UInt64 { items[i].sender }
 
     func appendBytes(_ p: UnsafeRawPointer, _ n: Int) {
         if byteCount + n > byteCapacity {
@@ -68,11 +73,11 @@ final class LogCopy {
         byteCount += n
     }
 
-    subscript(i: Int) -> LogEntry { items[i] }
+    subscript(i: Int) -> LogEntry { items[i].entry }
 
     /// Entry `i`'s line.
     func line(_ i: Int) -> UnsafeRawBufferPointer {
-        let e = items[i]
+        let e = items[i].entry
         return UnsafeRawBufferPointer(start: bytes + e.start, count: Int(e.length))
     }
 }
@@ -95,7 +100,19 @@ final class RoomLog: @unchecked Sendable {
     /// Random, made with the log: a client's offsets are only comparable within one epoch.
     /// 12 hex digits (48 bits): a Swift small string, so reading it back from a join is no
     /// allocation.
-    let epoch: String
+    /// Changes only in cluster mode (the cluster's epoch for the room, under the lock; read it
+    /// under the lock too).
+    private(set) var epoch: String
+    /// Bumped when the log restarts its offsets (an epoch change in cluster mode): a reactor
+    /// whose LocalRoom saw another value delivers from `first` (its cursor is from before).
+    private(set) var generation = 0
+    /// After a restart: the offset a reactor of an older generation resumes after (the
+    /// restart point, or `last` when the entries were history for the node, not news).
+    private(set) var resumeAfter = 0
+    /// Cluster mode only (nil otherwise, so a single node pays nothing): per entry, the
+    /// ClusterSender tag of the connection that sent it, so its reactor can leave it out of
+    /// the delivery when it did not ask for echo. Indexed like `headers`.
+    private var senders: UnsafeMutablePointer<UInt64>?
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private var headers: UnsafeMutablePointer<LogEntry>
     private var headerCapacity: Int
@@ -135,6 +152,7 @@ final class RoomLog: @unchecked Sendable {
         headers.deallocate()
         bytes.deallocate()
         cursors.deallocate()
+        senders?.deallocate()
     }
 
     @inline(__always)
@@ -175,6 +193,60 @@ final class RoomLog: @unchecked Sendable {
         headers[n & (headerCapacity - 1)] = LogEntry(start: start, origin: origin, length: UInt32(total), second: second)
         last = n
         return n
+    }
+
+    // MARK: cluster mode (the link thread appends; offsets come from Redis)
+
+    /// What happened to a line offered at an explicit offset.
+    enum ClusterAppend { case appended, duplicate, gap }
+
+    /// Appends `prefix` + `,"offset":N}` at offset `n` of `epoch` (the cluster's numbering).
+    /// Another epoch restarts the log in that epoch (everything stored is dropped: offsets of
+    /// two epochs are not comparable); an offset at or below `last` is a duplicate (dropped);
+    /// one past `last + 1` is a gap the caller fills from the stream first, unless `force`
+    /// (what could not be fetched is lost: the log restarts at `n`, so a `since` before it
+    /// is answered recovered:false).
+    func appendClusterLocked(epoch e: String, offset n: Int, _ prefix: UnsafeRawBufferPointer,
+                             sender: UInt64, origin: UInt64, second: UInt32, force: Bool) -> ClusterAppend {
+        if e != epoch {
+            restartLocked(epoch: e, after: n - 1)
+        } else if n <= last {
+            return .duplicate
+        } else if n > last + 1 {
+            if !force { return .gap }
+            restartLocked(epoch: e, after: n - 1)
+        }
+        if senders == nil {
+            let s = UnsafeMutablePointer<UInt64>.allocate(capacity: headerCapacity)
+            s.initialize(repeating: 0, count: headerCapacity)
+            senders = s
+        }
+        let got = appendLocked(prefix, origin: origin, second: second)
+        senders![got & (headerCapacity - 1)] = sender
+        return .appended
+    }
+
+    /// Drops every stored entry and continues after offset `after` in `epoch` (a new epoch,
+    /// or a hole: entries no node can fetch any more). Attached reactors resume at the new
+    /// head; a change of epoch bumps `generation` so they drop their old cursors.
+    func restartLocked(epoch e: String, after: Int) {
+        if e != epoch {
+            epoch = e
+            generation &+= 1
+        }
+        resumeAfter = after
+        first = after + 1
+        last = after
+        byteHead = byteTail
+        for r in 0..<reactorCount where cursors[r] >= 0 { cursors[r] = after }
+    }
+
+    /// The entries stored are history the room's attached reactors must not deliver as news
+    /// (a room primed from Redis while members were already attached, e.g. they joined while
+    /// Redis was down): they resume after offset `n` (at most `last`).
+    func markDeliveredLocked(through n: Int) {
+        resumeAfter = max(first - 1, min(n, last))
+        for r in 0..<reactorCount where cursors[r] >= 0 { cursors[r] = resumeAfter }
     }
 
     /// `,"offset":N}` into `out` (32 bytes); returns its length.
@@ -224,7 +296,7 @@ final class RoomLog: @unchecked Sendable {
         if start > end { return start }
         for n in start...end {
             let e = headers[n & (headerCapacity - 1)]
-            out.append(e)
+            out.append(e, sender: senders?[n & (headerCapacity - 1)] ?? 0)
             let off = e.start & (byteCapacity - 1), count = Int(e.length)
             let firstPart = min(count, byteCapacity - off)
             out.appendBytes(bytes + off, firstPart)
@@ -252,11 +324,7 @@ final class RoomLog: @unchecked Sendable {
         if storedCount + 1 > headerCapacity {
             var cap = headerCapacity * 2
             while cap < storedCount + 1 { cap *= 2 }
-            let h = UnsafeMutablePointer<LogEntry>.allocate(capacity: cap)
-            if first <= last { for n in first...last { h[n & (cap - 1)] = headers[n & (headerCapacity - 1)] } }
-            headers.deallocate()
-            headers = h
-            headerCapacity = cap
+            remapHeaders(cap)
         }
         if storedBytes + need > byteCapacity {
             var cap = byteCapacity * 2
@@ -289,12 +357,23 @@ final class RoomLog: @unchecked Sendable {
         var hcap = headerCapacity
         while hcap > Self.initialHeaders && storedCount * 4 < hcap { hcap /= 2 }
         if hcap < headerCapacity {
-            let h = UnsafeMutablePointer<LogEntry>.allocate(capacity: hcap)
-            if first <= last { for n in first...last { h[n & (hcap - 1)] = headers[n & (headerCapacity - 1)] } }
-            headers.deallocate()
-            headers = h
-            headerCapacity = hcap
+            remapHeaders(hcap)
         }
+    }
+
+    /// Moves the headers (and senders) into rings of `cap` entries.
+    private func remapHeaders(_ cap: Int) {
+        let h = UnsafeMutablePointer<LogEntry>.allocate(capacity: cap)
+        if first <= last { for n in first...last { h[n & (cap - 1)] = headers[n & (headerCapacity - 1)] } }
+        headers.deallocate()
+        headers = h
+        if let old = senders {
+            let s = UnsafeMutablePointer<UInt64>.allocate(capacity: cap)
+            if first <= last { for n in first...last { s[n & (cap - 1)] = old[n & (headerCapacity - 1)] } }
+            old.deallocate()
+            senders = s
+        }
+        headerCapacity = cap
     }
 
     /// Ring capacity in bytes (headers and lines), for the memory bench row.

@@ -61,10 +61,16 @@ extension Reactor {
     /// from another reactor, or a join that must not let a new member see older entries).
     func catchUp(_ local: LocalRoom) {
         let log = local.shared.log
-        let from = local.cursor + 1
+        var from = local.cursor + 1
         let me = index
         logEntries.removeAll()
         let upTo = log.withLock { () -> Int in
+            if log.generation != local.logGeneration {   // the log restarted (cluster epoch change)
+                local.logGeneration = log.generation
+                local.cursor = max(log.first - 1, min(log.resumeAfter, log.last))
+                from = local.cursor + 1
+                log.setCursorLocked(me, local.cursor)
+            }
             let last = log.last
             if last < from { return -1 }
             _ = log.copyLocked(from: from, through: last, into: logEntries)
@@ -82,8 +88,25 @@ extension Reactor {
             let e = logEntries[i]
             originNanos = e.origin
             renderGeneration &+= 1
-            deliverLocal(local, logEntries.line(i), excluding: nil)
+            let s = logEntries.sender(i)
+            deliverLocal(local, logEntries.line(i), excluding: s == 0 ? nil : excludedSender(s))
         }
+    }
+
+    /// Cluster mode: the connection of this reactor that sent a line (tag from ClusterSender)
+    /// when it did not ask for its own lines back.
+    private func excludedSender(_ tag: UInt64) -> Connection? {
+        guard let (r, slot, gen) = ClusterSender.unpack(tag), r == index,
+              let c = connection(slot: slot, generation: gen), !c.echo else { return nil }
+        return c
+    }
+
+    /// The connection in `slot` if it is still the one of `generation` (a name that is safe to
+    /// pass across threads: a stale one resolves to nil).
+    func connection(slot: Int, generation: UInt32) -> Connection? {
+        guard slot >= 0, slot < connections.count, let c = connections[slot], c.generation == generation,
+              !c.closing else { return nil }
+        return c
     }
 
     /// End of turn: one poke per room with new entries, to every other reactor in its mask.
@@ -113,12 +136,12 @@ extension Reactor {
         // A member re-joining gets what this reactor has not delivered yet first (as live lines).
         if rejoin { catchUp(local) }
         let log = local.shared.log
-        var pos = RoomPosition(epoch: log.epoch, offset: local.cursor)
+        var pos = RoomPosition(epoch: log.withLock { log.epoch }, offset: local.cursor)
         logEntries.removeAll()
         if let since {
             let cursor = local.cursor
             let limits = historyLimits, second = UInt32(truncatingIfNeeded: batchNow() / 1_000_000_000)
-            let sameEpoch = since.epoch == log.epoch
+            let sameEpoch = since.epoch == pos.epoch
             let from = sameEpoch ? since.offset + 1 : 1
             let (held, evicted, freed) = log.withLock { () -> (Bool, Int, Int) in
                 let (ev, _, freed) = log.evictLocked(limits, nowSecond: second, overBudget: false)   // expired ones first
@@ -147,6 +170,6 @@ extension Reactor {
     /// The room's epoch and latest offset (nil: no such room here), for checking `since`.
     public func roomLatest(_ name: String) -> (epoch: String, latest: Int)? {
         guard let room = shared.rooms.lookup(name) else { return nil }
-        return (room.log.epoch, room.log.withLock { room.log.last })
+        return room.log.withLock { (room.log.epoch, room.log.last) }
     }
 }

@@ -46,7 +46,7 @@ public final class SharedRoom: @unchecked Sendable {
     func local(for reactor: Int) -> LocalRoom {
         if let l = locals[reactor] { return l }
         let l = LocalRoom(shared: self)
-        l.cursor = log.withLock { log.attachLocked(reactor) }
+        (l.cursor, l.logGeneration) = log.withLock { (log.attachLocked(reactor), log.generation) }
         locals[reactor] = l
         return l
     }
@@ -84,6 +84,9 @@ public final class LocalRoom {
 
     /// The last offset this reactor delivered to its members (its copy of the log's cursor).
     var cursor = 0
+    /// The log's `generation` the cursor belongs to (cluster mode: an epoch change restarts
+    /// the log's offsets, and a cursor from before means nothing).
+    var logGeneration = 0
     /// Queued for the end-of-turn poke of the other reactors (see Reactor.pokeRooms).
     var pokePending = false
 

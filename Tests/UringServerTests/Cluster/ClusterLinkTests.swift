@@ -69,7 +69,7 @@ struct ClusterLinkTests {
         try requireEventually("count 9 on every node", 3) {
             [a, b, c].allSatisfy { $0.link.clusterMemberCount(room: "r") == 9 }
         }
-        #expect(redis.query(["HGET", "tcpserver:members:r", "A"]) == "3")
+        #expect(redis.query(["HGET", "tcpserver:members:{r}", "A"])?.hasPrefix("3:") == true, "count:expiry")
 
         a.link.userConnected("alice")
         a.link.userConnected("alice")  // two connections of one user
@@ -92,20 +92,20 @@ struct ClusterLinkTests {
 
         // B crashes: no cleanup, its keys stay until the heartbeat key's TTL runs out.
         b.link.stop(cleanup: false)
-        #expect(redis.query(["HGET", "tcpserver:members:r", "B"]) == "2")
+        #expect(redis.query(["HGET", "tcpserver:members:{r}", "B"])?.hasPrefix("2:") == true)
         #expect(redis.query(["GET", "tcpserver:user:bob"]) == "B")
         let crashed = Date()
         try requireEventually("A's count drops to 3 after B's TTL", 4) { a.link.clusterMemberCount(room: "r") == 3 }
         let took = Date().timeIntervalSince(crashed)
         #expect(took >= 0.3, "B counted as dead before its TTL (\(took) s)")
         try requireEventually("bob's key expired", 2) { redis.query(["GET", "tcpserver:user:bob"]) == nil }
-        #expect(redis.query(["HGET", "tcpserver:members:r", "B"]) == nil, "dead node's field is garbage-collected")
+        #expect(redis.query(["HGET", "tcpserver:members:{r}", "B"]) == nil, "dead node's field is garbage-collected")
 
         // A's own count changes are reflected right away.
         a.link.setLocalMemberCount(room: "r", count: 1)
         try requireEventually("A's count 1", 2) { a.link.clusterMemberCount(room: "r") == 1 }
         a.link.setLocalMemberCount(room: "r", count: 0)
-        try requireEventually("HDEL at 0", 2) { redis.query(["HGET", "tcpserver:members:r", "A"]) == nil }
+        try requireEventually("HDEL at 0", 2) { redis.query(["HGET", "tcpserver:members:{r}", "A"]) == nil }
         #expect(eventually(2) { a.link.clusterMemberCount(room: "r") == 0 })
     }
 
@@ -301,7 +301,7 @@ private final class GarbageServer: @unchecked Sendable {
     private let done = DispatchSemaphore(value: 0)
     static let replies = [
         "*3\r\n$7\r\nmessage\r\n$5\r\nbogus\r\n:1\r\n",  // message on a foreign channel, integer payload
-        "*3\r\n$7\r\nmessage\r\n$16\r\ntcpserver:room:r\r\n$5\r\nno-nl\r\n",  // no origin line
+        "*3\r\n$7\r\nmessage\r\n$18\r\ntcpserver:room:{r}\r\n$5\r\nno-nl\r\n",  // no origin line
         "*1\r\n:5\r\n$-1\r\n-ERR nope\r\n+PONG\r\n:7\r\n*-1\r\n",  // wrong types for every expectation
         "$5\r\nab",  // truncated, then
         "?bogus\r\n",  // an unknown type byte: protocol error

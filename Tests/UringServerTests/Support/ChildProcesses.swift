@@ -190,45 +190,48 @@ final class RedisProcess: @unchecked Sendable {
         p.waitUntilExit()
     }
 
-    /// One command over a fresh blocking connection; the reply as text (bulk/simple/integer),
-    /// nil for a nil reply or any failure.
-    func query(_ args: [String]) -> String? {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var tv = timeval(tv_sec: 1, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port)).bigEndian
-        _ = inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else { return nil }
-        var cmd = "*\(args.count)\r\n"
-        for a in args { cmd += "$\(a.utf8.count)\r\n\(a)\r\n" }
-        let sent = cmd.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
-        guard sent > 0 else { return nil }
-        var buf = [UInt8](repeating: 0, count: 4096)
-        var got: [UInt8] = []
-        while true {
-            let n = recv(fd, &buf, buf.count, 0)
-            if n <= 0 { return nil }
-            got += buf[0..<n]
-            let s = String(decoding: got, as: UTF8.self)
-            guard let first = s.range(of: "\r\n") else { continue }
-            let head = String(s[s.startIndex..<first.lowerBound])
-            switch head.first {
-            case "+", ":": return String(head.dropFirst())
-            case "-": return nil
-            case "$":
-                guard let len = Int(head.dropFirst()) else { return nil }
-                if len < 0 { return nil }
-                let rest = Array(s.utf8[first.upperBound...])
-                if rest.count >= len + 2 { return String(decoding: rest[0..<len], as: UTF8.self) }
-            default: return nil
-            }
+    /// One command over a fresh blocking connection (see redisQuery).
+    func query(_ args: [String]) -> String? { redisQuery(port: port, args) }
+}
+
+/// One command over a fresh blocking connection; the reply as text (bulk/simple/integer),
+/// nil for a nil reply or any failure.
+func redisQuery(port: Int, _ args: [String]) -> String? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var tv = timeval(tv_sec: 1, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port)).bigEndian
+    _ = inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard rc == 0 else { return nil }
+    var cmd = "*\(args.count)\r\n"
+    for a in args { cmd += "$\(a.utf8.count)\r\n\(a)\r\n" }
+    let sent = cmd.withCString { send(fd, $0, strlen($0), Int32(MSG_NOSIGNAL)) }
+    guard sent > 0 else { return nil }
+    var buf = [UInt8](repeating: 0, count: 4096)
+    var got: [UInt8] = []
+    while true {
+        let n = recv(fd, &buf, buf.count, 0)
+        if n <= 0 { return nil }
+        got += buf[0..<n]
+        let s = String(decoding: got, as: UTF8.self)
+        guard let first = s.range(of: "\r\n") else { continue }
+        let head = String(s[s.startIndex..<first.lowerBound])
+        switch head.first {
+        case "+", ":": return String(head.dropFirst())
+        case "-": return nil
+        case "$":
+            guard let len = Int(head.dropFirst()) else { return nil }
+            if len < 0 { return nil }
+            let rest = Array(s.utf8[first.upperBound...])
+            if rest.count >= len + 2 { return String(decoding: rest[0..<len], as: UTF8.self) }
+        default: return nil
         }
     }
 }

@@ -1,0 +1,266 @@
+import Glibc
+import Primitives
+import Synchronization
+
+// Cluster-wide chat offsets (docs/architecture.md, "Cluster offsets"): a chat line is given
+// its offset by one Lua script in Redis (INCR the room's counter, XADD the line to the room's
+// stream, PUBLISH it), and every node — the origin included — appends it to its room log at
+// that offset when it comes back over pub/sub. A gap in the offsets (a subscriber that missed
+// messages: reconnect, failover) is filled from the stream before later lines; what the
+// stream no longer has is counted as lost and the log restarts after it, so a `since` before
+// the hole is answered recovered:false instead of being silently skipped.
+
+/// Who is owed the reply to one publish on a shard's command connection (one ticket per
+/// publish, in that connection's pipeline order; RedisShard.tickets).
+struct PublishTicket {
+    /// ClusterSender tag of the connection that sent a chat line; 0: a plain publish, nobody
+    /// waits for its reply.
+    var sender: UInt64
+    /// Nodes with members in the room when it was sent (the subscribers Redis should reach).
+    var receivers: Int32
+    /// The client's message id, in the shard's ticketIDs.
+    var idStart: Int32
+    var idCount: Int32
+}
+
+/// What the link needs from the node for chat lines (ClusterNode; called on the link thread).
+protocol ClusterChatSink: AnyObject, Sendable {
+    /// The room's log on this node (nil: no such room here any more).
+    func chatLog(_ room: String) -> RoomLog?
+    /// Entries were appended to the room's log (or it restarted): the reactors deliver them.
+    func chatAppended(_ room: String, bytesDelta: Int)
+    /// The sender's publish got `offset` (0: failed): its reactor acks it (or sends the error).
+    func chatAnswered(reactor: Int, slot: Int32, generation: UInt32, offset: Int, id: UnsafeRawBufferPointer)
+    var chatHistory: HistoryLimits { get }
+}
+
+/// Per active room on the link thread.
+struct RoomSync {
+    /// A sync script is in flight: chat lines are held until it is applied.
+    var fetching = false
+    /// The lines held after the last fetch still had a gap once: the next fetch is conclusive.
+    var retried = false
+    var held: [HeldChat] = []
+}
+
+/// A chat line that arrived while its room was being fetched (copied: rare).
+struct HeldChat {
+    let epoch: String
+    let offset: Int
+    let sender: UInt64
+    let line: [UInt8]
+}
+
+extension RedisLink {
+    /// Inbox record kinds (Inbox.publishes).
+    static let plainRecord: UInt8 = 0
+    static let chatRecord: UInt8 = 1
+
+    static let chatScript = 2
+    static let syncScript = 3
+    static let scripts: [String] = presenceScripts + [chatScriptSource, syncScriptSource]
+
+    /// KEYS: meta hash, log stream, channel. ARGV: 1 publish verb, 2 nodeId, 3 the node's epoch
+    /// for the room (the new epoch when the meta is gone: history lost), 4 floor (the node's
+    /// highest offset in that epoch: a counter that went backwards after a failover never
+    /// re-issues an offset members saw), 5 stream MAXLEN (~), 6 TTL ms, 7 sender tag, 8 line.
+    /// Returns {epoch, offset, subscribers reached}. The channel is KEYS[3] so a cluster
+    /// checks it belongs to this master like the other keys (SPUBLISH in a script).
+    public static let chatScriptSource = """
+        local e = redis.call('HGET', KEYS[1], 'epoch')
+        if not e then
+          e = ARGV[3]
+          redis.call('DEL', KEYS[2])
+          redis.call('HSET', KEYS[1], 'epoch', e, 'seq', 0)
+        end
+        local n = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+        if e == ARGV[3] then
+          local floor = tonumber(ARGV[4])
+          if n <= floor then
+            n = floor + 1
+            redis.call('HSET', KEYS[1], 'seq', n)
+          end
+        end
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], string.format('%d-0', n), 'm', ARGV[8])
+        local ttl = tonumber(ARGV[6])
+        redis.call('PEXPIRE', KEYS[2], ttl)
+        redis.call('PEXPIRE', KEYS[1], math.max(ttl, 86400000))
+        local r = redis.call(ARGV[1], KEYS[3], ARGV[2] .. '\\n' .. e .. '\\n' .. string.format('%d', n) .. '\\n' .. ARGV[7] .. '\\n' .. ARGV[8])
+        return {e, n, r}
+        """
+
+    /// KEYS: meta hash, log stream. ARGV: 1 the node's epoch, 2 the last offset the node holds
+    /// in it (-1: none, send the tail), 3 at most this many entries (the newest after ARGV[2]),
+    /// 4 TTL ms, 5 a new epoch (taken when the meta is gone). Returns {epoch, seq, n1, line1, …}.
+    static let syncScriptSource = """
+        local e = redis.call('HGET', KEYS[1], 'epoch')
+        if not e then
+          e = ARGV[5]
+          redis.call('DEL', KEYS[2])
+          redis.call('HSET', KEYS[1], 'epoch', e, 'seq', 0)
+          redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[4]), 86400000))
+        end
+        local seq = tonumber(redis.call('HGET', KEYS[1], 'seq')) or 0
+        local known = tonumber(ARGV[2])
+        local low = '-'
+        if e == ARGV[1] and known >= 0 then low = string.format('%d-1', known) end
+        local rev = redis.call('XREVRANGE', KEYS[2], '+', low, 'COUNT', ARGV[3])
+        local out = {e, seq}
+        for i = #rev, 1, -1 do
+          out[#out + 1] = tonumber(string.match(rev[i][1], '^(%d+)'))
+          out[#out + 1] = rev[i][2][2]
+        end
+        return out
+        """
+
+    // MARK: callers' side (reactor threads)
+
+    /// Queues a chat line for the chat script (`line` without its closing brace: the log adds
+    /// `,"offset":N}`). The reply goes back to the sender's reactor (ack with the offset, or
+    /// the error). Returns false when it was not queued (Redis down or too slow): the caller
+    /// answers the sender at once.
+    public func publishChat(room: String, line: UnsafeRawBufferPointer, epoch: String, floor: Int,
+                            reactor: Int, slot: Int32, generation: UInt32, id: UnsafeRawBufferPointer?) -> Bool {
+        guard connected.load(ordering: .acquiring) else {
+            countFailures(1, reason: "redis unavailable")
+            return false
+        }
+        let max = settings.maxPendingBytes
+        let sender = ClusterSender.pack(reactor: reactor, slot: slot, generation: generation)
+        let (accepted, wasEmpty) = inbox.withLock { box -> (Bool, Bool) in
+            if box.publishes.count >= max { return (false, false) }
+            let wasEmpty = box.isEmpty
+            // A record; the link thread writes the script call into the room's shard pipeline
+            // (EVALSHA once the script is loaded there, EVAL before).
+            box.publishes.append(Self.chatRecord)
+            RESP.appendRecord(&box.publishes, room.utf8)
+            RESP.appendRecord(&box.publishes, line)
+            RESP.appendRecord(&box.publishes, epoch.utf8)
+            if let id { RESP.appendRecord(&box.publishes, id) } else { RESP.appendRecord(&box.publishes, EmptyCollection<UInt8>()) }
+            RESP.appendWord(&box.publishes, UInt64(bitPattern: Int64(floor)))
+            RESP.appendWord(&box.publishes, sender)
+            RESP.appendWord(&box.publishes, box.epochCandidate)
+            box.epochCandidate &+= 1
+            box.publishCount += 1
+            return (true, wasEmpty)
+        }
+        if !accepted {
+            countFailures(1, reason: "redis too slow, publish queue full")
+        } else if wasEmpty {
+            wake()
+        }
+        return accepted
+    }
+
+    /// Whether the room's log follows the cluster's yet (primed from Redis after the first
+    /// local member joined).
+    public func roomSynced(_ room: String) -> Bool { syncedRooms.withLock { $0.contains(room) } }
+
+    // MARK: link thread: publish replies
+
+    /// Formats one chat record (see Inbox) into shard `s`'s pipeline and files its ticket.
+    func writeChat(_ buf: UnsafeRawBufferPointer, _ offset: inout Int, room: UnsafeRawBufferPointer,
+                   to s: RedisShard?, receivers: Int) {
+        let line = RESP.readRecord(buf, &offset)
+        let epoch = RESP.readRecord(buf, &offset)
+        let id = RESP.readRecord(buf, &offset)
+        let floor = Int(Int64(bitPattern: RESP.readWord(buf, &offset)))
+        let sender = RESP.readWord(buf, &offset)
+        let candidate = RESP.readWord(buf, &offset)
+        guard let s, s.up else {
+            countFailures(1, reason: "no reachable redis master for the room's slot")
+            answer(sender: sender, offset: 0, id: id)
+            return
+        }
+        // The SHA is the same on every server (SHA1 of the body); EVALSHA is safe on this
+        // connection once SCRIPT LOAD was written to it before (shardReady, or after NOSCRIPT).
+        let loaded = s.ready && chatSHA != nil
+        RESP.appendChatScript(&s.cmd.out, script: loaded ? chatSHA! : chatScriptBody, isSHA: loaded,
+                              keyPrefixes: chatKeys, sharded: mode == .cluster, room: room, nodeId: nodeIdBytes,
+                              epoch: epoch, floor: floor, maxLength: settings.historySize,
+                              ttlMillis: settings.historyTTLMillis, sender: sender, line: line, candidate: candidate)
+        s.expect(.publishes(1), args: nil, now: Self.nowMillis())
+        s.addTicket(sender: sender, receivers: receivers, id: id)
+    }
+
+    /// The reply to the oldest outstanding publish on `s`: a plain publish's receiver count,
+    /// or the chat script's {epoch, offset, receivers}; the sender gets its ack or error.
+    /// `failed`: the publish did not happen (an error, or a redirect it cannot follow).
+    func answerTicket(_ s: RedisShard, _ r: RedisReply, failed: Bool) {
+        guard let t = s.popTicket() else { return }
+        var reached = -1
+        var offset = 0
+        if !failed {
+            if t.sender == 0 {
+                if r.isInteger { reached = r.integer }
+            } else if r.isArray, r.count >= 2, let n = r[1], n.isInteger {
+                offset = n.integer
+                if r.count >= 3, let k = r[2], k.isInteger { reached = k.integer }
+            }
+            // Redis answers how many subscribers got it: fewer than the nodes with members
+            // means some node's subscription was missing (being re-made after a failover,
+            // say). Counted, so no loss goes unseen (a node that missed a chat line fetches
+            // it from the stream when it sees the offset gap).
+            if reached >= 0 && reached < Int(t.receivers) {
+                undelivered.wrappingAdd(Int(t.receivers) - reached, ordering: .relaxed)
+            }
+            if t.sender != 0 && offset <= 0 { countFailures(1, reason: "unexpected chat script reply") }
+        }
+        guard t.sender != 0 else { return }
+        s.ticketIDs.withUnsafeBytes { all in
+            answer(sender: t.sender, offset: max(0, offset),
+                   id: UnsafeRawBufferPointer(rebasing: all[Int(t.idStart)..<Int(t.idStart + t.idCount)]))
+        }
+    }
+
+    /// Every publish written to `s` and not answered failed (the shard went down, the link
+    /// stopped, its slots went elsewhere): counted, the chat senders get errors, and the
+    /// pipeline starts over.
+    func failPipeline(_ s: RedisShard, reason: String) {
+        countFailures(s.unacknowledgedPublishes, reason: reason)
+        while let t = s.popTicket() {
+            guard t.sender != 0 else { continue }
+            s.ticketIDs.withUnsafeBytes { all in
+                answer(sender: t.sender, offset: 0,
+                       id: UnsafeRawBufferPointer(rebasing: all[Int(t.idStart)..<Int(t.idStart + t.idCount)]))
+            }
+        }
+        // Sync replies owed by this server are gone too: those rooms fetch again once
+        // re-subscribed.
+        for p in s.pending[s.head...] {
+            if case .roomSync(let room) = p.e, roomSync[room] != nil {
+                roomSync[room]!.fetching = false
+                lostRooms.insert(room)
+            }
+        }
+        s.resetPipeline()
+    }
+
+    /// Publish records that will not be sent (a drained inbox): counted, chat senders
+    /// answered with errors.
+    func failRecords(_ buf: [UInt8], count: Int, reason: String) {
+        countFailures(count, reason: reason)
+        buf.withUnsafeBytes { b in
+            var offset = 0
+            while offset < b.count {
+                let kind = b[offset]
+                offset += 1
+                _ = RESP.readRecord(b, &offset)
+                _ = RESP.readRecord(b, &offset)
+                if kind == Self.plainRecord { continue }
+                _ = RESP.readRecord(b, &offset)
+                let id = RESP.readRecord(b, &offset)
+                _ = RESP.readWord(b, &offset)
+                let sender = RESP.readWord(b, &offset)
+                _ = RESP.readWord(b, &offset)
+                answer(sender: sender, offset: 0, id: id)
+            }
+        }
+    }
+
+    private func answer(sender: UInt64, offset: Int, id: UnsafeRawBufferPointer) {
+        guard let sink = chatSink, let who = ClusterSender.unpack(sender) else { return }
+        sink.chatAnswered(reactor: who.reactor, slot: Int32(truncatingIfNeeded: who.slot), generation: who.generation,
+                          offset: offset, id: id)
+    }
+}
