@@ -35,6 +35,10 @@ struct ConnectionOps {
     /// SO_LINGER), then the IORING_OP_CLOSE of the fixed slot.
     var install = State.idle
     var closeDirect = State.idle
+    /// The IORING_OP_SHUTDOWN of the fixed slot. The kernel runs it from a worker thread and
+    /// looks the slot up only then, so the slot must not be closed (and handed to the next
+    /// socket) before it completes, or it would shut the next connection down.
+    var shutdown = State.idle
     /// The install failed: the connection goes on without a real fd (no splice).
     var installFailed = false
     /// The SEND_ZC awaiting its notification failed; reported when the notification arrives.
@@ -47,7 +51,7 @@ struct ConnectionOps {
     @inline(__always)
     var sendBusy: Bool { send == .inFlight || zeroCopyNotification == .inFlight || poll == .inFlight }
     @inline(__always)
-    var allIdle: Bool { recv == .idle && !sendBusy && install == .idle && closeDirect == .idle }
+    var allIdle: Bool { recv == .idle && !sendBusy && install == .idle && closeDirect == .idle && shutdown == .idle }
 }
 
 /// A newly accepted socket, already configured (non-blocking, TCP_NODELAY) by the backend.

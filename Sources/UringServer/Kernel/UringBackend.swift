@@ -419,7 +419,8 @@ final class UringBackend: IOBackend {
         // go of our pages only when the socket's queued data is freed, which for a peer that
         // stopped reading means when the socket is gone. So the fd is closed now, and the
         // record (owner of the buffer) is released after the notification.
-        if c.lifecycle < .fdClosed && c.ops.send == .idle && c.ops.poll == .idle && c.ops.install == .idle {
+        if c.lifecycle < .fdClosed && c.ops.send == .idle && c.ops.poll == .idle && c.ops.install == .idle
+            && c.ops.shutdown == .idle {
             if c.ops.zeroCopyNotification == .inFlight && c.fd >= 0 {
                 // Data still queued for a peer that does not read would keep our pages (and
                 // the notification) until TCP gives up, minutes later: abort with a reset,

@@ -71,8 +71,12 @@ extension UringBackend {
             releaseIfIdle(c)
         case .refuseClosed:
             fixedClaimed -= 1
-        case .shutdownDirect, .refuseSent:
-            break   // the recv's end (or the close that follows) reports what matters
+        case .shutdownDirect:
+            guard let c = slots.connection(data) else { return }
+            c.ops.shutdown = .idle
+            releaseIfIdle(c)
+        case .refuseSent:
+            break   // best effort; the linked close follows whatever its result
         case .wake:
             // The read itself consumed the eventfd's count.
             handler.wakeup()

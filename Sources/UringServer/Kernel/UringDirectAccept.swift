@@ -70,6 +70,8 @@ extension UringBackend {
 
     /// Ends the multishot receive and any send in flight (asynchronously: IORING_OP_SHUTDOWN).
     func shutdownFixed(_ c: Connection) {
+        guard c.ops.shutdown == .idle else { return }
+        c.ops.shutdown = .inFlight
         let index = c.fixedIndex
         submit(tag(c, .shutdownDirect)) {
             io_uring_prep_shutdown($0, index, Int32(SHUT_RDWR))

@@ -23,7 +23,7 @@ struct UringTechniques: Equatable {
     /// What `auto` turns on where the kernel offers it: the techniques the A/B measurements kept.
     static let keptByMeasurement = UringTechniques(recvBundle: true, bufIncremental: true, fixedFiles: 1)
     /// `uring_direct_descriptors = auto`: the variant the A/B measurements kept.
-    static let keptDescriptors = UringDescriptorSetting.register
+    static let keptDescriptors = UringDescriptorSetting.accept
 
     static let bundleBit = CLINUX_FEATURE_RECV_BUNDLE
     static let incrementalBit = CLINUX_FEATURE_BUF_INCREMENTAL
