@@ -101,6 +101,7 @@ int clinux_uring_features(void) {
         out |= CLINUX_FEATURE_FIXED_FILES;
         io_uring_unregister_files(&ring);
     }
+    if (clinux_opcode_supported(&ring, CLINUX_OP_FIXED_FD_INSTALL)) out |= CLINUX_FEATURE_FD_INSTALL;
     io_uring_queue_exit(&ring);
     return out;
 }

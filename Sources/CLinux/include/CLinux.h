@@ -80,10 +80,31 @@ void clinux_prep_recv_multishot_bundle(struct io_uring_sqe *sqe, int fd, unsigne
 #define CLINUX_FEATURE_RECV_BUNDLE 1
 #define CLINUX_FEATURE_BUF_INCREMENTAL 2
 #define CLINUX_FEATURE_FIXED_FILES 4
+/// IORING_OP_FIXED_FD_INSTALL (6.8): a real fd for a socket accepted straight into the table.
+#define CLINUX_FEATURE_FD_INSTALL 8
+
+/// Not in liburing 2.3 (kernel 6.8): an opcode that installs a fixed file as a normal fd
+/// (close-on-exec) and completes with that fd. An enum value upstream, so a define of our own.
+#define CLINUX_OP_FIXED_FD_INSTALL 54
+
+static inline void clinux_prep_fixed_fd_install(struct io_uring_sqe *sqe, int fixed_index) {
+    io_uring_prep_rw(CLINUX_OP_FIXED_FD_INSTALL, sqe, fixed_index, NULL, 0, 0);
+    sqe->flags = IOSQE_FIXED_FILE;
+    sqe->rw_flags = 0;   // install_fd_flags: 0 = O_CLOEXEC
+}
+
+/// A single-shot accept straight into a free slot of the fixed-file table (the completion's
+/// result is the slot), with the peer's address written to `addr`. SOCK_CLOEXEC is refused
+/// for direct descriptors (they have no fd), so only SOCK_NONBLOCK is passed.
+static inline void clinux_prep_accept_direct_alloc(struct io_uring_sqe *sqe, int fd,
+                                                   struct sockaddr *addr, socklen_t *len) {
+    // liburing 2.3 stores file_index + 1 (0 means "not direct"): ALLOC - 1 stores ALLOC.
+    io_uring_prep_accept_direct(sqe, fd, addr, len, SOCK_NONBLOCK, IORING_FILE_INDEX_ALLOC - 1);
+}
 
 /// The optional io_uring techniques this kernel offers, probed on a scratch ring: recv bundles
 /// (IORING_FEAT_RECVSEND_BUNDLE), incremental provided buffers (a buffer ring registered with
-/// IOU_PBUF_RING_INC), a sparse fixed-file table. Returns CLINUX_FEATURE_* bits (0 when no ring).
+/// IOU_PBUF_RING_INC), a sparse fixed-file table, IORING_OP_FIXED_FD_INSTALL. Returns CLINUX_FEATURE_* bits (0 when no ring).
 int clinux_uring_features(void);
 
 /// The ring's IORING_FEAT_* bits.

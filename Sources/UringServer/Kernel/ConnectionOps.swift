@@ -31,6 +31,16 @@ struct ConnectionOps {
     var zeroCopyNotification = State.idle
     /// POLLOUT on a socket that did not take all its spliced bytes.
     var poll = State.idle
+    /// io_uring `accept` descriptors: an IORING_OP_FIXED_FD_INSTALL (a real fd for splice or
+    /// SO_LINGER), then the IORING_OP_CLOSE of the fixed slot.
+    var install = State.idle
+    var closeDirect = State.idle
+    /// The IORING_OP_SHUTDOWN of the fixed slot. The kernel runs it from a worker thread and
+    /// looks the slot up only then, so the slot must not be closed (and handed to the next
+    /// socket) before it completes, or it would shut the next connection down.
+    var shutdown = State.idle
+    /// The install failed: the connection goes on without a real fd (no splice).
+    var installFailed = false
     /// The SEND_ZC awaiting its notification failed; reported when the notification arrives.
     var zeroCopyFailed = false
     /// The kernel copied a zero-copy send to this peer (loopback, or no scatter-gather): later
@@ -41,12 +51,14 @@ struct ConnectionOps {
     @inline(__always)
     var sendBusy: Bool { send == .inFlight || zeroCopyNotification == .inFlight || poll == .inFlight }
     @inline(__always)
-    var allIdle: Bool { recv == .idle && !sendBusy }
+    var allIdle: Bool { recv == .idle && !sendBusy && install == .idle && closeDirect == .idle && shutdown == .idle }
 }
 
 /// A newly accepted socket, already configured (non-blocking, TCP_NODELAY) by the backend.
 struct AcceptedSocket {
+    /// -1 when accepted straight into the fixed-file table (`fixedIndex`).
     let fd: Int32
+    var fixedIndex: Int32 = -1
     /// IPv4 source address in host order (0 when unknown).
     let peerIPv4: UInt32
 }

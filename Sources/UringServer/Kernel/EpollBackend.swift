@@ -77,9 +77,9 @@ final class EpollBackend: IOBackend {
 
     func wake(_ peer: WakeTarget) { peer.signal() }
 
-    func refuse(fd: Int32, _ message: UnsafeRawBufferPointer) {
-        Socket.writeOnce(fd, message)
-        Glibc.close(fd)
+    func refuse(_ socket: AcceptedSocket, _ message: UnsafeRawBufferPointer) {
+        Socket.writeOnce(socket.fd, message)
+        Glibc.close(socket.fd)
     }
 
     /// Accepted sockets are already non-blocking (accept4 with SOCK_NONBLOCK).

@@ -21,8 +21,12 @@ protocol IOBackend: AnyObject {
     /// Tears the connection down; `connectionReleased` follows once nothing is in flight.
     func close(_ c: Connection)
     /// Turns away an accepted socket that never became a connection: one best-effort write of
-    /// `message` (never blocking), then close.
-    func refuse(fd: Int32, _ message: UnsafeRawBufferPointer)
+    /// `message` (never blocking), then close. `message` is static (it outlives the call).
+    func refuse(_ socket: AcceptedSocket, _ message: UnsafeRawBufferPointer)
+    /// `c` has no fd (accepted straight into io_uring's fixed-file table) and wants one, to
+    /// take spliced room batches: the backend installs one in the background (`c.fd` is set
+    /// once it is in; until then the caller uses the paths that need none).
+    func needsRealFD(_ c: Connection)
     /// Wakes another reactor (at the latest with this turn's submit).
     func wake(_ peer: WakeTarget)
     /// Submits what the turn queued, waits for at least one event (or `timeoutMillis`, -1 for
@@ -39,6 +43,10 @@ protocol IOBackend: AnyObject {
     /// Closes the listener and every connection fd still open, then frees the backend's
     /// kernel resources; called on the reactor thread as it exits.
     func shutdown()
+}
+
+extension IOBackend {
+    func needsRealFD(_ c: Connection) {}
 }
 
 /// Events a backend delivers to its reactor. All calls happen on the reactor thread.

@@ -15,7 +15,7 @@ package final class MemoryBackend: IOBackend {
     func wake(_ peer: WakeTarget) {}
     /// Accepts turned away (`refuse`), with the message each was sent.
     var refused: [[UInt8]] = []
-    func refuse(fd: Int32, _ message: UnsafeRawBufferPointer) { refused.append(Array(message)) }
+    func refuse(_ socket: AcceptedSocket, _ message: UnsafeRawBufferPointer) { refused.append(Array(message)) }
     let counters = KernelCounters()
 
     func startReceiving(_ c: Connection) {

@@ -18,6 +18,12 @@ final class UringBackend: IOBackend {
         case sendZC = 7
         /// IORING_OP_POLL_ADD (POLLOUT): the socket has room again for spliced bytes.
         case spliceReady = 8
+        /// Direct descriptors, `accept` variant (`UringDirectAccept.swift`): an accept lane
+        /// (its number in the tag's slot field) straight into the table / into a plain fd (the
+        /// table was full); a connection's fd install, fixed-slot close, shutdown; a refusal's
+        /// send and close.
+        case acceptDirect = 9, acceptPlain = 10, install = 11, closeDirect = 12, shutdownDirect = 13
+        case refuseSent = 14, refuseClosed = 15
     }
 
     // Not in liburing 2.3's headers (kernel 6.2+): ask the notification to say whether the
@@ -49,6 +55,15 @@ final class UringBackend: IOBackend {
     /// Fixed-file table: slot i holds the socket of the connection in reactor slot i when
     /// `registered[i]` (see `UringTechniques.fixedFiles`).
     let registered: UnsafeMutablePointer<Bool>
+    /// `accept` variant: each accept lane's peer address and its length (the kernel writes
+    /// them when the accept completes).
+    let acceptAddrs: UnsafeMutablePointer<sockaddr_in>
+    let acceptLens: UnsafeMutablePointer<socklen_t>
+    /// `accept` variant: fixed slots held by connections (until their close completes) or
+    /// claimed by a lane armed to accept into the table. A full table makes the kernel drop the
+    /// connection it accepted (ENFILE, the peer sees a reset), so a lane accepts into the table
+    /// only when a slot is surely free, and a plain fd otherwise.
+    var fixedClaimed = 0
     /// A receive completed since the last `releaseIdleMemory`; the buffers' pages have been
     /// given back since the last receive.
     var receivedSinceIdleCheck = false
@@ -118,12 +133,19 @@ final class UringBackend: IOBackend {
         guard let br else {
             io_uring_queue_exit(&ring)
             registered = .allocate(capacity: 1)
+            acceptAddrs = .allocate(capacity: 1)
+            acceptLens = .allocate(capacity: 1)
             throw SyscallError(call: "io_uring_register_buf_ring", errno: -err)
         }
         if clinux_ring_features(&ring) & UInt32(IORING_FEAT_RECVSEND_BUNDLE) == 0 { used.recvBundle = false }
         if used.fixedFiles > 0 && io_uring_register_files_sparse(&ring, UInt32(used.fixedFiles)) != 0 {
             used.fixedFiles = 0   // no sparse tables (or over RLIMIT_NOFILE): plain fds
         }
+        if used.fixedFiles == 0 { used.acceptDirect = false }
+        acceptAddrs = .allocate(capacity: Self.acceptLanes)
+        acceptAddrs.initialize(repeating: sockaddr_in(), count: Self.acceptLanes)
+        acceptLens = .allocate(capacity: Self.acceptLanes)
+        acceptLens.initialize(repeating: 0, count: Self.acceptLanes)
         registered = .allocate(capacity: max(1, used.fixedFiles))
         registered.initialize(repeating: false, count: max(1, used.fixedFiles))
         self.techniques = used
@@ -158,8 +180,9 @@ final class UringBackend: IOBackend {
         }
         // shutdown() first: a pending request holds a reference to its file, so close() alone
         // would leave the socket open until the ring's (asynchronous) teardown.
+        shutdownDirect()
         slots.forEach { c in
-            if !c.fdClosed {
+            if !c.fdClosed && c.fd >= 0 {
                 Glibc.shutdown(c.fd, Int32(SHUT_RDWR))
                 Glibc.close(c.fd)
                 c.lifecycle = .fdClosed
@@ -173,6 +196,8 @@ final class UringBackend: IOBackend {
         consumed.deallocate()
         registered.deallocate()
         io_uring_queue_exit(&ring)
+        acceptAddrs.deallocate()   // after the exit: pending accepts write them until then
+        acceptLens.deallocate()
         wakeValue.deallocate()   // after the exit: the ring's pending read is gone with it
     }
 
@@ -197,7 +222,7 @@ final class UringBackend: IOBackend {
     /// Prepares one SQE with `prep` and tags it: in the SQ when it has room and nothing is
     /// waiting, else at the end of the overflow FIFO (order is kept either way).
     @inline(__always)
-    private func submit(_ tag: UInt64, _ prep: (UnsafeMutablePointer<io_uring_sqe>) -> Void) {
+    func submit(_ tag: UInt64, _ prep: (UnsafeMutablePointer<io_uring_sqe>) -> Void) {
         if overflow.isEmpty, let s = io_uring_get_sqe(&ring) {
             prep(s)
             io_uring_sqe_set_data64(s, tag)
@@ -232,7 +257,13 @@ final class UringBackend: IOBackend {
 
     func addListener(fd: Int32) throws(SyscallError) {
         listenFD = fd
-        armAccept()
+        if techniques.acceptDirect {
+            // Accepted sockets inherit TCP_NODELAY from the listener (they have no fd to set it on).
+            try Socket.setOption(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+            armAcceptLanes()
+        } else {
+            armAccept()
+        }
     }
 
     func armAccept() {
@@ -262,9 +293,10 @@ final class UringBackend: IOBackend {
         submit(Self.tag(.peerWakeSent)) { io_uring_prep_msg_ring($0, ringFD, 0, UInt64(Op.peerWake.rawValue), 0) }
     }
 
-    func refuse(fd: Int32, _ message: UnsafeRawBufferPointer) {
-        Socket.writeOnce(fd, message)
-        Glibc.close(fd)
+    func refuse(_ socket: AcceptedSocket, _ message: UnsafeRawBufferPointer) {
+        if socket.fixedIndex >= 0 { return refuseDirect(socket.fixedIndex, message) }
+        Socket.writeOnce(socket.fd, message)
+        Glibc.close(socket.fd)
     }
 
     /// Called once per connection, right after the accept; the connection is tracked (its
@@ -272,7 +304,7 @@ final class UringBackend: IOBackend {
     func startReceiving(_ c: Connection) {
         slots.register(c)
         let slot = Int(c.slot)
-        if slot < techniques.fixedFiles {
+        if slot < techniques.fixedFiles && !techniques.acceptDirect {
             // Synchronous: the receive armed next names the slot. A failure leaves the plain fd.
             var fd = c.fd
             registered[slot] = io_uring_register_files_update(&ring, UInt32(slot), &fd, 1) == 1
@@ -283,6 +315,7 @@ final class UringBackend: IOBackend {
     /// What an SQE for `c` names: its fixed-file slot, or its fd.
     @inline(__always)
     func target(_ c: Connection) -> (fd: Int32, fixed: Bool) {
+        if c.fixedIndex >= 0 { return (c.fixedIndex, true) }
         let slot = Int(c.slot)
         return slot < techniques.fixedFiles && registered[slot] ? (c.slot, true) : (c.fd, false)
     }
@@ -341,6 +374,8 @@ final class UringBackend: IOBackend {
                 if fixed { $0.pointee.flags |= Self.fixedFileFlag }
             }
         } else if zeroCopyThreshold > 0 && r.count >= zeroCopyThreshold && !c.ops.zeroCopyCopies {
+            // A forced close with this send's pages pending needs SO_LINGER, so a real fd.
+            if c.fd < 0 { needsRealFD(c) }
             // The kernel sends from our pages; `sending` stays untouched until the notification.
             submit(tag(c, .sendZC)) {
                 io_uring_prep_send_zc($0, fd, r.baseAddress, r.count, Int32(MSG_NOSIGNAL), UInt32(Self.sendZCReportUsage))
@@ -372,7 +407,7 @@ final class UringBackend: IOBackend {
         // shutdown() ends the multishot recv (it completes with 0 and no F_MORE) and fails any
         // send in flight; the fd is closed only once both completions are reaped.
         if c.ops.recv == .inFlight || c.sendInFlight {
-            Glibc.shutdown(c.fd, Int32(SHUT_RDWR))
+            if c.fd >= 0 { Glibc.shutdown(c.fd, Int32(SHUT_RDWR)) } else { shutdownFixed(c) }
         }
         releaseIfIdle(c)
     }
@@ -384,8 +419,9 @@ final class UringBackend: IOBackend {
         // go of our pages only when the socket's queued data is freed, which for a peer that
         // stopped reading means when the socket is gone. So the fd is closed now, and the
         // record (owner of the buffer) is released after the notification.
-        if c.lifecycle < .fdClosed && c.ops.send == .idle && c.ops.poll == .idle {
-            if c.ops.zeroCopyNotification == .inFlight {
+        if c.lifecycle < .fdClosed && c.ops.send == .idle && c.ops.poll == .idle && c.ops.install == .idle
+            && c.ops.shutdown == .idle {
+            if c.ops.zeroCopyNotification == .inFlight && c.fd >= 0 {
                 // Data still queued for a peer that does not read would keep our pages (and
                 // the notification) until TCP gives up, minutes later: abort with a reset,
                 // which frees the queue at once. (Only forced closes get here; a graceful one
@@ -393,8 +429,13 @@ final class UringBackend: IOBackend {
                 var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
                 _ = setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
             }
-            unregisterFixed(c)
-            Glibc.close(c.fd)
+            if c.fixedIndex >= 0 {
+                closeFixed(c)
+                if c.fd >= 0 { Glibc.close(c.fd) }   // the installed fd: its reference goes too
+            } else {
+                unregisterFixed(c)
+                Glibc.close(c.fd)
+            }
             c.lifecycle = .fdClosed
         }
         if c.lifecycle == .fdClosed && c.ops.allIdle {

@@ -59,6 +59,24 @@ extension UringBackend {
         case .accept:
             if res >= 0 { handler.connectionAccepted(Self.accepted(res)) }
             if flags & UInt32(IORING_CQE_F_MORE) == 0 && listenFD >= 0 { armAccept() }
+        case .acceptDirect, .acceptPlain:
+            acceptCompleted(lane: Int(data >> 32), direct: op == .acceptDirect, res: res, handler: handler)
+        case .install:
+            guard let c = slots.connection(data) else { return }
+            installed(c, res: res)
+        case .closeDirect:
+            fixedClaimed -= 1
+            guard let c = slots.connection(data) else { return }
+            c.ops.closeDirect = .idle
+            releaseIfIdle(c)
+        case .refuseClosed:
+            fixedClaimed -= 1
+        case .shutdownDirect:
+            guard let c = slots.connection(data) else { return }
+            c.ops.shutdown = .idle
+            releaseIfIdle(c)
+        case .refuseSent:
+            break   // best effort; the linked close follows whatever its result
         case .wake:
             // The read itself consumed the eventfd's count.
             handler.wakeup()

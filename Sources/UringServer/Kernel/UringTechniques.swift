@@ -11,25 +11,33 @@ struct UringTechniques: Equatable {
     /// Provided-buffer ring registered with IOU_PBUF_RING_INC: the kernel consumes a buffer
     /// piecewise, so a 40-byte message uses 40 bytes of it, not the whole buffer.
     var bufIncremental = false
-    /// Slots in the ring's sparse fixed-file table (0: none). A connection in slot i < this has
-    /// its socket registered at index i: every operation names the index with IOSQE_FIXED_FILE
-    /// and skips fget/fput. The real fd stays open for what needs one (docs/architecture.md).
+    /// Slots in the ring's sparse fixed-file table (0: none). `register`: a connection in
+    /// reactor slot i < this has its socket registered at index i, and keeps its fd for what
+    /// needs one. Every operation names the index with IOSQE_FIXED_FILE and skips fget/fput
+    /// (docs/architecture.md).
     var fixedFiles = 0
+    /// Sockets are accepted straight into the table (IORING_FILE_INDEX_ALLOC) instead of being
+    /// registered after a normal accept: a connection has no fd unless it needs one.
+    var acceptDirect = false
 
     /// What `auto` turns on where the kernel offers it: the techniques the A/B measurements kept.
     static let keptByMeasurement = UringTechniques(recvBundle: true, bufIncremental: true, fixedFiles: 1)
+    /// `uring_direct_descriptors = auto`: the variant the A/B measurements kept.
+    static let keptDescriptors = UringDescriptorSetting.accept
 
     static let bundleBit = CLINUX_FEATURE_RECV_BUNDLE
     static let incrementalBit = CLINUX_FEATURE_BUF_INCREMENTAL
     static let fixedFilesBit = CLINUX_FEATURE_FIXED_FILES
+    static let fdInstallBit = CLINUX_FEATURE_FD_INSTALL
 
     /// CLINUX_FEATURE_* bits of this kernel, probed once on a scratch ring.
     static let offered: Int32 = clinux_uring_features()
 
-    init(recvBundle: Bool, bufIncremental: Bool, fixedFiles: Int = 0) {
+    init(recvBundle: Bool, bufIncremental: Bool, fixedFiles: Int = 0, acceptDirect: Bool = false) {
         self.recvBundle = recvBundle
         self.bufIncremental = bufIncremental
         self.fixedFiles = fixedFiles
+        self.acceptDirect = acceptDirect
     }
 
     /// `reactors`: how many rings share the process's open-file limit.
@@ -39,9 +47,18 @@ struct UringTechniques: Equatable {
                                   offered: offered & CLINUX_FEATURE_RECV_BUNDLE != 0)
         bufIncremental = Self.resolve(config.uringBufIncremental, kept: kept.bufIncremental,
                                       offered: offered & CLINUX_FEATURE_BUF_INCREMENTAL != 0)
-        let fixed = Self.resolve(config.uringDirectDescriptors, kept: kept.fixedFiles > 0,
-                                 offered: offered & CLINUX_FEATURE_FIXED_FILES != 0)
-        fixedFiles = fixed ? Self.tableSize(config, reactors: reactors) : 0
+        let variant = Self.descriptors(config.uringDirectDescriptors, offered: offered)
+        fixedFiles = variant == .off ? 0 : Self.tableSize(config, reactors: reactors)
+        acceptDirect = variant == .accept
+    }
+
+    /// The descriptor variant used: `accept` needs IORING_OP_FIXED_FD_INSTALL (6.8) for the
+    /// sockets that need a real fd, and falls back to `register` without it.
+    static func descriptors(_ s: UringDescriptorSetting, offered: Int32) -> UringDescriptorSetting {
+        guard offered & CLINUX_FEATURE_FIXED_FILES != 0 else { return .off }
+        let wanted = s == .auto ? keptDescriptors : s
+        if wanted == .accept && offered & CLINUX_FEATURE_FD_INSTALL == 0 { return .register }
+        return wanted
     }
 
     /// The kernel refuses a table larger than RLIMIT_NOFILE (per ring). Every registered socket
@@ -75,8 +92,12 @@ struct UringTechniques: Equatable {
             if offered & bit == 0 { return "off (kernel lacks it)" }
             return "off (auto)"
         }
+        let d = descriptors(config.uringDirectDescriptors, offered: offered)
+        var direct = d.rawValue
+        if d == .off && config.uringDirectDescriptors != .off { direct = "off (kernel lacks it)" }
+        if d == .register && config.uringDirectDescriptors == .accept { direct = "register (kernel lacks FIXED_FD_INSTALL)" }
         return (note(config.uringRecvBundle, used.recvBundle, CLINUX_FEATURE_RECV_BUNDLE),
                 note(config.uringBufIncremental, used.bufIncremental, CLINUX_FEATURE_BUF_INCREMENTAL),
-                note(config.uringDirectDescriptors, used.fixedFiles > 0, CLINUX_FEATURE_FIXED_FILES))
+                direct)
     }
 }

@@ -61,7 +61,11 @@ extension Reactor {
                 // Into a pipe only behind nothing but earlier spliced batches: spliced bytes
                 // always go out first (see OutputBlocks.pipe). A send in flight with nothing
                 // being sent is a wait for room for those.
-                if splicing && c.output.canTakeSplicedBatch {
+                if splicing && c.fd < 0 {
+                    // Accepted straight into io_uring's fixed-file table: splice needs an fd,
+                    // installed for the next batches; this one goes as a shared block.
+                    backend.needsRealFD(c)
+                } else if splicing && c.output.canTakeSplicedBatch {
                     if !loaded {
                         loaded = pipes.unsafelyUnwrapped.load(all)
                         splicing = loaded

@@ -7,7 +7,11 @@ import Primitives
 /// only a few connections ever need (a partial frame, held input, a pending cut) lives in
 /// `ConnectionExtras`, allocated on first use, and one joined room is stored inline.
 public final class Connection {
-    let fd: Int32
+    /// The socket's fd; -1 for a socket accepted straight into the ring's fixed-file table
+    /// until the backend installs one for a use that needs it (`fixedIndex`).
+    var fd: Int32
+    /// io_uring `accept` descriptors: the socket's slot in the ring's fixed-file table (-1: none).
+    var fixedIndex: Int32 = -1
     /// Index in the reactor's connection table.
     let slot: Int32
     /// IPv4 source address (host order), for loopback checks and per-address limits.
@@ -69,8 +73,9 @@ public final class Connection {
 
     private var _extras: ConnectionExtras?
 
-    init(fd: Int32, slot: Int, peerIP: UInt32, now: UInt64, burst: Int) {
+    init(fd: Int32, fixedIndex: Int32 = -1, slot: Int, peerIP: UInt32, now: UInt64, burst: Int) {
         self.fd = fd
+        self.fixedIndex = fixedIndex
         self.slot = Int32(slot)
         self.peerIP = peerIP
         acceptedMs = Self.ms(now)

@@ -12,18 +12,18 @@ extension Reactor {
         case .admitted: break
         case .serverFull:
             limitHit("max_connections")
-            rejectAtAccept(fd, "{\"type\":\"error\",\"code\":\"server_full\",\"message\":\"server is at max_connections\"}\n")
+            rejectAtAccept(socket, "{\"type\":\"error\",\"code\":\"server_full\",\"message\":\"server is at max_connections\"}\n")
             return
         case .tooManyFromAddress:
             limitHit("max_connections_per_ip")
-            rejectAtAccept(fd, "{\"type\":\"error\",\"code\":\"too_many_connections\",\"message\":\"too many connections from this address (max_connections_per_ip)\"}\n")
+            rejectAtAccept(socket, "{\"type\":\"error\",\"code\":\"too_many_connections\",\"message\":\"too many connections from this address (max_connections_per_ip)\"}\n")
             return
         }
         let slot = freeSlots.popLast() ?? {
             connections.append(nil)
             return connections.count - 1
         }()
-        let c = Connection(fd: fd, slot: slot, peerIP: peer,
+        let c = Connection(fd: fd, fixedIndex: socket.fixedIndex, slot: slot, peerIP: peer,
                            now: turnNanos == 0 ? Clock.monoNanos() : turnNanos, burst: config.rateLimitBurst)
         connections[slot] = c
         lastAcceptedSlot = slot
@@ -31,8 +31,8 @@ extension Reactor {
         backend.startReceiving(c)
     }
 
-    func rejectAtAccept(_ fd: Int32, _ msg: StaticString) {
-        backend.refuse(fd: fd, UnsafeRawBufferPointer(start: msg.utf8Start, count: msg.utf8CodeUnitCount))
+    func rejectAtAccept(_ socket: AcceptedSocket, _ msg: StaticString) {
+        backend.refuse(socket, UnsafeRawBufferPointer(start: msg.utf8Start, count: msg.utf8CodeUnitCount))
         counters.closed += 1
     }
 

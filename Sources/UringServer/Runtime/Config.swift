@@ -11,6 +11,14 @@ public enum UringFeatureSetting: String, Sendable, CaseIterable {
     case auto, on, off
 }
 
+/// How connections' sockets get into the ring's fixed-file table (docs/architecture.md,
+/// "io_uring techniques"): `accept` accepts straight into it (IORING_FILE_INDEX_ALLOC, no fd
+/// unless one is needed), `register` accepts a normal fd and registers it, `off` uses fds only,
+/// `auto` the variant docs/performance.md kept. `on` is read as `register` (its earlier name).
+public enum UringDescriptorSetting: String, Sendable, CaseIterable {
+    case auto, accept, register, off
+}
+
 /// Everything the server can be told. Loaded from `.env` (or `--config FILE`), then environment
 /// variables (upper-case key, e.g. TCP_PORT), then command-line flags; later sources win.
 public struct ServerConfig: Sendable {
@@ -70,10 +78,11 @@ public struct ServerConfig: Sendable {
     /// consumed incrementally, so a small message uses only its bytes of a buffer (6.12+).
     public var uringRecvBundle: UringFeatureSetting = .auto
     public var uringBufIncremental: UringFeatureSetting = .auto
-    /// Each connection's socket also in the ring's fixed-file table, so its operations skip the
-    /// per-operation file lookup (IOSQE_FIXED_FILE); `uringFixedFiles` slots per reactor (0:
-    /// sized from RLIMIT_NOFILE and max_connections). A connection beyond the table uses its fd.
-    public var uringDirectDescriptors: UringFeatureSetting = .auto
+    /// Each connection's socket in the ring's fixed-file table, so its operations skip the
+    /// per-operation file lookup (IOSQE_FIXED_FILE); accepted into it or registered after the
+    /// accept; `uringFixedFiles` slots per reactor (0: sized from RLIMIT_NOFILE and
+    /// max_connections). A connection beyond the table uses its fd.
+    public var uringDirectDescriptors: UringDescriptorSetting = .auto
     public var uringFixedFiles = 0
 
     // WebSocket on /ws (docs/protocol.md, "WebSocket")
@@ -240,8 +249,8 @@ public struct ServerConfig: Sendable {
             c.uringRecvBundle = try parseFeature(v, key: "uring_recv_bundle") },
         Key(name: "uring_buf_incremental", help: "io_uring (kernel 6.12+): receive buffers consumed incrementally, a small message uses only its bytes; auto | on | off (default auto)") { c, v throws(ConfigError) in
             c.uringBufIncremental = try parseFeature(v, key: "uring_buf_incremental") },
-        Key(name: "uring_direct_descriptors", help: "io_uring: connections' sockets in the ring's fixed-file table, operations without a file lookup; auto | on | off (default auto)") { c, v throws(ConfigError) in
-            c.uringDirectDescriptors = try parseFeature(v, key: "uring_direct_descriptors") },
+        Key(name: "uring_direct_descriptors", help: "io_uring: connections' sockets in the ring's fixed-file table, operations without a file lookup; accept = accepted straight into it (kernel 6.8+), register = accepted as fds then registered (on = register); auto | accept | register | off (default auto)") { c, v throws(ConfigError) in
+            c.uringDirectDescriptors = try parseDescriptors(v, key: "uring_direct_descriptors") },
         Key(name: "uring_fixed_files", help: "io_uring: fixed-file table slots per reactor, 0 = from RLIMIT_NOFILE and max_connections; connections beyond it use plain fds (default 0)") { c, v throws(ConfigError) in
             c.uringFixedFiles = try parseInt(v, key: "uring_fixed_files", range: 0...1_048_576) },
         Key(name: "ws_allowed_origins", help: "origins allowed to open /ws: empty = the server's own host (Origin matches Host), * = any, else a comma-separated list like https://chat.example.com (default empty)") { c, v throws(ConfigError) in
@@ -411,6 +420,14 @@ public struct ServerConfig: Sendable {
             throw ConfigError("invalid value '\(v)' for \(key): expected auto, on or off")
         }
         return f
+    }
+
+    static func parseDescriptors(_ v: String, key: String) throws(ConfigError) -> UringDescriptorSetting {
+        let lower = v.lowercased()
+        guard let d = lower == "on" ? .register : UringDescriptorSetting(rawValue: lower) else {
+            throw ConfigError("invalid value '\(v)' for \(key): expected auto, accept, register or off")
+        }
+        return d
     }
 
     static func parseIPv4(_ v: String, key: String) throws(ConfigError) -> String {

@@ -27,8 +27,17 @@ struct IntegrationSharedBlockTests {
         try runInterleaved(mode, spliceThreshold: 1024)
     }
 
-    private func runInterleaved(_ mode: IOModeSetting, spliceThreshold: Int) throws {
+    /// io_uring with sockets accepted straight into the fixed-file table: they have no fd
+    /// until their first spliced batch asks for one (IORING_OP_FIXED_FD_INSTALL); that batch
+    /// goes as a shared block, the later ones by splice.
+    @Test("spliced room batches over io_uring accept descriptors (fd installed on demand)")
+    func splicedAcceptDescriptors() throws {
+        try runInterleaved(.uring, spliceThreshold: 1024, descriptors: .accept)
+    }
+
+    private func runInterleaved(_ mode: IOModeSetting, spliceThreshold: Int, descriptors: UringDescriptorSetting = .auto) throws {
         try withServer(mode, configure: { c in
+            c.uringDirectDescriptors = descriptors
             c.sharedBlockThreshold = 512
             c.spliceThreshold = spliceThreshold
             c.sendZCThreshold = 0
@@ -102,9 +111,10 @@ struct IntegrationSharedBlockTests {
     /// Members that go away while their pipes still hold batches (one closes, one resets): the
     /// pipes are dropped with them and everyone else keeps getting every message.
     @Test("spliced room batches: members leaving with full pipes do not disturb the others",
-          arguments: allIOModes)
-    func splicedMembersLeave(mode: IOModeSetting) throws {
+          arguments: [(IOModeSetting.uring, UringDescriptorSetting.auto), (.epoll, .auto), (.uring, .accept)])
+    func splicedMembersLeave(mode: IOModeSetting, descriptors: UringDescriptorSetting) throws {
         try withServer(mode, configure: { c in
+            c.uringDirectDescriptors = descriptors
             c.spliceThreshold = 1024
             c.sendZCThreshold = 0
             c.rateLimitPerSec = 0

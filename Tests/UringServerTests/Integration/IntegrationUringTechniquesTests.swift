@@ -11,13 +11,17 @@ import Testing
 
 @Suite("Integration: io_uring techniques on and off")
 struct IntegrationUringTechniquesTests {
-    /// (recv bundle, incremental buffers, direct descriptors): all off, each alone, all on.
-    static let combinations: [(UringFeatureSetting, UringFeatureSetting, UringFeatureSetting)] = [
-        (.off, .off, .off), (.on, .off, .off), (.off, .on, .off), (.off, .off, .on), (.on, .on, .on),
+    /// (recv bundle, incremental buffers, direct descriptors): all off, each alone, all on
+    /// (with both descriptor variants). The 70 KB and 100 KB room messages go to members by
+    /// splice (over splice_threshold): with `accept` descriptors the first such batch of a
+    /// connection goes as a shared block while its fd is installed, the next by splice.
+    static let combinations: [(UringFeatureSetting, UringFeatureSetting, UringDescriptorSetting)] = [
+        (.off, .off, .off), (.on, .off, .off), (.off, .on, .off), (.off, .off, .register), (.off, .off, .accept),
+        (.on, .on, .register), (.on, .on, .accept),
     ]
 
     @Test("ping, pipelined pings, chat fan-out, messages across buffers and > 64 KiB", arguments: combinations)
-    func traffic(bundle: UringFeatureSetting, incremental: UringFeatureSetting, direct: UringFeatureSetting) throws {
+    func traffic(bundle: UringFeatureSetting, incremental: UringFeatureSetting, direct: UringDescriptorSetting) throws {
         try withServer(.uring, configure: { c in
             c.uringRecvBundle = bundle
             c.uringBufIncremental = incremental
@@ -72,10 +76,11 @@ struct IntegrationUringTechniquesTests {
         #expect(throws: Never.self, "EOF after frame_too_large") { _ = try c.readUntilClosed(timeout: 3) }
     }
 
-    @Test("a full fixed-file table: later connections use plain fds, slots freed by closes are reused")
-    func tableFull() throws {
+    @Test("a full fixed-file table: later connections use plain fds, slots freed by closes are reused",
+          arguments: [UringDescriptorSetting.register, .accept])
+    func tableFull(variant: UringDescriptorSetting) throws {
         try withRunningServer(.uring, threads: 1, configure: { c in
-            c.uringDirectDescriptors = .on
+            c.uringDirectDescriptors = variant
             c.uringFixedFiles = 2
             c.rateLimitPerSec = 0
             c.presence = false
@@ -106,6 +111,65 @@ struct IntegrationUringTechniquesTests {
         }
     }
 
+    @Test("accept descriptors: a socket turned away at max_connections gets the error, then EOF; the slot is reused")
+    func refusedDirect() throws {
+        try withRunningServer(.uring, threads: 1, configure: { c in
+            c.uringDirectDescriptors = .accept
+            c.uringFixedFiles = 4
+            c.maxConnections = 2
+            c.rateLimitPerSec = 0
+            c.presence = false
+        }) { server in
+            let port = server.port
+            let a = try TestClient(port: port)
+            try a.hello("cap-a")
+            let b = try TestClient(port: port)
+            try b.hello("cap-b")
+            for _ in 0..<3 {   // each refusal closes its fixed slot; the next one needs a slot again
+                let turnedAway = try TestClient(port: port)
+                let e = try turnedAway.read(until: "error", timeout: 5)
+                #expect(e["code"] as? String == "server_full", "\(e)")
+                #expect(throws: Never.self, "EOF after server_full") { _ = try turnedAway.readUntilClosed(timeout: 3) }
+            }
+            b.close()
+            Thread.sleep(forTimeInterval: 0.2)
+            let c = try TestClient(port: port)
+            try c.hello("cap-c")
+            try c.pingExpectingPongNext()
+            try a.pingExpectingPongNext()
+        }
+    }
+
+    /// The `accept` variant sets TCP_NODELAY on the listener only: the kernel copies it to each
+    /// accepted socket (checked here on a plain accept, where getsockopt can see it).
+    @Test("TCP_NODELAY set on a listening socket is inherited by accepted sockets")
+    func noDelayInherited() throws {
+        let l = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(l >= 0)
+        defer { Glibc.close(l) }
+        var one: Int32 = 1
+        setsockopt(l, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(4))
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p in
+                bind(l, p, len) == 0 && listen(l, 4) == 0 && getsockname(l, p, &len) == 0
+            }
+        }
+        #expect(bound)
+        let client = try TestClient(port: Int(UInt16(bigEndian: addr.sin_port)))
+        defer { client.close() }
+        let fd = accept(l, nil, nil)
+        #expect(fd >= 0)
+        defer { Glibc.close(fd) }
+        var v: Int32 = 0
+        var vlen = socklen_t(4)
+        #expect(getsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &v, &vlen) == 0)
+        #expect(v != 0, "accepted socket lacks TCP_NODELAY")
+    }
+
     @Test("uring_recv_bundle / uring_buf_incremental: parsed, flags, bad values refused; off and a kernel without them resolve off")
     func config() throws {
         var c = ServerConfig()
@@ -128,7 +192,19 @@ struct IntegrationUringTechniquesTests {
         #expect(d.recvBundle == "off" && d.bufIncremental == "off (kernel lacks it)")
 
         // The fixed-file table: the configured size, else a share of the fd limit.
-        c.uringDirectDescriptors = .on
+        try c.set("uring_direct_descriptors", "on")
+        #expect(c.uringDirectDescriptors == .register, "on is register's earlier name")
+        try c.set("uring_direct_descriptors", "ACCEPT")
+        #expect(c.uringDirectDescriptors == .accept)
+        #expect(throws: ConfigError.self) { try c.set("uring_direct_descriptors", "direct") }
+        let fixedOnly = UringTechniques.fixedFilesBit, withInstall = fixedOnly | UringTechniques.fdInstallBit
+        #expect(UringTechniques(c, offered: withInstall).acceptDirect)
+        #expect(!UringTechniques(c, offered: fixedOnly).acceptDirect && UringTechniques(c, offered: fixedOnly).fixedFiles > 0,
+                "accept without FIXED_FD_INSTALL falls back to register")
+        #expect(UringTechniques.describe(c, offered: fixedOnly).directDescriptors.hasPrefix("register"))
+        #expect(UringTechniques.descriptors(.auto, offered: withInstall) == UringTechniques.keptDescriptors)
+        #expect(UringTechniques.descriptors(.register, offered: 0) == .off)
+        c.uringDirectDescriptors = .register
         c.uringFixedFiles = 100
         #expect(UringTechniques(c, reactors: 2, offered: UringTechniques.fixedFilesBit).fixedFiles == 100)
         #expect(UringTechniques(c, reactors: 2, offered: 0).fixedFiles == 0)
