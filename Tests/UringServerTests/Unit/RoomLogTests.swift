@@ -24,7 +24,7 @@ struct RoomLogTests {
         for i in 1...500 {
             let n = line(i).withUnsafeBytes { b in
                 log.withLock { () -> Int in
-                    let n = log.appendLocked(b, origin: 0, second: 1)
+                    let n = log.appendLocked(b, origin: 1_000_000_000, keep: limits.size)
                     _ = log.evictLocked(limits, nowSecond: 1, overBudget: false)
                     return n
                 }
@@ -44,7 +44,7 @@ struct RoomLogTests {
         for i in 1...300 {
             _ = line(i).withUnsafeBytes { b in
                 log.withLock { () -> Int in
-                    let n = log.appendLocked(b, origin: 0, second: 5)
+                    let n = log.appendLocked(b, origin: 5_000_000_000, keep: limits.size)
                     _ = log.evictLocked(limits, nowSecond: 100, overBudget: true)
                     return n
                 }
@@ -68,7 +68,7 @@ struct RoomLogTests {
         for i in 1...50 {
             line(i).withUnsafeBytes { b in
                 log.withLock {
-                    _ = log.appendLocked(b, origin: 0, second: 20)
+                    _ = log.appendLocked(b, origin: 20_000_000_000, keep: limits.size)
                     early += log.evictLocked(limits, nowSecond: 20, overBudget: false).1
                 }
             }
