@@ -98,7 +98,8 @@ final class LogCopy {
 /// Layout: a ring of `LogEntry` headers (entry for offset N at N & headerMask) and a byte ring
 /// holding the lines back to back (an entry may wrap around the end; it is copied out in two
 /// pieces). The byte ring is sized for what the history holds, not a power of two (byte
-/// position P is at P % capacity): the slack of a power of two was up to half the history. Reactor i's cursor (the last offset it delivered, -1 when it has no members) is
+/// position P is at P % capacity): a power of two can leave up to half the ring unused.
+/// Reactor i's cursor (the last offset it delivered, -1 when it has no members) is
 /// published here so eviction never drops an entry a reactor has yet to deliver.
 final class RoomLog: @unchecked Sendable {
     /// Random, made with the log: a client's offsets are only comparable within one epoch.
@@ -132,8 +133,8 @@ final class RoomLog: @unchecked Sendable {
     static let entryOverhead = MemoryLayout<LogEntry>.stride
     private static let initialHeaders = 16
     private static let initialBytes = 2048
-    /// Bounds on the first growth's jump (a big `history_size` grows the rest of the way by
-    /// doubling, as the room fills).
+    /// Bounds on the first growth's jump (a big `history_size` grows the rest of the way as
+    /// the room fills: headers by doubling, bytes by half).
     private static let maxPresizedHeaders = 1024
     private static let maxPresizedBytes = 1 << 17
 
