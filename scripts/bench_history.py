@@ -13,7 +13,7 @@
       history on minus the same load with history off, per stored message, and /stats
       history_bytes per stored message.
 
-Usage: scripts/bench_history.py [--bin .build/release] [--base-bin DIR] [--rounds 3]
+Usage: scripts/bench_history.py [--bin .build/release] [--base-bin DIR] [--rounds 9]
                                 [--duration 3] [--io uring] [--out bench/history.json]
 (make bench runs it after scripts/bench.py; make bench-history alone.)
 """
@@ -177,7 +177,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=os.path.join(bench.ROOT, ".build/release"))
     ap.add_argument("--base-bin")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=9,
+                    help="alternating rounds of (a); the per-round spread is ~20 %%, so at least 7")
     ap.add_argument("--duration", type=float, default=3)
     ap.add_argument("--io", default="uring")
     ap.add_argument("--skip", default="", help="comma-separated rows to skip: a,b,c")
@@ -188,7 +189,7 @@ def main():
                HServer("history-off", os.path.join(a.bin, "tcpserver"), a.io, ["--history-size", "0"])]
     if a.base_bin:
         servers.append(HServer("no-log", os.path.join(a.base_bin, "tcpserver"), a.io, []))
-    report = {}
+    report = {"rounds": a.rounds, "duration": a.duration, "io": a.io}
     if "a" not in a.skip:
         per = {s.name: [] for s in servers}
         load = ["fanout", "--subs", "50", "--pubs", "1", "--size", "64"]
@@ -209,6 +210,10 @@ def main():
                             for n, rs in per.items()}
         on, off = report["fanout"]["history-on"], report["fanout"]["history-off"]
         report["fanout"]["on_over_off"] = round(on["deliveries_per_cpu_s"] / off["deliveries_per_cpu_s"], 3)
+        # Paired per round (on and off ran back to back): what the box did in between cancels.
+        pairs = [a / b for a, b in zip(on["rounds"], off["rounds"]) if a and b]
+        report["fanout"]["on_over_off_per_round"] = [round(x, 3) for x in pairs]
+        report["fanout"]["on_over_off_per_round_median"] = round(statistics.median(pairs), 3) if pairs else None
         if "no-log" in report["fanout"]:
             report["fanout"]["on_over_no_log"] = round(on["deliveries_per_cpu_s"] / report["fanout"]["no-log"]["deliveries_per_cpu_s"], 3)
     if "b" not in a.skip:

@@ -84,7 +84,7 @@ extension RedisLink {
             if epoch != log.epoch && n > 1 && !force { return (.gap, 0, 0) }
             let lost = force && epoch == log.epoch && n > log.last + 1 ? n - log.last - 1 : 0
             let r = log.appendClusterLocked(epoch: epoch, offset: n, line, sender: sender, origin: now,
-                                            second: second, force: force)
+                                            keep: limits.size, force: force)
             if r == .appended { _ = log.evictLocked(limits, nowSecond: second, overBudget: false) }
             return (r, lost, log.accountedBytes - before)
         }
@@ -121,7 +121,7 @@ extension RedisLink {
                         let n = ni.integer
                         if n > log.last + 1 && counting { lost += n - log.last - 1 }
                         _ = log.appendClusterLocked(epoch: epoch, offset: n, li.bytes, sender: 0, origin: now,
-                                                    second: second, force: true)
+                                                    keep: limits.size, force: true)
                     }
                     i += 2
                 }

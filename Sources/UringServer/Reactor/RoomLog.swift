@@ -9,14 +9,17 @@ struct HistoryLimits: Sendable {
     var maxBytesPerRoom = 1 << 20
 }
 
-/// One stored message: where its bytes start in the byte ring (a monotonic position), how
-/// long they are, when it was appended (monotonic seconds, for the TTL) and when the message
-/// that made it was received (monotonic ns, for latency). 24 bytes.
+/// One stored message: when the message that made it was received (monotonic ns, for
+/// latency; its second is the entry's age for the TTL), where its bytes start in the byte
+/// ring (an index into the ring, rewritten when the ring is resized) and how long they are.
+/// 16 bytes: the header is most of what history costs beyond the line itself.
 struct LogEntry {
-    var start: Int
     var origin: UInt64
+    var start: UInt32
     var length: UInt32
-    var second: UInt32
+
+    /// Monotonic seconds when it was appended (the TTL's clock).
+    var second: UInt32 { UInt32(truncatingIfNeeded: origin / 1_000_000_000) }
 }
 
 /// Entries copied out of a log under its lock, delivered after it: their bytes back to back
@@ -51,7 +54,7 @@ final class LogCopy {
             capacity *= 2
         }
         var e = e
-        e.start = byteCount
+        e.start = UInt32(byteCount)
         items[count] = (e, sender)
         count += 1
     }
@@ -78,7 +81,7 @@ final class LogCopy {
     /// Entry `i`'s line.
     func line(_ i: Int) -> UnsafeRawBufferPointer {
         let e = items[i].entry
-        return UnsafeRawBufferPointer(start: bytes + e.start, count: Int(e.length))
+        return UnsafeRawBufferPointer(start: bytes + Int(e.start), count: Int(e.length))
     }
 }
 
@@ -94,7 +97,9 @@ final class LogCopy {
 ///
 /// Layout: a ring of `LogEntry` headers (entry for offset N at N & headerMask) and a byte ring
 /// holding the lines back to back (an entry may wrap around the end; it is copied out in two
-/// pieces). Reactor i's cursor (the last offset it delivered, -1 when it has no members) is
+/// pieces). The byte ring is sized for what the history holds, not a power of two (byte
+/// position P is at P % capacity): a power of two can leave up to half the ring unused.
+/// Reactor i's cursor (the last offset it delivered, -1 when it has no members) is
 /// published here so eviction never drops an entry a reactor has yet to deliver.
 final class RoomLog: @unchecked Sendable {
     /// Random, made with the log: a client's offsets are only comparable within one epoch.
@@ -128,6 +133,10 @@ final class RoomLog: @unchecked Sendable {
     static let entryOverhead = MemoryLayout<LogEntry>.stride
     private static let initialHeaders = 16
     private static let initialBytes = 2048
+    /// Bounds on the first growth's jump (a big `history_size` grows the rest of the way as
+    /// the room fills: headers by doubling, bytes by half).
+    private static let maxPresizedHeaders = 1024
+    private static let maxPresizedBytes = 1 << 17
 
     init(reactorCount: Int) {
         var rng = SystemRandomNumberGenerator()
@@ -180,17 +189,19 @@ final class RoomLog: @unchecked Sendable {
 
     func setCursorLocked(_ r: Int, _ offset: Int) { cursors[r] = offset }
 
-    /// Appends `prefix` + `,"offset":N}` as offset N = last + 1; returns N.
-    func appendLocked(_ prefix: UnsafeRawBufferPointer, origin: UInt64, second: UInt32) -> Int {
+    /// Appends `prefix` + `,"offset":N}` as offset N = last + 1; returns N. `origin`: when
+    /// the message was received (monotonic ns, also the entry's age). `keep`: the history
+    /// size (`HistoryLimits.size`), what the rings are sized for when they grow.
+    func appendLocked(_ prefix: UnsafeRawBufferPointer, origin: UInt64, keep: Int) -> Int {
         let n = last + 1
         var digits: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)   // ,"offset":<up to 20 digits>}
         let suffixCount = withUnsafeMutableBytes(of: &digits) { Self.renderSuffix(n, into: $0) }
         let total = prefix.count + suffixCount
-        ensureRoom(bytes: total)
-        let start = byteTail
+        ensureRoom(bytes: total, keep: keep)
+        let start = UInt32(byteTail % byteCapacity)
         write(prefix)
         withUnsafeBytes(of: &digits) { write(UnsafeRawBufferPointer(rebasing: $0[0..<suffixCount])) }
-        headers[n & (headerCapacity - 1)] = LogEntry(start: start, origin: origin, length: UInt32(total), second: second)
+        headers[n & (headerCapacity - 1)] = LogEntry(origin: origin, start: start, length: UInt32(total))
         last = n
         return n
     }
@@ -207,7 +218,7 @@ final class RoomLog: @unchecked Sendable {
     /// (what could not be fetched is lost: the log restarts at `n`, so a `since` before it
     /// is answered recovered:false).
     func appendClusterLocked(epoch e: String, offset n: Int, _ prefix: UnsafeRawBufferPointer,
-                             sender: UInt64, origin: UInt64, second: UInt32, force: Bool) -> ClusterAppend {
+                             sender: UInt64, origin: UInt64, keep: Int, force: Bool) -> ClusterAppend {
         if e != epoch {
             restartLocked(epoch: e, after: n - 1)
         } else if n <= last {
@@ -221,7 +232,7 @@ final class RoomLog: @unchecked Sendable {
             s.initialize(repeating: 0, count: headerCapacity)
             senders = s
         }
-        let got = appendLocked(prefix, origin: origin, second: second)
+        let got = appendLocked(prefix, origin: origin, keep: keep)
         senders![got & (headerCapacity - 1)] = sender
         return .appended
     }
@@ -280,7 +291,7 @@ final class RoomLog: @unchecked Sendable {
             let byBytes = accountedBytes > limits.maxBytesPerRoom || overBudget
             if !(bySize || byAge || byBytes) { break }
             if !bySize && !byAge { early += 1 }
-            byteHead = e.start + Int(e.length)
+            byteHead += Int(e.length)   // entries lie back to back from byteHead
             first += 1
             evicted += 1
         }
@@ -297,7 +308,7 @@ final class RoomLog: @unchecked Sendable {
         for n in start...end {
             let e = headers[n & (headerCapacity - 1)]
             out.append(e, sender: senders?[n & (headerCapacity - 1)] ?? 0)
-            let off = e.start & (byteCapacity - 1), count = Int(e.length)
+            let off = Int(e.start), count = Int(e.length)
             let firstPart = min(count, byteCapacity - off)
             out.appendBytes(bytes + off, firstPart)
             if firstPart < count { out.appendBytes(bytes, count - firstPart) }
@@ -309,7 +320,7 @@ final class RoomLog: @unchecked Sendable {
 
     private func write(_ src: UnsafeRawBufferPointer) {
         guard src.count > 0 else { return }
-        let off = byteTail & (byteCapacity - 1)
+        let off = byteTail % byteCapacity
         let firstPart = min(src.count, byteCapacity - off)
         (bytes + off).copyMemory(from: src.baseAddress!, byteCount: firstPart)
         if firstPart < src.count {
@@ -318,34 +329,46 @@ final class RoomLog: @unchecked Sendable {
         byteTail += src.count
     }
 
-    /// Grows the rings (power-of-two sizes) so one more entry of `bytes` fits: rare, when the
-    /// history or a lagging reactor needs more than the room had.
-    private func ensureRoom(bytes need: Int) {
+    /// Grows the rings so one more entry of `bytes` fits: rare, when the history or a lagging
+    /// reactor needs more than the room had. The first growth goes straight to what `keep`
+    /// entries of the lines seen so far need (one over: an entry is appended before the oldest
+    /// is evicted, plus 1/32 for longer lines later), so a room that fills its history grows
+    /// once; past that (a lagging reactor, longer lines) by half.
+    private func ensureRoom(bytes need: Int, keep: Int) {
         if storedCount + 1 > headerCapacity {
             var cap = headerCapacity * 2
-            while cap < storedCount + 1 { cap *= 2 }
+            while cap < storedCount + 1 || cap < keep + 1 && cap < Self.maxPresizedHeaders { cap *= 2 }
             remapHeaders(cap)
         }
         if storedBytes + need > byteCapacity {
-            var cap = byteCapacity * 2
-            while cap < storedBytes + need { cap *= 2 }
-            resizeBytes(cap)
+            let wanted = (storedBytes + need) * (keep + 1) / (storedCount + 1) * 33 / 32
+            var cap = max(byteCapacity + byteCapacity / 2, min(wanted, Self.maxPresizedBytes))
+            cap = max(cap, storedBytes + need)
+            resizeBytes((cap + 63) & ~63)
         }
     }
 
-    /// Moves the stored bytes into a ring of `cap` bytes (positions keep their values).
+    /// Moves the stored bytes into a ring of `cap` bytes (positions keep their values, the
+    /// entries' ring indexes are rewritten).
     private func resizeBytes(_ cap: Int) {
         let b = UnsafeMutableRawPointer.allocate(byteCount: cap, alignment: 16)
         var pos = byteHead
         while pos < byteTail {
-            let off = pos & (byteCapacity - 1)
-            let run = min(byteTail - pos, byteCapacity - off, cap - (pos & (cap - 1)))
-            (b + (pos & (cap - 1))).copyMemory(from: bytes + off, byteCount: run)
+            let off = pos % byteCapacity, to = pos % cap
+            let run = min(byteTail - pos, byteCapacity - off, cap - to)
+            (b + to).copyMemory(from: bytes + off, byteCount: run)
             pos += run
         }
         bytes.deallocate()
         bytes = b
         byteCapacity = cap
+        pos = byteHead
+        if first <= last {
+            for n in first...last {
+                headers[n & (headerCapacity - 1)].start = UInt32(pos % cap)
+                pos += Int(headers[n & (headerCapacity - 1)].length)
+            }
+        }
     }
 
     /// Idle: gives back ring space far beyond what is stored (the grown capacity of a burst or

@@ -26,12 +26,15 @@ extension Reactor {
         let log = room.shared.log
         let second = UInt32(truncatingIfNeeded: turnNanos / 1_000_000_000)
         let origin = originNanos
+        // The entry's age (TTL) is counted from it: a line made without a received message
+        // (a plugin's) is stamped with this turn.
+        let stamp = origin != 0 ? origin : turnNanos != 0 ? turnNanos : Clock.monoNanos()
         logEntries.removeAll()
         let from = room.cursor + 1
         let limits = historyLimits, over = historyOverBudget, me = index
         let (n, evicted, early, delta) = log.withLock { () -> (Int, Int, Int, Int) in
             let before = log.accountedBytes
-            let n = log.appendLocked(render.readable, origin: origin, second: second)
+            let n = log.appendLocked(render.readable, origin: stamp, keep: limits.size)
             // Entries other reactors appended since this reactor last delivered go first.
             if from < n { _ = log.copyLocked(from: from, through: n - 1, into: logEntries) }
             log.setCursorLocked(me, n)
@@ -158,6 +161,9 @@ extension Reactor {
         reply(to: c) { b in render(&b, pos) }
         guard !logEntries.isEmpty else { return }
         let origin = originNanos
+        // The entry's age (TTL) is counted from it: a line made without a received message
+        // (a plugin's) is stamped with this turn.
+        let stamp = origin != 0 ? origin : turnNanos != 0 ? turnNanos : Clock.monoNanos()
         originNanos = 0   // replayed lines are not a latency sample
         for i in 0..<logEntries.count {
             renderGeneration &+= 1

@@ -24,16 +24,45 @@ struct RoomLogTests {
         for i in 1...500 {
             let n = line(i).withUnsafeBytes { b in
                 log.withLock { () -> Int in
-                    let n = log.appendLocked(b, origin: 0, second: 1)
+                    let n = log.appendLocked(b, origin: 1_000_000_000, keep: limits.size)
                     _ = log.evictLocked(limits, nowSecond: 1, overBudget: false)
                     return n
                 }
             }
             #expect(n == i)
+            // Lines of 0-300 bytes outgrow a ring sized for the average while it has wrapped:
+            // every resize must keep each entry's bytes where its header says.
+            if i % 7 == 0 {
+                #expect(copyAll(log, from: 0) == (log.first...log.last).map { String(decoding: line($0), as: UTF8.self) + ",\"offset\":\($0)}" })
+            }
         }
         #expect(log.first == 481 && log.last == 500)
         let got = copyAll(log, from: 0)
         #expect(got == (481...500).map { String(decoding: line($0), as: UTF8.self) + ",\"offset\":\($0)}" })
+    }
+
+    @Test("a ring that has wrapped grows for a lagging reactor with every line where its header says")
+    func growthAfterWrap() {
+        let log = RoomLog(reactorCount: 2)
+        let limits = HistoryLimits(size: 4, ttlSeconds: 300, maxBytesPerRoom: 1 << 20)
+        func append(_ i: Int) {
+            _ = line(i).withUnsafeBytes { b in
+                log.withLock { () -> Int in
+                    let n = log.appendLocked(b, origin: 1_000_000_000, keep: limits.size)
+                    _ = log.evictLocked(limits, nowSecond: 1, overBudget: false)
+                    return n
+                }
+            }
+        }
+        for i in 1...60 { append(i) }   // the ring wraps many times (history of 4)
+        _ = log.withLock { log.attachLocked(1) }   // from here reactor 1 lags: nothing evicted
+        for i in 61...400 {
+            append(i)
+            if i % 5 == 0 {
+                #expect(copyAll(log, from: 0) == (log.first...log.last).map { String(decoding: line($0), as: UTF8.self) + ",\"offset\":\($0)}" })
+            }
+        }
+        #expect(log.first == 61 && log.last == 400, "reactor 1 has delivered through 60 only")
     }
 
     @Test("an attached reactor's cursor holds entries past every bound; detaching lets them go")
@@ -44,7 +73,7 @@ struct RoomLogTests {
         for i in 1...300 {
             _ = line(i).withUnsafeBytes { b in
                 log.withLock { () -> Int in
-                    let n = log.appendLocked(b, origin: 0, second: 5)
+                    let n = log.appendLocked(b, origin: 5_000_000_000, keep: limits.size)
                     _ = log.evictLocked(limits, nowSecond: 100, overBudget: true)
                     return n
                 }
@@ -68,7 +97,7 @@ struct RoomLogTests {
         for i in 1...50 {
             line(i).withUnsafeBytes { b in
                 log.withLock {
-                    _ = log.appendLocked(b, origin: 0, second: 20)
+                    _ = log.appendLocked(b, origin: 20_000_000_000, keep: limits.size)
                     early += log.evictLocked(limits, nowSecond: 20, overBudget: false).1
                 }
             }
