@@ -184,7 +184,7 @@ enum RESP {
     }
 }
 
-/// `P:meta:{`, `P:log:{`, `P:room:{` as bytes (RESP.appendChatScript).
+/// `P:meta:{`, `P:log:{`, `P:room:{` as bytes (RESP.appendChatScriptHead).
 struct ChatKeyPrefixes {
     let meta: [UInt8]
     let log: [UInt8]

@@ -3,9 +3,10 @@ import Primitives
 import Synchronization
 
 // Cluster-wide chat offsets (docs/architecture.md, "Cluster offsets"): a chat line is given
-// its offset by one Lua script in Redis (INCR the room's counter, XADD the line to the room's
-// stream, PUBLISH it), and every node — the origin included — appends it to its room log at
-// that offset when it comes back over pub/sub. A gap in the offsets (a subscriber that missed
+// its offset by a Lua script in Redis (INCR the room's counter, XADD the line to the room's
+// stream, PUBLISH it; one call for a batch of a room's lines, RedisLinkBatch.swift), and every
+// node — the origin included — appends it to its room log at that offset when it comes back
+// over pub/sub. A gap in the offsets (a subscriber that missed
 // messages: reconnect, failover) is filled from the stream before later lines; what the
 // stream no longer has is counted as lost and the log restarts after it, so a `since` before
 // the hole is answered recovered:false instead of being silently skipped.
