@@ -104,15 +104,18 @@ enum RESP {
         appendCRLF(&out)
     }
 
-    /// The chat publish script's invocation (RedisLinkChat.swift `chatScriptSource`):
-    /// `EVALSHA <sha>` (or `EVAL <body>` until the script is loaded on this server)
-    /// `3 meta log channel` then the ARGV, written straight into the shard's pipeline. The
-    /// channel is a KEY so a cluster routes and checks it like the room's other keys.
-    static func appendChatScript(_ out: inout [UInt8], script: [UInt8], isSHA: Bool, keyPrefixes: ChatKeyPrefixes,
-                                 sharded: Bool, room: UnsafeRawBufferPointer, nodeId: [UInt8],
-                                 epoch: UnsafeRawBufferPointer, floor: Int, maxLength: Int, ttlMillis: Int,
-                                 sender: UInt64, line: UnsafeRawBufferPointer, candidate: UInt64) {
-        out.append(contentsOf: isSHA ? "*15\r\n$7\r\nEVALSHA\r\n".utf8 : "*15\r\n$4\r\nEVAL\r\n".utf8)
+    /// The chat publish script's invocation (RedisLinkChat.swift `chatScriptSource`) for
+    /// `lines` lines of one room: `EVALSHA <sha>` (or `EVAL <body>` until the script is loaded
+    /// on this server) `3 meta log channel` then the ARGV up to the (sender, line) pairs,
+    /// written straight into the shard's pipeline; then appendChatLine per line and
+    /// appendBulkHex12 (the epoch candidate). The channel is a KEY so a cluster routes and
+    /// checks it like the room's other keys.
+    static func appendChatScriptHead(_ out: inout [UInt8], script: [UInt8], isSHA: Bool, keyPrefixes: ChatKeyPrefixes,
+                                     sharded: Bool, room: UnsafeRawBufferPointer, nodeId: [UInt8],
+                                     epoch: UnsafeRawBufferPointer, floor: Int, maxLength: Int, ttlMillis: Int,
+                                     lines: Int) {
+        appendArrayHeader(&out, count: 13 + 2 * lines)
+        out.append(contentsOf: isSHA ? "$7\r\nEVALSHA\r\n".utf8 : "$4\r\nEVAL\r\n".utf8)
         appendBulk(&out, bytes: script)
         out.append(contentsOf: "$1\r\n3\r\n".utf8)
         appendRoomKey(&out, keyPrefixes.meta, room)
@@ -124,9 +127,12 @@ enum RESP {
         appendBulkDecimal(&out, floor)
         appendBulkDecimal(&out, maxLength)
         appendBulkDecimal(&out, ttlMillis)
+    }
+
+    /// One (sender tag, line) pair of a chat script call.
+    static func appendChatLine(_ out: inout [UInt8], sender: UInt64, line: UnsafeRawBufferPointer) {
         appendBulkDecimal(&out, Int(bitPattern: UInt(sender)))
         appendBulk(&out, bytes: line)
-        appendBulkHex12(&out, candidate)
     }
 
     /// The low 48 bits of `v` as 12 lowercase hex digits (an epoch).
@@ -178,7 +184,7 @@ enum RESP {
     }
 }
 
-/// `P:meta:{`, `P:log:{`, `P:room:{` as bytes (RESP.appendChatScript).
+/// `P:meta:{`, `P:log:{`, `P:room:{` as bytes (RESP.appendChatScriptHead).
 struct ChatKeyPrefixes {
     let meta: [UInt8]
     let log: [UInt8]

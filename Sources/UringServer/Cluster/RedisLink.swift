@@ -132,8 +132,10 @@ public final class RedisLink: @unchecked Sendable {
     var topologyAsked: RedisShard?
     var nextHeartbeatAt = 0
     var scriptSHA = [String?](repeating: nil, count: RedisLink.scripts.count)
-    /// The chat script's SHA as bytes (RESP.appendChatScript), once a server answered it.
+    /// The chat script's SHA as bytes (RESP.appendChatScriptHead), once a server answered it.
     var chatSHA: [UInt8]?
+    /// The chat batch being written (RedisLinkBatch.swift), kept with its capacity.
+    var chatBatch: [ChatBatchLine] = []
     var activeRooms = Set<String>()
     /// Active rooms not subscribed anywhere yet (their shard is down or not known).
     var unplacedRooms = Set<String>()

@@ -3,9 +3,10 @@ import Primitives
 import Synchronization
 
 // Cluster-wide chat offsets (docs/architecture.md, "Cluster offsets"): a chat line is given
-// its offset by one Lua script in Redis (INCR the room's counter, XADD the line to the room's
-// stream, PUBLISH it), and every node — the origin included — appends it to its room log at
-// that offset when it comes back over pub/sub. A gap in the offsets (a subscriber that missed
+// its offset by a Lua script in Redis (INCR the room's counter, XADD the line to the room's
+// stream, PUBLISH it; one call for a batch of a room's lines, RedisLinkBatch.swift), and every
+// node — the origin included — appends it to its room log at that offset when it comes back
+// over pub/sub. A gap in the offsets (a subscriber that missed
 // messages: reconnect, failover) is filled from the stream before later lines; what the
 // stream no longer has is counted as lost and the log restarts after it, so a `since` before
 // the hole is answered recovered:false instead of being silently skipped.
@@ -21,6 +22,9 @@ struct PublishTicket {
     /// The client's message id, in the shard's ticketIDs.
     var idStart: Int32
     var idCount: Int32
+    /// How many lines the reply to this ticket answers: 1 for a single publish, K on the
+    /// first ticket of a chat batch (its K-1 followers, 0, share that reply).
+    var lines: Int32
 }
 
 /// What the link needs from the node for chat lines (ClusterNode; called on the link thread).
@@ -63,9 +67,13 @@ extension RedisLink {
     /// KEYS: meta hash, log stream, channel. ARGV: 1 publish verb, 2 nodeId, 3 the node's epoch
     /// for the room (the new epoch when the meta is gone: history lost), 4 floor (the node's
     /// highest offset in that epoch: a counter that went backwards after a failover never
-    /// re-issues an offset members saw), 5 stream MAXLEN (~), 6 TTL ms, 7 sender tag, 8 line.
-    /// Returns {epoch, offset, subscribers reached}. The channel is KEYS[3] so a cluster
-    /// checks it belongs to this master like the other keys (SPUBLISH in a script).
+    /// re-issues an offset members saw), 5 stream MAXLEN (~), 6 TTL ms, then K pairs (sender
+    /// tag, line), then the epoch candidate. K consecutive lines of one room (one drain of the
+    /// inbox, RedisLinkBatch.swift) take K consecutive offsets in one call, because Redis
+    /// running the script once per line was the bound on cluster throughput.
+    /// Returns {epoch, first offset, subscribers reached summed over the K lines}. The channel
+    /// is KEYS[3] so a cluster checks it belongs to this master like the other keys (SPUBLISH
+    /// in a script).
     public static let chatScriptSource = """
         local e = redis.call('HGET', KEYS[1], 'epoch')
         if not e then
@@ -73,20 +81,27 @@ extension RedisLink {
           redis.call('DEL', KEYS[2])
           redis.call('HSET', KEYS[1], 'epoch', e, 'seq', 0)
         end
-        local n = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+        local k = (#ARGV - 7) / 2
+        local n = redis.call('HINCRBY', KEYS[1], 'seq', k)
         if e == ARGV[3] then
           local floor = tonumber(ARGV[4])
-          if n <= floor then
-            n = floor + 1
+          if n - k < floor then
+            n = floor + k
             redis.call('HSET', KEYS[1], 'seq', n)
           end
         end
-        redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], string.format('%d-0', n), 'm', ARGV[8])
+        local first = n - k + 1
+        local head = ARGV[2] .. '\\n' .. e .. '\\n'
+        local r = 0
+        for i = 0, k - 1 do
+          local o = string.format('%d', first + i)
+          redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], o .. '-0', 'm', ARGV[8 + 2 * i])
+          r = r + redis.call(ARGV[1], KEYS[3], head .. o .. '\\n' .. ARGV[7 + 2 * i] .. '\\n' .. ARGV[8 + 2 * i])
+        end
         local ttl = tonumber(ARGV[6])
         redis.call('PEXPIRE', KEYS[2], ttl)
         redis.call('PEXPIRE', KEYS[1], math.max(ttl, 86400000))
-        local r = redis.call(ARGV[1], KEYS[3], ARGV[2] .. '\\n' .. e .. '\\n' .. string.format('%d', n) .. '\\n' .. ARGV[7] .. '\\n' .. ARGV[8])
-        return {e, n, r}
+        return {e, first, r}
         """
 
     /// KEYS: meta hash, log stream. ARGV: 1 the node's epoch, 2 the last offset the node holds
@@ -158,58 +173,42 @@ extension RedisLink {
 
     // MARK: link thread: publish replies
 
-    /// Formats one chat record (see Inbox) into shard `s`'s pipeline and files its ticket.
-    func writeChat(_ buf: UnsafeRawBufferPointer, _ offset: inout Int, room: UnsafeRawBufferPointer,
-                   to s: RedisShard?, receivers: Int) {
-        let line = RESP.readRecord(buf, &offset)
-        let epoch = RESP.readRecord(buf, &offset)
-        let id = RESP.readRecord(buf, &offset)
-        let floor = Int(Int64(bitPattern: RESP.readWord(buf, &offset)))
-        let sender = RESP.readWord(buf, &offset)
-        let candidate = RESP.readWord(buf, &offset)
-        guard let s, s.up else {
-            countFailures(1, reason: "no reachable redis master for the room's slot")
-            answer(sender: sender, offset: 0, id: id)
-            return
-        }
-        // The SHA is the same on every server (SHA1 of the body); EVALSHA is safe on this
-        // connection once SCRIPT LOAD was written to it before (shardReady, or after NOSCRIPT).
-        let loaded = s.ready && chatSHA != nil
-        RESP.appendChatScript(&s.cmd.out, script: loaded ? chatSHA! : chatScriptBody, isSHA: loaded,
-                              keyPrefixes: chatKeys, sharded: mode == .cluster, room: room, nodeId: nodeIdBytes,
-                              epoch: epoch, floor: floor, maxLength: settings.historySize,
-                              ttlMillis: settings.historyTTLMillis, sender: sender, line: line, candidate: candidate)
-        s.expect(.publishes(1), args: nil, now: Self.nowMillis())
-        s.addTicket(sender: sender, receivers: receivers, id: id)
-    }
-
     /// The reply to the oldest outstanding publish on `s`: a plain publish's receiver count,
-    /// or the chat script's {epoch, offset, receivers}; the sender gets its ack or error.
-    /// `failed`: the publish did not happen (an error, or a redirect it cannot follow).
+    /// or the chat script's {epoch, first offset, receivers summed over its lines}; each sender
+    /// of the batch gets its ack (first + i, in order) or the error. `failed`: the publish did
+    /// not happen (an error, or a redirect it cannot follow); the caller counted it.
     func answerTicket(_ s: RedisShard, _ r: RedisReply, failed: Bool) {
-        guard let t = s.popTicket() else { return }
+        guard var t = s.popTicket() else { return }
+        let lines = max(1, Int(t.lines))
         var reached = -1
-        var offset = 0
+        var first = 0
         if !failed {
             if t.sender == 0 {
                 if r.isInteger { reached = r.integer }
             } else if r.isArray, r.count >= 2, let n = r[1], n.isInteger {
-                offset = n.integer
+                first = n.integer
                 if r.count >= 3, let k = r[2], k.isInteger { reached = k.integer }
             }
             // Redis answers how many subscribers got it: fewer than the nodes with members
             // means some node's subscription was missing (being re-made after a failover,
             // say). Counted, so no loss goes unseen (a node that missed a chat line fetches
             // it from the stream when it sees the offset gap).
-            if reached >= 0 && reached < Int(t.receivers) {
-                undelivered.wrappingAdd(Int(t.receivers) - reached, ordering: .relaxed)
+            let expected = Int(t.receivers) * lines
+            if reached >= 0 && reached < expected {
+                undelivered.wrappingAdd(expected - reached, ordering: .relaxed)
             }
-            if t.sender != 0 && offset <= 0 { countFailures(1, reason: "unexpected chat script reply") }
+            if t.sender != 0 && first <= 0 { countFailures(lines, reason: "unexpected chat script reply") }
         }
-        guard t.sender != 0 else { return }
-        s.ticketIDs.withUnsafeBytes { all in
-            answer(sender: t.sender, offset: max(0, offset),
-                   id: UnsafeRawBufferPointer(rebasing: all[Int(t.idStart)..<Int(t.idStart + t.idCount)]))
+        for i in 0..<lines {
+            if i > 0 {
+                guard let next = s.popTicket() else { return }
+                t = next
+            }
+            guard t.sender != 0 else { continue }
+            s.ticketIDs.withUnsafeBytes { all in
+                answer(sender: t.sender, offset: first > 0 ? first + i : 0,
+                       id: UnsafeRawBufferPointer(rebasing: all[Int(t.idStart)..<Int(t.idStart + t.idCount)]))
+            }
         }
     }
 
@@ -258,7 +257,7 @@ extension RedisLink {
         }
     }
 
-    private func answer(sender: UInt64, offset: Int, id: UnsafeRawBufferPointer) {
+    func answer(sender: UInt64, offset: Int, id: UnsafeRawBufferPointer) {
         guard let sink = chatSink, let who = ClusterSender.unpack(sender) else { return }
         sink.chatAnswered(reactor: who.reactor, slot: Int32(truncatingIfNeeded: who.slot), generation: who.generation,
                           offset: offset, id: id)

@@ -12,18 +12,22 @@ extension RedisLink {
         s.cmdWaitingSince = Self.nowMillis()
         let p = s.pending[s.head]
         if let d = Redirect(r) {
-            // A publish is not kept for resending: followRedirect counts it failed and its
-            // sender gets cluster_unavailable here.
-            if case .publishes = p.e { answerTicket(s, r, failed: true) }
+            // A publish is not kept for resending: counted failed (every line of a chat
+            // batch) and its senders get cluster_unavailable here.
+            if case .publishes = p.e {
+                countFailures(s.nextReplyLines, reason: "redis slot moved")
+                answerTicket(s, r, failed: true)
+            }
             followRedirect(d, from: s, p)
         } else {
             switch p.e {
             case .publishes:
+                let lines = s.nextReplyLines
                 if r.isError {
-                    countFailures(1, reason: "redis error: \(r.string)")
+                    countFailures(lines, reason: "redis error: \(r.string)")
                     if r.hasPrefix("NOSCRIPT") { noteError(s, r, what: "chat script") }
                 } else {
-                    published.wrappingAdd(1, ordering: .relaxed)
+                    published.wrappingAdd(lines, ordering: .relaxed)
                 }
                 answerTicket(s, r, failed: r.isError)
             case .ignore:

@@ -153,7 +153,7 @@ extension RedisLink {
                 let expected = roomNodes[Self.roomHash(room)] ?? 0
                 let owner = slotOwner[Int(crc) & (ClusterSlots.count - 1)]
                 if kind == Self.chatRecord {
-                    writeChat(buf, &offset, room: room, to: owner, receivers: expected)
+                    writeChatBatch(buf, &offset, room: room, to: owner, receivers: expected)
                     continue
                 }
                 let body = RESP.readRecord(buf, &offset)

@@ -76,21 +76,22 @@ final class RedisShard {
         pending.append(Pending(e: e, args: args))
     }
 
-    /// Publishes written to this server and not acknowledged yet.
-    var unacknowledgedPublishes: Int {
-        var n = 0
-        for p in pending[head...] { if case .publishes(let k) = p.e { n += k } }
-        return n
-    }
+    /// Lines (plain messages and chat lines) written to this server and not acknowledged yet:
+    /// one ticket each, whether or not a chat batch shares one reply among several.
+    var unacknowledgedPublishes: Int { tickets.count - ticketHead }
 
-    func addTicket(sender: UInt64, receivers: Int, id: UnsafeRawBufferPointer) {
+    /// How many lines the next publish reply answers (RedisLinkChat.answerTicket).
+    var nextReplyLines: Int { ticketHead < tickets.count ? max(1, Int(tickets[ticketHead].lines)) : 1 }
+
+    func addTicket(sender: UInt64, receivers: Int, id: UnsafeRawBufferPointer, lines: Int = 1) {
         if ticketHead == tickets.count && ticketHead > 0 {
             tickets.removeAll(keepingCapacity: true)
             ticketIDs.removeAll(keepingCapacity: true)
             ticketHead = 0
         }
         tickets.append(PublishTicket(sender: sender, receivers: Int32(clamping: receivers),
-                                     idStart: Int32(ticketIDs.count), idCount: Int32(id.count)))
+                                     idStart: Int32(ticketIDs.count), idCount: Int32(id.count),
+                                     lines: Int32(lines)))
         ticketIDs.append(contentsOf: id)
     }
 
