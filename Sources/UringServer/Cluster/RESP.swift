@@ -10,7 +10,20 @@ enum RESP {
             out.append(UInt8(48 + n))
             return
         }
-        out.append(contentsOf: String(n).utf8)  // short: a small string, no heap allocation
+        // Digits written in place: String(n) allocates once the number passes 15 digits (sender
+        // tags are 64-bit), and this runs per chat line.
+        var v = n.magnitude
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)   // 24 bytes: UInt64.max has 20 digits
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { d in
+            repeat {
+                d[23 - count] = UInt8(48 + v % 10)
+                v /= 10
+                count += 1
+            } while v > 0
+            if n < 0 { out.append(UInt8(ascii: "-")) }
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: d[(24 - count)...]))
+        }
     }
 
     @inline(__always)

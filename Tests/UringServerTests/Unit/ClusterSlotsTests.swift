@@ -50,4 +50,13 @@ struct ClusterSlotsTests {
         #expect(text == "*3\r\n$8\r\nSPUBLISH\r\n$14\r\nP:room:{a%7Db}\r\n$5\r\nn1\nhi\r\n"
                      + "*3\r\n$7\r\nPUBLISH\r\n$14\r\nP:room:{a%7Db}\r\n$5\r\nn1\nhi\r\n")
     }
+
+    @Test("RESP decimals: every width up to 20 digits, and negatives, written as text")
+    func respDecimals() {
+        for n in [0, 7, 10, 99, 12_345, Int(Int32.max), 1 << 53, Int.max, -1, -42, Int.min + 1] {
+            var out: [UInt8] = []
+            RESP.appendDecimal(&out, n)
+            #expect(String(decoding: out, as: UTF8.self) == String(n))
+        }
+    }
 }
