@@ -6,18 +6,7 @@ import UringServer
 @Suite("Cluster: three nodes over Redis", .serialized)
 struct ClusterIntegrationTests {
     static func node(_ redis: RedisProcess, _ id: String, _ mode: IOModeSetting) throws -> Server {
-        var c = ServerConfig()
-        c.port = 0
-        c.io = mode
-        c.threads = 2
-        c.logFile = ""
-        c.presence = false
-        c.cluster = "redis"
-        c.redisPort = redis.port
-        c.nodeId = id
-        let s = Server(config: c)
-        try s.start()
-        return s
+        try startClusterNode(redisPort: redis.port, id: id, mode: mode)
     }
 
     static func eventually(_ seconds: Double, _ cond: () throws -> Bool) rethrows -> Bool {

@@ -8,18 +8,7 @@ import UringServer
 struct ClusterOffsetsTests {
     static func node(_ redis: RedisProcess, _ id: String, _ mode: IOModeSetting, historySize: Int = 100,
                      waitForLink: Bool = true) throws -> Server {
-        var c = ServerConfig()
-        c.port = 0
-        c.io = mode
-        c.threads = 2
-        c.logFile = ""
-        c.presence = false
-        c.cluster = "redis"
-        c.redisPort = redis.port
-        c.nodeId = id
-        c.historySize = historySize
-        let s = Server(config: c)
-        try s.start()
+        let s = try startClusterNode(redisPort: redis.port, id: id, mode: mode, historySize: historySize)
         // A join before the link is up is answered at once with a provisional epoch: give the
         // link a moment (not a requirement: some tests start with Redis unreachable).
         if waitForLink { _ = try? ClusterIntegrationTests.eventually(3) { try clusterStats(s)["connected"] as? Bool == true } }

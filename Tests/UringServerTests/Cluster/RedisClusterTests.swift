@@ -12,19 +12,7 @@ import Glibc
 @Suite("Cluster: nodes over a Redis Cluster", .serialized)
 struct RedisClusterTests {
     static func node(_ rc: RedisClusterProcess, _ id: String, _ mode: IOModeSetting, historySize: Int = 100) throws -> Server {
-        var c = ServerConfig()
-        c.port = 0
-        c.io = mode
-        c.threads = 2
-        c.logFile = ""
-        c.presence = false
-        c.cluster = "redis"
-        c.redisPort = rc.livePort
-        c.nodeId = id
-        c.historySize = historySize
-        let s = Server(config: c)
-        try s.start()
-        return s
+        try startClusterNode(redisPort: rc.livePort, id: id, mode: mode, historySize: historySize)
     }
 
     static func clusterStats(_ port: Int) throws -> [String: Any] {
