@@ -91,14 +91,7 @@ extension RedisLink {
         if mode == .single || !shards.contains(where: { $0.up }) {
             // The only server is gone: queued publishes fail now rather than wait for it.
             connected.store(false, ordering: .releasing)
-            var queued: [UInt8] = []
-            let n = inbox.withLock { box in
-                let n = box.publishCount
-                box.publishCount = 0
-                swap(&queued, &box.publishes)
-                return n
-            }
-            failRecords(queued, count: n, reason: "redis unavailable")
+            failQueuedPublishes(reason: "redis unavailable")
             clusterCounts.withLock { $0.removeAll() }
             remoteCounts.withLock { $0.removeAll() }
             if mode == .single {
@@ -180,6 +173,17 @@ extension RedisLink {
             s.cmd.close()
             s.sub.close()
         }
+        failQueuedPublishes(reason: "redis link stopped")
+        subscribedRooms.store(0, ordering: .relaxed)
+        clusterCounts.withLock { $0.removeAll() }
+        remoteCounts.withLock { $0.removeAll() }
+        logger.info("redis link stopped", ["node": settings.nodeId, "was_connected": String(wasUp), "cleanup": String(cleanup)])
+    }
+}
+
+extension RedisLink {
+    /// Takes every publish still queued in the inbox and fails it (each sender told, counted).
+    func failQueuedPublishes(reason: String) {
         var queued: [UInt8] = []
         let n = inbox.withLock { box in
             let n = box.publishCount
@@ -187,10 +191,6 @@ extension RedisLink {
             swap(&queued, &box.publishes)
             return n
         }
-        failRecords(queued, count: n, reason: "redis link stopped")
-        subscribedRooms.store(0, ordering: .relaxed)
-        clusterCounts.withLock { $0.removeAll() }
-        remoteCounts.withLock { $0.removeAll() }
-        logger.info("redis link stopped", ["node": settings.nodeId, "was_connected": String(wasUp), "cleanup": String(cleanup)])
+        failRecords(queued, count: n, reason: reason)
     }
 }
