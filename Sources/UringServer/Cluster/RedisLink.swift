@@ -208,17 +208,27 @@ public final class RedisLink: @unchecked Sendable {
     }
 
     public func publish(room: String, body: UnsafeRawBufferPointer) {
+        enqueuePublish { box in
+            box.publishes.append(Self.plainRecord)
+            RESP.appendRecord(&box.publishes, room.utf8)
+            RESP.appendRecord(&box.publishes, body)
+        }
+    }
+
+    /// Queues one publish record written by `write` for the link thread: refused (and counted)
+    /// while Redis is down or the queue is over `maxPendingBytes`; wakes the link thread when
+    /// the inbox was empty. Returns whether it was queued.
+    @inline(__always) @discardableResult
+    func enqueuePublish(_ write: (inout Inbox) -> Void) -> Bool {
         guard connected.load(ordering: .acquiring) else {
             countFailures(1, reason: "redis unavailable")
-            return
+            return false
         }
         let max = settings.maxPendingBytes
         let (accepted, wasEmpty) = inbox.withLock { box -> (Bool, Bool) in
             if box.publishes.count >= max { return (false, false) }
             let wasEmpty = box.isEmpty
-            box.publishes.append(Self.plainRecord)
-            RESP.appendRecord(&box.publishes, room.utf8)
-            RESP.appendRecord(&box.publishes, body)
+            write(&box)
             box.publishCount += 1
             return (true, wasEmpty)
         }
@@ -227,6 +237,7 @@ public final class RedisLink: @unchecked Sendable {
         } else if wasEmpty {
             wake()
         }
+        return accepted
     }
 
     public func roomActivated(_ room: String) { post(.activate(room)) }

@@ -136,15 +136,8 @@ extension RedisLink {
     /// answers the sender at once.
     public func publishChat(room: String, line: UnsafeRawBufferPointer, epoch: String, floor: Int,
                             reactor: Int, slot: Int32, generation: UInt32, id: UnsafeRawBufferPointer?) -> Bool {
-        guard connected.load(ordering: .acquiring) else {
-            countFailures(1, reason: "redis unavailable")
-            return false
-        }
-        let max = settings.maxPendingBytes
         let sender = ClusterSender.pack(reactor: reactor, slot: slot, generation: generation)
-        let (accepted, wasEmpty) = inbox.withLock { box -> (Bool, Bool) in
-            if box.publishes.count >= max { return (false, false) }
-            let wasEmpty = box.isEmpty
+        return enqueuePublish { box in
             // A record; the link thread writes the script call into the room's shard pipeline
             // (EVALSHA once the script is loaded there, EVAL before).
             box.publishes.append(Self.chatRecord)
@@ -156,15 +149,7 @@ extension RedisLink {
             RESP.appendWord(&box.publishes, sender)
             RESP.appendWord(&box.publishes, box.epochCandidate)
             box.epochCandidate &+= 1
-            box.publishCount += 1
-            return (true, wasEmpty)
         }
-        if !accepted {
-            countFailures(1, reason: "redis too slow, publish queue full")
-        } else if wasEmpty {
-            wake()
-        }
-        return accepted
     }
 
     /// Whether the room's log follows the cluster's yet (primed from Redis after the first
